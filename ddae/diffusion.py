@@ -1,0 +1,280 @@
+"""Diffusion frameworks around one denoiser contract D(x, σ) ≈ x0 (paper Sec. 3.1).
+
+σ is the single currency (Karras et al. 2022, "EDM"): every framework works on the
+variance-exploding view x = x0 + σ·ε and supplies the preconditioning that turns a plain network
+F(input, noise_labels, augment_labels) into D. Any network therefore trains under any framework
+(the paper's Figure 3 trains DDPM++ under DDPM and under EDM), and one sampler or feature
+extractor serves every model.
+
+* `DDPM` (Ho et al. 2020): variance preserving, ε-prediction, linear β from β_min to β_max over T
+  steps. With ᾱ_t = Π_{i≤t}(1 − β_i) (paper Sec. 3.1, α_t² = ᾱ_t), x_t = √ᾱ_t x0 + √(1−ᾱ_t) ε
+  (Eq. 1) is √ᾱ_t·(x0 + σ_t ε) with σ_t = √((1 − ᾱ_t)/ᾱ_t), so D(x, σ) = x − σ·F(x/√(1+σ²), t−1):
+  c_skip = 1, c_out = −σ, c_in = 1/√(1+σ²) = √ᾱ_t and the network receives the 0-based step.
+  Its ε-loss ‖F − ε‖² is Eq. 2 weighted by 1/σ².
+* `EDM` (Karras et al. 2022): ln σ ~ N(P_mean, P_std²), preconditioning c_skip, c_out, c_in,
+  c_noise = ln(σ)/4 and loss weight (σ² + σ_d²)/(σ σ_d)² (EDM Table 1).
+
+Timesteps follow the paper's Table 9 notation "t/steps": DDPM's t is 1-based (t = 11 → ᾱ index
+10), EDM's t indexes the reversed Heun schedule of `steps` levels (t = 1 → σ_min,
+t = steps → σ_max).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ddae.configs import ConfigError, from_mapping
+
+Denoiser = Callable[[Tensor, Tensor], Tensor]  # D(x, σ): (B,C,H,W), (B,) → (B,C,H,W)
+
+
+def _per_sample(values: Tensor, like: Tensor) -> Tensor:
+    """Reshape a (B,) tensor to broadcast against (B, C, H, W)."""
+    return values.reshape(-1, *([1] * (like.ndim - 1))).to(like.dtype)
+
+
+def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> Tensor:
+    """EDM Eq. 5: σ_i = (σ_max^(1/ρ) + i/(N−1)·(σ_min^(1/ρ) − σ_max^(1/ρ)))^ρ, i = 0..N−1 (float64).
+
+    Descending, from σ_max to σ_min, without the final 0.
+    """
+    if steps < 2:
+        raise ConfigError(f"steps: the Heun schedule needs at least 2 levels, got {steps}")
+    ramp = torch.arange(steps, dtype=torch.float64) / (steps - 1)
+    inv_rho = 1.0 / rho
+    return (sigma_max**inv_rho + ramp * (sigma_min**inv_rho - sigma_max**inv_rho)) ** rho
+
+
+class DDPM:
+    """Variance-preserving DDPM with ε-prediction and a linear β schedule (Ho et al. 2020)."""
+
+    @dataclass(frozen=True)
+    class Config:
+        timesteps: int = 1000  # T; Figure 4 ablates 1000, 512, 256, 64
+        beta_min: float = 1e-4  # β_1; Figure 4 "upper half" uses 0.01
+        beta_max: float = 0.02  # β_T; Figure 4 "lower half" uses 0.01
+
+        def __post_init__(self) -> None:
+            if self.timesteps < 2:
+                raise ValueError(f"timesteps must be at least 2, got {self.timesteps}")
+            if not 0 < self.beta_min < self.beta_max < 1:
+                raise ValueError(
+                    f"need 0 < beta_min < beta_max < 1, got {self.beta_min}, {self.beta_max}"
+                )
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        betas = torch.linspace(
+            config.beta_min, config.beta_max, config.timesteps, dtype=torch.float64
+        )
+        self.alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)  # ᾱ at 0-based index t − 1
+        self.sigmas = ((1.0 - self.alphas_cumprod) / self.alphas_cumprod).sqrt()  # ascending
+
+    @property
+    def sigma_min(self) -> float:
+        return float(self.sigmas[0])
+
+    @property
+    def sigma_max(self) -> float:
+        return float(self.sigmas[-1])
+
+    def sigma_at_timestep(self, t: int, steps: int) -> float:
+        """σ of the 1-based timestep t ("t/steps" with steps = T, paper Table 9)."""
+        if steps != self.config.timesteps:
+            raise ConfigError(f"DDPM timesteps are out of T={self.config.timesteps}, got /{steps}")
+        if not 1 <= t <= steps:
+            raise ConfigError(f"timestep {t} is outside 1..{steps}")
+        return float(self.sigmas[t - 1])
+
+    def step_index(self, sigma: Tensor) -> Tensor:
+        """0-based step whose σ is nearest to `sigma` in log space (exact for table values)."""
+        log_table = self.sigmas.to(sigma.device).log()
+        distance = (sigma.double().log().reshape(-1, 1) - log_table.reshape(1, -1)).abs()
+        return distance.argmin(dim=1)
+
+    def round_sigma(self, sigma: Tensor) -> Tensor:
+        return self.sigmas.to(sigma.device)[self.step_index(sigma)].to(sigma.dtype)
+
+    def prior_std(self, sigma_max: float) -> float:
+        """x_T ~ N(0, I) in VP coordinates is N(0, (1 + σ_T²) I) in x = x_t/√ᾱ_T coordinates."""
+        return math.sqrt(1.0 + sigma_max**2)
+
+    def sampling_sigmas(self, steps: int) -> Tensor:
+        """DDIM's "leading" subsequence of the T levels (steps = T: all), then 0; descending."""
+        T = self.config.timesteps
+        if not 1 <= steps <= T:
+            raise ConfigError(f"sampling steps must be in 1..{T}, got {steps}")
+        indices = torch.arange(steps) * (T // steps)
+        return torch.cat([self.sigmas[indices.flip(0)], torch.zeros(1, dtype=torch.float64)])
+
+    def sample_training_sigma(self, batch: int, generator: torch.Generator) -> Tensor:
+        """σ_t for t ~ U{1..T} (Ho et al. Algorithm 1): (batch,) float64 on the generator device."""
+        index = torch.randint(
+            0, self.config.timesteps, (batch,), generator=generator, device=generator.device
+        )
+        return self.sigmas.to(generator.device)[index]
+
+    def denoise(
+        self, net: nn.Module, x: Tensor, sigma: Tensor, augment_labels: Tensor | None = None
+    ) -> Tensor:
+        """D(x, σ) = x − σ·ε_θ(√ᾱ·x, t − 1) for x = x0 + σ ε (see module docstring)."""
+        sigma = sigma.reshape(-1).expand(x.shape[0])
+        index = self.step_index(sigma)
+        c_in = _per_sample(self.alphas_cumprod.to(x.device)[index].sqrt(), x)
+        eps = net(c_in * x, index.to(torch.float32), augment_labels).to(x.dtype)
+        return x - _per_sample(sigma, x) * eps
+
+    def training_loss(
+        self,
+        net: nn.Module,
+        x0: Tensor,
+        sigma: Tensor,
+        noise: Tensor,
+        augment_labels: Tensor | None = None,
+    ) -> Tensor:
+        """Per-example ‖ε_θ(x_t, t) − ε‖² averaged over pixels (Ho et al. Eq. 14), shape (B,).
+
+        Computed in the network's own ε parameterisation (x_t built from ᾱ exactly as DDPM does)
+        rather than through D, which would lose precision at small σ.
+        """
+        index = self.step_index(sigma)
+        alpha_bar = _per_sample(self.alphas_cumprod.to(x0.device)[index], x0)
+        x_t = alpha_bar.sqrt() * x0 + (1.0 - alpha_bar).sqrt() * noise  # Eq. 1
+        eps = net(x_t, index.to(torch.float32), augment_labels)
+        return (eps.float() - noise.float()).square().flatten(1).mean(dim=1)
+
+
+class EDM:
+    """EDM training and preconditioning (Karras et al. 2022, Table 1, VE view)."""
+
+    @dataclass(frozen=True)
+    class Config:
+        sigma_data: float = 0.5  # σ_d
+        p_mean: float = -1.2  # ln σ ~ N(P_mean, P_std²) during training
+        p_std: float = 1.2
+        sigma_min: float = 0.002  # sampling / timestep range
+        sigma_max: float = 80.0
+        rho: float = 7.0  # Eq. 5 schedule curvature
+
+        def __post_init__(self) -> None:
+            if not 0 < self.sigma_min < self.sigma_max:
+                raise ValueError(
+                    f"need 0 < sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}"
+                )
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    @property
+    def sigma_min(self) -> float:
+        return self.config.sigma_min
+
+    @property
+    def sigma_max(self) -> float:
+        return self.config.sigma_max
+
+    def sigma_at_timestep(self, t: int, steps: int) -> float:
+        """σ of t in 1..steps on the reversed Heun schedule: t = 1 → σ_min, t = steps → σ_max."""
+        if not 1 <= t <= steps:
+            raise ConfigError(f"timestep {t} is outside 1..{steps}")
+        c = self.config
+        return float(karras_sigmas(steps, c.sigma_min, c.sigma_max, c.rho)[steps - t])
+
+    def round_sigma(self, sigma: Tensor) -> Tensor:
+        return sigma
+
+    def prior_std(self, sigma_max: float) -> float:
+        return sigma_max
+
+    def sampling_sigmas(self, steps: int) -> Tensor:
+        c = self.config
+        return torch.cat(
+            [
+                karras_sigmas(steps, c.sigma_min, c.sigma_max, c.rho),
+                torch.zeros(1, dtype=torch.float64),
+            ]
+        )
+
+    def sample_training_sigma(self, batch: int, generator: torch.Generator) -> Tensor:
+        """ln σ ~ N(P_mean, P_std²), shape (batch,) float64 on the generator's device."""
+        normal = torch.randn(
+            batch, generator=generator, device=generator.device, dtype=torch.float64
+        )
+        return (normal * self.config.p_std + self.config.p_mean).exp()
+
+    def preconditioning(self, sigma: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """c_skip, c_out, c_in, c_noise of EDM Table 1 for σ of shape (B,)."""
+        sd = self.config.sigma_data
+        c_skip = sd**2 / (sigma**2 + sd**2)
+        c_out = sigma * sd / (sigma**2 + sd**2).sqrt()
+        c_in = 1.0 / (sigma**2 + sd**2).sqrt()
+        c_noise = sigma.log() / 4.0
+        return c_skip, c_out, c_in, c_noise
+
+    def denoise(
+        self, net: nn.Module, x: Tensor, sigma: Tensor, augment_labels: Tensor | None = None
+    ) -> Tensor:
+        """D(x, σ) = c_skip x + c_out F(c_in x, c_noise, augment_labels) (EDM Eq. 7)."""
+        sigma = sigma.reshape(-1).expand(x.shape[0]).to(torch.float32)
+        c_skip, c_out, c_in, c_noise = self.preconditioning(sigma)
+        out = net(_per_sample(c_in, x) * x, c_noise, augment_labels).to(x.dtype)
+        return _per_sample(c_skip, x) * x + _per_sample(c_out, x) * out
+
+    def training_loss(
+        self,
+        net: nn.Module,
+        x0: Tensor,
+        sigma: Tensor,
+        noise: Tensor,
+        augment_labels: Tensor | None = None,
+    ) -> Tensor:
+        """Per-example λ(σ)‖D(x0 + σε, σ) − x0‖² averaged over pixels (EDM Eq. 8), shape (B,).
+
+        Averaged like the official DDAE code (``loss.mean()``); EDM's own code sums over pixels,
+        which only rescales the gradient.
+        """
+        sd = self.config.sigma_data
+        weight = (sigma**2 + sd**2) / (sigma * sd) ** 2
+        sigma32 = sigma.to(torch.float32)
+        denoised = self.denoise(net, x0 + _per_sample(sigma32, x0) * noise, sigma32, augment_labels)
+        error = (denoised.float() - x0.float()).square().flatten(1).mean(dim=1)
+        return weight.to(error.dtype) * error
+
+
+Framework = DDPM | EDM
+
+FRAMEWORKS: dict[str, type[DDPM] | type[EDM]] = {"ddpm": DDPM, "edm": EDM}
+
+
+def framework_config(spec: Mapping[str, Any], where: str = "framework") -> Any:
+    """Validate ``{"kind": "ddpm" | "edm", ...}`` and return the framework's Config."""
+    if not isinstance(spec, Mapping) or "kind" not in spec:
+        raise ConfigError(f"{where}.kind: required key is missing")
+    kind = spec["kind"]
+    if kind not in FRAMEWORKS:
+        raise ConfigError(
+            f"{where}.kind: unknown framework {kind!r} (choose from {sorted(FRAMEWORKS)})"
+        )
+    return from_mapping(
+        FRAMEWORKS[kind].Config, {k: v for k, v in spec.items() if k != "kind"}, where
+    )
+
+
+def build_framework(spec: Mapping[str, Any], where: str = "framework") -> Framework:
+    config = framework_config(spec, where)
+    return FRAMEWORKS[spec["kind"]](config)
+
+
+def make_denoiser(framework: Framework, net: nn.Module) -> Denoiser:
+    """Bind a network to its framework: the D(x, σ) that samplers and feature extractors call."""
+
+    def denoiser(x: Tensor, sigma: Tensor) -> Tensor:
+        return framework.denoise(net, x, sigma)
+
+    return denoiser
