@@ -1,0 +1,124 @@
+"""Checkpoint files: atomic writes, safe loads, and models rebuilt from their own file.
+
+A checkpoint is a plain dict read with ``torch.load(weights_only=True)`` (no pickled classes or
+source code). It carries the run config that built the model (network, framework, training
+mappings; nanoGPT-style), so ``load_network(path)`` rebuilds the denoiser without any other
+input. Training checkpoints also hold EMA weights, optimizer state, counters and every RNG state
+for exact resumption (see `ddae.training`).
+
+Writes go to a temporary file in the same folder, are fsync'ed and then renamed over the target,
+so a crash never leaves a half-written checkpoint under the real name. A truncated or corrupt
+file raises `CheckpointError` naming the path; nothing silently falls back to a fresh model.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ddae.diffusion import Framework, build_framework
+from ddae.networks import build_network
+
+FORMAT = "ddae-checkpoint/1"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing, truncated, corrupt or not a ddae checkpoint."""
+
+
+def save_checkpoint(payload: Mapping[str, Any], path: str | Path) -> None:
+    """Write ``payload`` to ``path`` atomically (temporary file, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save({"format": FORMAT, **payload}, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by `save_checkpoint`; any damage raises `CheckpointError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file does not exist")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # truncated zip, bad pickle, foreign format...
+        raise CheckpointError(
+            f"{path}: checkpoint is corrupt or truncated ({type(error).__name__}: {error}); "
+            "delete it to retrain from the previous checkpoint"
+        ) from error
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise CheckpointError(f"{path}: not a {FORMAT} file (found {found!r})")
+    return payload
+
+
+def load_network(
+    path: str | Path, weights: str = "ema", map_location: str | torch.device = "cpu"
+) -> tuple[nn.Module, Framework, dict[str, Any]]:
+    """Rebuild (network, framework, run config) from a checkpoint; ``weights`` is ema or model."""
+    payload = load_checkpoint(path, map_location)
+    if weights not in payload:
+        raise CheckpointError(f"{path}: checkpoint has no {weights!r} weights")
+    run = payload["run"]
+    network = build_network(run["network"])
+    try:
+        network.load_state_dict(payload[weights])
+    except RuntimeError as error:
+        raise CheckpointError(
+            f"{path}: weights do not match its network config: {error}"
+        ) from error
+    return network.to(map_location).eval(), build_framework(run["framework"]), run
+
+
+# --- RNG states (every generator a training step touches) -------------------------------------
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Global RNG states of torch (CPU and every CUDA device), NumPy and Python."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+        "python": random.getstate(),
+    }
+
+
+def restore_rng_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    np_state = state["numpy"]
+    np.random.set_state(
+        (
+            np_state["kind"],
+            np_state["keys"].numpy().astype(np.uint32),
+            np_state["pos"],
+            np_state["has_gauss"],
+            np_state["cached"],
+        )
+    )
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))

@@ -1,0 +1,458 @@
+"""Diffusion pre-training to a target epoch, resumable bit for bit (paper Appendix A, Table 5).
+
+`train_to_epoch` trains one run (network + framework + training settings) until `target_epoch`
+completed epochs and writes a checkpoint there. It starts from, in order of preference:
+
+1. the run's partial state (``state_dir/partial.pt``), written every few minutes and at
+   ``kill -9`` safe points, if it belongs to this run config and lineage and lies between the
+   start checkpoint and the target;
+2. the given start checkpoint (the previous epoch of the chain);
+3. scratch.
+
+Every draw of randomness is reproducible: the shuffling order is a function of (seed, epoch);
+σ, noise, flips and EDM augmentations come from one training generator whose state is saved;
+dropout uses the global RNGs, saved per rank. Hence 2 epochs in one go and 1 + resume + 1 give
+bitwise identical weights on CPU. Randomness is drawn for the whole global batch on every rank
+and each rank keeps its slice, so N processes under torchrun follow the same trajectory as one
+process with the same global batch (up to floating-point reduction order).
+
+Official-code details kept here: per-epoch linear lr warm-up, gradient-norm clipping at 1.0,
+and the optional ema_pytorch decay warm-up (decay_k = min(β, 1 − k^(−power))) of the DDAE code.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from ddae.augment import AugmentConfig, AugmentPipe
+from ddae.checkpoints import (
+    CheckpointError,
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from ddae.configs import ConfigError, from_mapping, to_mapping
+from ddae.data import ImageDataset, augment_batch, epoch_permutation, to_model_range
+from ddae.diffusion import Framework, build_framework, framework_config
+from ddae.distributed import World, barrier, close_world, gather_objects, init_world, mean_across
+from ddae.networks import build_network, network_config
+
+log = logging.getLogger(__name__)
+
+PARTIAL_STATE = "partial.pt"
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    batch_size: int = 128  # global batch, summed over all processes
+    lr: float = 1e-4  # Adam learning rate after warm-up
+    warmup_epochs: int = 0  # lr · min((epoch + 1) / warmup_epochs, 1), as the DDAE code
+    adam_betas: tuple[float, ...] = (0.9, 0.999)
+    adam_eps: float = 1e-8
+    grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
+    ema_decay: float = 0.9999  # β (0.9999 DDPM, 0.9993 EDM in the DDAE code)
+    ema_warmup_power: float = 0.0  # 2/3 = ema_pytorch's warm-up (DDAE code); 0 = off
+    ema_rampup_ratio: float = 0.0  # EDM's half-life ramp: ≤ ratio × steps so far; 0 = off
+    hflip: bool = True  # random horizontal flip of the training images
+    crop_padding: int = 0  # pad-and-random-crop; 0 disables
+    augment_p: float = 0.0  # EDM augmentation probability (0.12 CIFAR-10); needs augment_dim 9
+    seed: int = 0
+    bf16: bool = True  # bf16 autocast on CUDA (CPU always trains in fp32)
+    channels_last: bool = True  # NHWC activations on CUDA
+    compile: bool = False  # torch.compile the network on CUDA
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {self.batch_size}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not 0.0 <= self.augment_p <= 1.0:
+            raise ValueError(f"augment_p must be in [0, 1], got {self.augment_p}")
+        if len(self.adam_betas) != 2:
+            raise ValueError(f"adam_betas needs two values, got {list(self.adam_betas)}")
+
+
+def normalize_run(run: Mapping[str, Any], where: str = "run") -> dict[str, Any]:
+    """Validate a run ``{network, framework, training}`` and fill every default.
+
+    The result is what checkpoints store and what resumption compares, so equal settings spelt
+    differently (1e-4 vs 0.0001, a default left out) count as the same run.
+    """
+    if not isinstance(run, Mapping):
+        raise ConfigError(f"{where}: expected a mapping, got {run!r}")
+    unknown = sorted(set(run) - {"network", "framework", "training"})
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key {unknown[0]!r} (allowed: framework, network, training)"
+        )
+    for key in ("network", "framework"):
+        if key not in run:
+            raise ConfigError(f"{where}.{key}: required key is missing")
+    network = network_config(run["network"], f"{where}.network")
+    framework = framework_config(run["framework"], f"{where}.framework")
+    training = from_mapping(TrainingConfig, run.get("training", {}), f"{where}.training")
+    if training.augment_p > 0 and getattr(network, "augment_dim", 0) == 0:
+        raise ConfigError(
+            f"{where}.training.augment_p: EDM augmentation needs network augment_dim > 0"
+        )
+    return {
+        "network": {"arch": run["network"]["arch"], **to_mapping(network)},
+        "framework": {"kind": run["framework"]["kind"], **to_mapping(framework)},
+        "training": to_mapping(training),
+    }
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (non-finite loss, inconsistent inputs)."""
+
+
+def ema_decay_at(step: int, config: TrainingConfig) -> float:
+    """EMA decay for the `step`-th update (1-based), with the optional warm-ups.
+
+    ema_pytorch (DDAE code): min(β, 1 − step^(−power)). EDM: the half-life (in steps) is at
+    most ``ema_rampup_ratio · step``, i.e. decay ≤ 0.5^(1 / (ratio · step)).
+    """
+    decay = config.ema_decay
+    if config.ema_warmup_power > 0:
+        decay = min(decay, 1.0 - step ** (-config.ema_warmup_power))
+    if config.ema_rampup_ratio > 0:
+        decay = min(decay, 0.5 ** (1.0 / (config.ema_rampup_ratio * step)))
+    return decay
+
+
+def lr_at_epoch(epoch: int, config: TrainingConfig) -> float:
+    """Per-epoch linear warm-up of the DDAE code: lr · min((epoch + 1) / warmup_epochs, 1)."""
+    if config.warmup_epochs <= 0:
+        return config.lr
+    return config.lr * min((epoch + 1) / config.warmup_epochs, 1.0)
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """ema ← decay·ema + (1 − decay)·model for parameters; buffers are copied."""
+    ema_params = list(ema.parameters())
+    model_params = [p.detach() for p in model.parameters()]
+    torch._foreach_lerp_(ema_params, model_params, 1.0 - decay)
+    for ema_buffer, buffer in zip(ema.buffers(), model.buffers(), strict=True):
+        ema_buffer.copy_(buffer)
+
+
+@dataclass
+class TrainState:
+    """Everything that changes during training, i.e. what a checkpoint restores."""
+
+    network: nn.Module
+    ema: nn.Module
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    epoch: int = 0  # completed epochs
+    epoch_step: int = 0  # optimizer steps done inside the current epoch
+    step: int = 0  # optimizer steps in total
+    lineage: str = ""  # id shared by every checkpoint of one training history
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """How a job runs; none of this changes the trained weights."""
+
+    state_dir: Path | None = None  # where the partial state lives (outside Snakemake outputs)
+    snapshot_every_seconds: float = 600.0
+    snapshot_every_steps: int = 0  # also snapshot every N steps (0: time-based only)
+    metrics_path: Path | None = None  # jsonl: step, epoch, loss, lr, images/s
+    log_every_steps: int = 50
+    progress: bool = True
+    device: str | None = None
+
+
+class Trainer:
+    """Holds one run's network, framework, data and state; `run_to` advances it."""
+
+    def __init__(self, run: Mapping[str, Any], dataset: ImageDataset, world: World) -> None:
+        self.run = normalize_run(run)
+        self.config: TrainingConfig = from_mapping(TrainingConfig, self.run["training"])
+        self.world = world
+        self.device = world.device
+        if self.config.batch_size % world.size:
+            raise ConfigError(
+                f"training.batch_size {self.config.batch_size} is not divisible by "
+                f"{world.size} processes"
+            )
+        self.local_batch = self.config.batch_size // world.size
+        self.images = dataset.images.to(self.device)  # uint8 (N, C, H, W), augmented on device
+        self.steps_per_epoch = len(self.images) // self.config.batch_size
+        if self.steps_per_epoch == 0:
+            raise ConfigError(
+                f"training.batch_size {self.config.batch_size} exceeds the "
+                f"{len(self.images)} training images"
+            )
+        self.framework: Framework = build_framework(self.run["framework"])
+        self.augment = (
+            AugmentPipe(AugmentConfig(p=self.config.augment_p))
+            if self.config.augment_p > 0
+            else None
+        )
+        self.fast = self.device.type == "cuda"
+        self.state = self._fresh_state()
+        self.model = self._wrap(self.state.network)
+
+    # --- construction -------------------------------------------------------------------------
+
+    def _fresh_state(self) -> TrainState:
+        torch.manual_seed(self.config.seed)  # identical initial weights on every rank
+        network = build_network(self.run["network"]).to(self.device)
+        memory_format = torch.channels_last if self.fast and self.config.channels_last else None
+        if memory_format is not None:
+            network = network.to(memory_format=memory_format)
+        ema = copy.deepcopy(network).requires_grad_(False).eval()
+        optimizer = torch.optim.Adam(
+            network.parameters(),
+            lr=self.config.lr,
+            betas=tuple(self.config.adam_betas),
+            eps=self.config.adam_eps,
+            fused=self.fast,
+        )
+        generator = torch.Generator(self.device).manual_seed(self.config.seed)
+        torch.manual_seed(self.config.seed * 1000 + self.world.rank)  # dropout differs per rank
+        return TrainState(network, ema, optimizer, generator, lineage=uuid.uuid4().hex)
+
+    def _wrap(self, network: nn.Module) -> nn.Module:
+        model = network
+        if self.fast and self.config.compile:
+            model = torch.compile(model)
+        if self.world.size > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        return model
+
+    # --- checkpoints --------------------------------------------------------------------------
+
+    def payload(self) -> dict[str, Any]:
+        """Checkpoint contents; collective (every rank must call it), meaningful on rank 0."""
+        s = self.state
+        return {
+            "run": self.run,
+            "epoch": s.epoch,
+            "epoch_step": s.epoch_step,
+            "step": s.step,
+            "lineage": s.lineage,
+            "model": s.network.state_dict(),
+            "ema": s.ema.state_dict(),
+            "optimizer": s.optimizer.state_dict(),
+            "generator": s.generator.get_state(),
+            "rng": gather_objects(self.world, capture_rng_state()),
+        }
+
+    def load(self, payload: Mapping[str, Any], path: Path) -> None:
+        """Restore the state saved in ``payload`` (read from ``path``)."""
+        if payload.get("run") != self.run:
+            raise CheckpointError(f"{path}: checkpoint was trained with a different run config")
+        s = self.state
+        try:
+            s.network.load_state_dict(payload["model"])
+            s.ema.load_state_dict(payload["ema"])
+            s.optimizer.load_state_dict(payload["optimizer"])
+            s.generator.set_state(payload["generator"].cpu())
+        except (KeyError, RuntimeError, ValueError) as error:
+            raise CheckpointError(f"{path}: cannot restore training state: {error}") from error
+        s.epoch, s.epoch_step, s.step = payload["epoch"], payload["epoch_step"], payload["step"]
+        s.lineage = payload["lineage"]
+        rng = payload["rng"]
+        if len(rng) == self.world.size:
+            restore_rng_state(rng[self.world.rank])
+        else:  # another process count: dropout streams cannot continue, reseed deterministically
+            log.warning(
+                "%s: saved by %d processes, resuming with %d", path, len(rng), self.world.size
+            )
+            torch.manual_seed(self.config.seed * 1000 + self.world.rank + s.step)
+
+    def save(self, path: Path) -> None:
+        payload = self.payload()
+        if self.world.is_main:
+            save_checkpoint(payload, path)
+        barrier(self.world)
+
+    # --- one step -----------------------------------------------------------------------------
+
+    def _global_batch(self, permutation: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """This rank's slice of (x0, σ, noise, augment labels) for the next global batch."""
+        c, s = self.config, self.state
+        start = s.epoch_step * c.batch_size
+        indices = permutation[start : start + c.batch_size].to(self.device)
+        images = augment_batch(
+            self.images[indices], hflip=c.hflip, crop_padding=c.crop_padding, generator=s.generator
+        )
+        x0 = to_model_range(images)
+        labels = None
+        if self.augment is not None:
+            x0, labels = self.augment(x0, s.generator)
+        sigma = self.framework.sample_training_sigma(c.batch_size, s.generator)
+        noise = torch.randn(x0.shape, generator=s.generator, device=self.device)
+        mine = slice(self.world.rank * self.local_batch, (self.world.rank + 1) * self.local_batch)
+        return x0[mine], sigma[mine], noise[mine], None if labels is None else labels[mine]
+
+    def step(self, permutation: Tensor) -> Tensor:
+        """One optimizer step on the next global batch; returns the rank-mean loss (detached)."""
+        c, s = self.config, self.state
+        x0, sigma, noise, labels = self._global_batch(permutation)
+        if self.fast and c.channels_last:
+            x0, noise = (t.contiguous(memory_format=torch.channels_last) for t in (x0, noise))
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.fast and c.bf16):
+            loss = self.framework.training_loss(self.model, x0, sigma, noise, labels).mean()
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"non-finite loss {loss.item()} at step {s.step + 1} (epoch {s.epoch + 1}, "
+                f"step {s.epoch_step + 1} of {self.steps_per_epoch}); lower the learning rate"
+            )
+        for group in s.optimizer.param_groups:
+            group["lr"] = lr_at_epoch(s.epoch, c)
+        s.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if c.grad_clip > 0:
+            nn.utils.clip_grad_norm_(s.network.parameters(), c.grad_clip)
+        s.optimizer.step()
+        s.step += 1
+        s.epoch_step += 1
+        update_ema(s.ema, s.network, ema_decay_at(s.step, c))
+        return mean_across(self.world, loss.detach())
+
+    # --- the loop -----------------------------------------------------------------------------
+
+    def run_to(self, target_epoch: int, options: TrainOptions) -> None:
+        """Train until `target_epoch` epochs are complete, snapshotting partial state."""
+        c, s = self.config, self.state
+        total = target_epoch * self.steps_per_epoch
+        bar = tqdm(
+            total=total,
+            initial=s.step,
+            disable=not (options.progress and self.world.is_main),
+            unit="step",
+            dynamic_ncols=True,
+        )
+        last_snapshot = time.monotonic()
+        window_start, window_steps, window_loss = time.monotonic(), 0, 0.0
+        while s.epoch < target_epoch:
+            permutation = epoch_permutation(len(self.images), c.seed, s.epoch)
+            while s.epoch_step < self.steps_per_epoch:
+                loss = self.step(permutation)
+                window_steps += 1
+                window_loss += float(loss)
+                bar.update(1)
+                if window_steps >= options.log_every_steps or s.epoch_step == self.steps_per_epoch:
+                    elapsed = time.monotonic() - window_start
+                    record = {
+                        "step": s.step,
+                        "epoch": s.epoch + s.epoch_step / self.steps_per_epoch,
+                        "loss": window_loss / window_steps,
+                        "lr": lr_at_epoch(s.epoch, c),
+                        "images_per_s": window_steps * c.batch_size / max(elapsed, 1e-9),
+                    }
+                    bar.set_postfix(
+                        loss=f"{record['loss']:.4f}", ips=f"{record['images_per_s']:.0f}"
+                    )
+                    self._append_metrics(options.metrics_path, record)
+                    window_start, window_steps, window_loss = time.monotonic(), 0, 0.0
+                    time_due = self._time_for_snapshot(options, last_snapshot)
+                else:
+                    time_due = False
+                if s.epoch_step == self.steps_per_epoch:
+                    s.epoch += 1
+                    s.epoch_step = 0
+                every = options.snapshot_every_steps
+                steps_due = every > 0 and s.step % every == 0
+                if options.state_dir and (time_due or steps_due) and s.epoch < target_epoch:
+                    self.save(options.state_dir / PARTIAL_STATE)
+                    last_snapshot = time.monotonic()
+        bar.close()
+
+    def _time_for_snapshot(self, options: TrainOptions, last_snapshot: float) -> bool:
+        """Whether the snapshot interval has passed; rank 0's clock decides for every rank."""
+        if options.state_dir is None:
+            return False
+        elapsed = time.monotonic() - last_snapshot >= options.snapshot_every_seconds
+        return bool(gather_objects(self.world, elapsed)[0])
+
+    def _append_metrics(self, path: Path | None, record: Mapping[str, Any]) -> None:
+        if path is None or not self.world.is_main:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+def _choose_start(
+    trainer: Trainer, start: Path | None, state_dir: Path | None, target_epoch: int
+) -> tuple[Mapping[str, Any] | None, Path | None]:
+    """The newest usable saved state: the partial state if it continues `start`, else `start`."""
+    start_payload = load_checkpoint(start) if start is not None else None
+    if start_payload is not None and start_payload.get("run") != trainer.run:
+        raise CheckpointError(f"{start}: start checkpoint was trained with a different run config")
+    partial = state_dir / PARTIAL_STATE if state_dir is not None else None
+    if partial is None or not partial.exists():
+        return start_payload, start
+    payload = load_checkpoint(partial)  # corrupt partial state is an error, never ignored
+    target_step = target_epoch * trainer.steps_per_epoch
+    start_step = start_payload["step"] if start_payload else 0
+    reasons = []
+    if payload.get("run") != trainer.run:
+        reasons.append("run config changed")
+    if start_payload is not None and payload.get("lineage") != start_payload.get("lineage"):
+        reasons.append("it does not continue the start checkpoint")
+    if not start_step <= payload["step"] <= target_step:
+        reasons.append(f"step {payload['step']} is outside {start_step}..{target_step}")
+    if reasons:
+        log.warning("ignoring partial state %s: %s", partial, "; ".join(reasons))
+        return start_payload, start
+    return payload, partial
+
+
+def train_to_epoch(
+    run: Mapping[str, Any],
+    dataset_path: str | Path,
+    output: str | Path,
+    target_epoch: int,
+    start: str | Path | None = None,
+    options: TrainOptions | None = None,
+) -> None:
+    """Train `run` on the dataset file until `target_epoch` and write the checkpoint `output`.
+
+    Works the same as a single process and under ``torchrun``; resumes from the partial state in
+    ``options.state_dir`` when a previous attempt was interrupted.
+    """
+    options = options or TrainOptions()
+    world = init_world(options.device)
+    try:
+        trainer = Trainer(run, ImageDataset.load(dataset_path), world)
+        start = Path(start) if start is not None else None
+        payload, source = _choose_start(trainer, start, options.state_dir, target_epoch)
+        if payload is not None:
+            if payload["epoch"] > target_epoch:
+                raise CheckpointError(f"{source}: already past epoch {target_epoch}")
+            trainer.load(payload, source)
+            if world.is_main:
+                log.info(
+                    "resuming from %s at epoch %s step %s",
+                    source,
+                    payload["epoch"],
+                    payload["step"],
+                )
+        trainer.run_to(target_epoch, options)
+        trainer.save(Path(output))
+        if world.is_main and options.state_dir is not None:
+            (options.state_dir / PARTIAL_STATE).unlink(missing_ok=True)
+    finally:
+        close_world(world)
