@@ -334,49 +334,42 @@ class Trainer:
 
     def run_to(self, target_epoch: int, options: TrainOptions) -> None:
         """Train until `target_epoch` epochs are complete, snapshotting partial state."""
-        c, s = self.config, self.state
-        total = target_epoch * self.steps_per_epoch
+        s = self.state
         bar = tqdm(
-            total=total,
+            total=target_epoch * self.steps_per_epoch,
             initial=s.step,
             disable=not (options.progress and self.world.is_main),
             unit="step",
             dynamic_ncols=True,
         )
+        window = _MetricsWindow()
         last_snapshot = time.monotonic()
-        window_start, window_steps, window_loss = time.monotonic(), 0, 0.0
+        permutation, permutation_epoch = None, -1
         while s.epoch < target_epoch:
-            permutation = epoch_permutation(len(self.images), c.seed, s.epoch)
-            while s.epoch_step < self.steps_per_epoch:
-                loss = self.step(permutation)
-                window_steps += 1
-                window_loss += float(loss)
-                bar.update(1)
-                if window_steps >= options.log_every_steps or s.epoch_step == self.steps_per_epoch:
-                    elapsed = time.monotonic() - window_start
-                    record = {
-                        "step": s.step,
-                        "epoch": s.epoch + s.epoch_step / self.steps_per_epoch,
-                        "loss": window_loss / window_steps,
-                        "lr": lr_at_epoch(s.epoch, c),
-                        "images_per_s": window_steps * c.batch_size / max(elapsed, 1e-9),
-                    }
-                    bar.set_postfix(
-                        loss=f"{record['loss']:.4f}", ips=f"{record['images_per_s']:.0f}"
-                    )
-                    self._append_metrics(options.metrics_path, record)
-                    window_start, window_steps, window_loss = time.monotonic(), 0, 0.0
-                    time_due = self._time_for_snapshot(options, last_snapshot)
-                else:
-                    time_due = False
-                if s.epoch_step == self.steps_per_epoch:
-                    s.epoch += 1
-                    s.epoch_step = 0
-                every = options.snapshot_every_steps
-                steps_due = every > 0 and s.step % every == 0
-                if options.state_dir and (time_due or steps_due) and s.epoch < target_epoch:
-                    self.save(options.state_dir / PARTIAL_STATE)
-                    last_snapshot = time.monotonic()
+            if permutation_epoch != s.epoch:
+                permutation = epoch_permutation(len(self.images), self.config.seed, s.epoch)
+                permutation_epoch = s.epoch
+            window.add(float(self.step(permutation)))
+            bar.update(1)
+            epoch_done = s.epoch_step == self.steps_per_epoch
+            time_due = False
+            if window.steps >= options.log_every_steps or epoch_done:
+                record = window.flush(
+                    step=s.step,
+                    epoch=s.epoch + s.epoch_step / self.steps_per_epoch,
+                    lr=lr_at_epoch(s.epoch, self.config),
+                    batch_size=self.config.batch_size,
+                )
+                bar.set_postfix(loss=f"{record['loss']:.4f}", ips=f"{record['images_per_s']:.0f}")
+                self._append_metrics(options.metrics_path, record)
+                time_due = self._time_for_snapshot(options, last_snapshot)
+            if epoch_done:
+                s.epoch, s.epoch_step = s.epoch + 1, 0
+            every = options.snapshot_every_steps
+            steps_due = every > 0 and s.step % every == 0
+            if options.state_dir and (time_due or steps_due) and s.epoch < target_epoch:
+                self.save(options.state_dir / PARTIAL_STATE)
+                last_snapshot = time.monotonic()
         bar.close()
 
     def _time_for_snapshot(self, options: TrainOptions, last_snapshot: float) -> bool:
@@ -392,6 +385,29 @@ class Trainer:
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a") as handle:
             handle.write(json.dumps(record) + "\n")
+
+
+class _MetricsWindow:
+    """Loss and throughput averaged over the steps since the last metrics record."""
+
+    def __init__(self) -> None:
+        self.start, self.steps, self.loss_sum = time.monotonic(), 0, 0.0
+
+    def add(self, loss: float) -> None:
+        self.steps += 1
+        self.loss_sum += loss
+
+    def flush(self, *, step: int, epoch: float, lr: float, batch_size: int) -> dict[str, float]:
+        elapsed = max(time.monotonic() - self.start, 1e-9)
+        record = {
+            "step": step,
+            "epoch": epoch,
+            "loss": self.loss_sum / self.steps,
+            "lr": lr,
+            "images_per_s": self.steps * batch_size / elapsed,
+        }
+        self.__init__()
+        return record
 
 
 def _choose_start(

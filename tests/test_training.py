@@ -1,0 +1,305 @@
+"""Training: learning, exact resumption, kill -9 recovery, DDP equivalence, clear failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from ddae.checkpoints import CheckpointError, load_checkpoint, load_network
+from ddae.data import ImageDataset, load_digits
+from ddae.diffusion import EDM
+from ddae.distributed import World
+from ddae.launch import PretrainingJob, run_pretraining
+from ddae.training import (
+    PARTIAL_STATE,
+    Trainer,
+    TrainingConfig,
+    TrainingError,
+    TrainOptions,
+    ema_decay_at,
+    normalize_run,
+    train_to_epoch,
+)
+
+CPU = World(rank=0, size=1, device=torch.device("cpu"))
+
+TINY_DDPM_UNET = {
+    "arch": "ddpm_unet",
+    "resolution": 16,
+    "base_channels": 32,
+    "channel_mult": [1, 2],
+    "num_blocks": 1,
+    "attn_resolutions": [8],
+    "dropout": 0.1,
+}
+TINY_DDPMPP = {
+    "arch": "ddpmpp",
+    "resolution": 16,
+    "model_channels": 16,
+    "channel_mult": [1, 2],
+    "num_blocks": 1,
+    "attn_resolutions": [8],
+    "dropout": 0.1,
+    "augment_dim": 9,
+}
+DDPM_RUN = {
+    "network": TINY_DDPM_UNET,
+    "framework": {"kind": "ddpm", "timesteps": 100},
+    "training": {"batch_size": 16, "lr": 1e-3, "warmup_epochs": 2, "ema_decay": 0.9},
+}
+EDM_RUN = {
+    "network": TINY_DDPMPP,
+    "framework": {"kind": "edm"},
+    "training": {
+        "batch_size": 16,
+        "lr": 1e-3,
+        "ema_decay": 0.9,
+        "ema_rampup_ratio": 0.05,
+        "augment_p": 0.5,
+        "hflip": False,
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def digits16(tmp_path_factory) -> Path:
+    """64 training digits at 16×16 (4 steps per epoch at batch 16)."""
+    train = load_digits(resolution=16)["train"]
+    path = tmp_path_factory.mktemp("data") / "train.npz"
+    ImageDataset(train.images[:64], train.labels[:64], train.classes).save(path)
+    return path
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def quiet(**kwargs) -> TrainOptions:
+    return TrainOptions(progress=False, device="cpu", **kwargs)
+
+
+@pytest.mark.parametrize("run", [DDPM_RUN, EDM_RUN], ids=["ddpm", "edm"])
+def test_tiny_network_overfits_one_batch(run):
+    """A fixed (σ, noise) evaluation loss on a single 16-image batch falls by more than half."""
+    torch.manual_seed(0)
+    images = load_digits(resolution=16)["train"]
+    batch = ImageDataset(images.images[:16], images.labels[:16], images.classes)
+    run = {**run, "training": {**run["training"], "augment_p": 0.0, "warmup_epochs": 0}}
+    trainer = Trainer(run, batch, CPU)
+    generator = torch.Generator().manual_seed(123)
+    x0 = batch.images.float() / 127.5 - 1
+    sigma = trainer.framework.sample_training_sigma(16, generator)
+    noise = torch.randn(x0.shape, generator=generator)
+    network = trainer.state.network
+
+    def evaluation_loss() -> float:
+        network.eval()
+        with torch.no_grad():
+            loss = trainer.framework.training_loss(network, x0, sigma, noise).mean().item()
+        network.train()
+        return loss
+
+    before = evaluation_loss()
+    permutation = torch.arange(16)
+    for _ in range(60):
+        trainer.step(permutation)
+        trainer.state.epoch_step = 0
+    after = evaluation_loss()
+    print(f"overfit {before:.4f} -> {after:.4f}")
+    assert after < 0.5 * before, (before, after)
+
+
+@pytest.mark.parametrize("run", [DDPM_RUN, EDM_RUN], ids=["ddpm", "edm"])
+def test_resume_is_bitwise_exact(run, digits16, tmp_path):
+    train_to_epoch(run, digits16, tmp_path / "straight.pt", 2, options=quiet())
+    train_to_epoch(run, digits16, tmp_path / "epoch1.pt", 1, options=quiet())
+    train_to_epoch(
+        run, digits16, tmp_path / "resumed.pt", 2, start=tmp_path / "epoch1.pt", options=quiet()
+    )
+    straight, resumed = (
+        load_checkpoint(tmp_path / "straight.pt"),
+        load_checkpoint(tmp_path / "resumed.pt"),
+    )
+    assert straight["step"] == resumed["step"] == 8
+    assert_same_weights(straight["ema"], resumed["ema"])
+    assert_same_weights(straight["model"], resumed["model"])
+    # and training moved the weights between epoch 1 and epoch 2
+    first = load_checkpoint(tmp_path / "epoch1.pt")
+    assert any(not torch.equal(first["ema"][k], v) for k, v in straight["ema"].items())
+
+
+def test_checkpoint_rebuilds_its_network(digits16, tmp_path):
+    train_to_epoch(EDM_RUN, digits16, tmp_path / "e1.pt", 1, options=quiet())
+    network, framework, run = load_network(tmp_path / "e1.pt")
+    assert isinstance(framework, EDM)
+    assert run == normalize_run(EDM_RUN)
+    assert_same_weights(network.state_dict(), load_checkpoint(tmp_path / "e1.pt")["ema"])
+
+
+KILLABLE = """
+import sys
+from ddae.training import TrainOptions, train_to_epoch
+run, data, out, state = sys.argv[1:5]
+import json
+train_to_epoch(json.loads(run), data, out, 6, options=TrainOptions(
+    state_dir=__import__("pathlib").Path(state), snapshot_every_steps=3, progress=False,
+    device="cpu", metrics_path=__import__("pathlib").Path(state) / "metrics.jsonl",
+    log_every_steps=1))
+"""
+
+
+def test_killed_training_continues_from_partial_state(digits16, tmp_path):
+    state = tmp_path / "state"
+    train_to_epoch(DDPM_RUN, digits16, tmp_path / "reference.pt", 6, options=quiet())
+    args = [json.dumps(DDPM_RUN), str(digits16), str(tmp_path / "out.pt"), str(state)]
+    process = subprocess.Popen([sys.executable, "-c", KILLABLE, *args])
+    deadline = time.monotonic() + 120
+    while not (state / PARTIAL_STATE).exists():
+        assert process.poll() is None, "training ended before its first snapshot"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.3)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (tmp_path / "out.pt").exists(), "killed too late to test anything"
+    snapshot_step = load_checkpoint(state / PARTIAL_STATE)["step"]
+    assert 0 < snapshot_step < 24
+
+    subprocess.run([sys.executable, "-c", KILLABLE, *args], check=True)
+    lines = [json.loads(line) for line in (state / "metrics.jsonl").read_text().splitlines()]
+    restarted_at = next(
+        b["step"] for a, b in zip(lines, lines[1:], strict=False) if b["step"] <= a["step"]
+    )
+    assert restarted_at == snapshot_step + 1  # the second process did not start from scratch
+    assert not (state / PARTIAL_STATE).exists()  # cleaned up once the checkpoint is written
+    assert_same_weights(
+        load_checkpoint(tmp_path / "reference.pt")["ema"],
+        load_checkpoint(tmp_path / "out.pt")["ema"],
+    )
+
+
+def test_partial_state_of_another_config_is_ignored(digits16, tmp_path, caplog):
+    state = tmp_path / "state"
+    options = quiet(state_dir=state, snapshot_every_steps=2)
+    other = {**DDPM_RUN, "training": {**DDPM_RUN["training"], "lr": 5e-4}}
+    trainer = Trainer(other, ImageDataset.load(digits16), CPU)
+    trainer.step(torch.arange(64))
+    trainer.save(state / PARTIAL_STATE)
+    train_to_epoch(DDPM_RUN, digits16, tmp_path / "fresh.pt", 1, options=options)
+    train_to_epoch(DDPM_RUN, digits16, tmp_path / "reference.pt", 1, options=quiet())
+    assert "run config changed" in caplog.text
+    assert_same_weights(
+        load_checkpoint(tmp_path / "fresh.pt")["ema"],
+        load_checkpoint(tmp_path / "reference.pt")["ema"],
+    )
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_corrupt_checkpoints_are_reported_not_replaced(digits16, tmp_path, damage):
+    train_to_epoch(DDPM_RUN, digits16, tmp_path / "e1.pt", 1, options=quiet())
+    start = tmp_path / "e1.pt"
+    data = start.read_bytes()
+    start.write_bytes(data[: len(data) // 2] if damage == "truncate" else b"not a checkpoint")
+    with pytest.raises(CheckpointError, match=str(start)):
+        train_to_epoch(DDPM_RUN, digits16, tmp_path / "e2.pt", 2, start=start, options=quiet())
+    assert not (tmp_path / "e2.pt").exists()
+
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / PARTIAL_STATE).write_bytes(b"\x00" * 100)
+    with pytest.raises(CheckpointError, match=PARTIAL_STATE):
+        train_to_epoch(DDPM_RUN, digits16, tmp_path / "e1b.pt", 1, options=quiet(state_dir=state))
+
+
+def test_non_finite_loss_names_the_step(digits16, monkeypatch):
+    trainer = Trainer(DDPM_RUN, ImageDataset.load(digits16), CPU)
+    trainer.step(torch.arange(64))
+    monkeypatch.setattr(
+        trainer.framework, "training_loss", lambda *a, **k: torch.full((16,), float("nan"))
+    )
+    with pytest.raises(TrainingError, match="at step 2 "):
+        trainer.step(torch.arange(64))
+
+
+def test_metrics_log_records_progress(digits16, tmp_path):
+    metrics = tmp_path / "metrics.jsonl"
+    train_to_epoch(
+        DDPM_RUN,
+        digits16,
+        tmp_path / "e1.pt",
+        1,
+        options=quiet(metrics_path=metrics, log_every_steps=2),
+    )
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert [r["step"] for r in records] == [2, 4]
+    assert records[-1]["epoch"] == 1.0
+    assert set(records[0]) == {"step", "epoch", "loss", "lr", "images_per_s"}
+    assert records[0]["lr"] == pytest.approx(5e-4)  # epoch 0 of a 2-epoch warm-up
+    assert all(r["loss"] > 0 and r["images_per_s"] > 0 for r in records)
+
+
+def test_ema_warmups():
+    plain = TrainingConfig(ema_decay=0.9999)
+    assert ema_decay_at(1, plain) == 0.9999
+    ema_pytorch = TrainingConfig(ema_decay=0.9999, ema_warmup_power=2 / 3)
+    assert ema_decay_at(1, ema_pytorch) == 0.0  # first update copies the weights
+    assert ema_decay_at(1000, ema_pytorch) == pytest.approx(1 - 1000 ** (-2 / 3))
+    assert ema_decay_at(10**8, ema_pytorch) == 0.9999
+    edm = TrainingConfig(ema_decay=0.99929, ema_rampup_ratio=0.05)
+    assert ema_decay_at(100, edm) == pytest.approx(0.5 ** (1 / 5))  # half-life 5 steps
+    assert ema_decay_at(10**6, edm) == 0.99929
+
+
+def test_config_errors_name_the_key():
+    with pytest.raises(ValueError, match=r"run.training: unknown key 'learning_rate'"):
+        normalize_run({**DDPM_RUN, "training": {"learning_rate": 1e-4}})
+    with pytest.raises(ValueError, match=r"run.network.channel_mult\[1\]: expected an integer"):
+        normalize_run({**DDPM_RUN, "network": {**TINY_DDPM_UNET, "channel_mult": [1, "2"]}})
+    with pytest.raises(ValueError, match="augment_dim"):
+        normalize_run({**DDPM_RUN, "training": {"augment_p": 0.12}})
+
+
+@pytest.mark.slow
+def test_two_process_ddp_matches_one_process(digits16, tmp_path):
+    """torchrun with 2 gloo workers × 8 images follows one process × 16 images.
+
+    Adam's ε is raised to 1e-4 here: with ε = 1e-8 Adam's first steps move every weight by ±lr
+    whatever the gradient's size, so a gradient that is ~0 and differs in its last bit between
+    the two reduction orders flips a step of 1e-3; with ε = 1e-4 the updates stay proportional
+    to the gradients and the two runs agree to float32 rounding.
+    """
+    training = {**DDPM_RUN["training"], "adam_eps": 1e-4}
+    run = {"network": {**TINY_DDPM_UNET, "dropout": 0.0}, "framework": DDPM_RUN["framework"]}
+    common = {
+        "run": {**run, "training": training},
+        "dataset": str(digits16),
+        "target_epoch": 2,
+        "start": None,
+        "device": "cpu",
+        "progress": False,
+    }
+    for processes in (1, 2):
+        job = PretrainingJob(
+            output=str(tmp_path / f"{processes}.pt"),
+            state_dir=str(tmp_path / f"state{processes}"),
+            processes=processes,
+            **common,
+        )
+        run_pretraining(job)
+    one, two = load_checkpoint(tmp_path / "1.pt"), load_checkpoint(tmp_path / "2.pt")
+    assert one["step"] == two["step"] == 8
+    assert len(two["rng"]) == 2  # both workers' RNG states are kept
+    moved = max((one["model"][k] - v).abs().max().item() for k, v in one["ema"].items())
+    assert moved > 1e-3  # the comparison below is not between two untrained networks
+    for name, value in one["model"].items():
+        torch.testing.assert_close(two["model"][name], value, atol=2e-6, rtol=0, msg=name)
