@@ -404,33 +404,45 @@ def load_digits(resolution: int = 32) -> dict[str, ImageDataset]:
 
 def _require_source(
     reader: Callable[[Path], dict[str, ImageDataset]], name: str
-) -> Callable[[Path | None], dict[str, ImageDataset]]:
-    def read(source: Path | None) -> dict[str, ImageDataset]:
+) -> Callable[[Path | None, int], dict[str, ImageDataset]]:
+    def read(source: Path | None, resolution: int) -> dict[str, ImageDataset]:
         if source is None:
             raise ValueError(f"dataset {name!r} needs a source path")
-        return reader(source)
+        splits = reader(source)
+        native = splits["train"].images.shape[-1]
+        if resolution != native:
+            raise DatasetError(
+                f"dataset {name!r} is {native}x{native} pixels, config asks for {resolution}"
+            )
+        return splits
 
     return read
 
 
-def _read_bundled_digits(source: Path | None) -> dict[str, ImageDataset]:
+def _read_bundled_digits(source: Path | None, resolution: int) -> dict[str, ImageDataset]:
     if source is not None:
         raise ValueError("dataset 'digits' is bundled with scikit-learn; pass source=None")
-    return load_digits()
+    return load_digits(resolution)
 
 
-READERS: dict[str, Callable[[Path | None], dict[str, ImageDataset]]] = {
+READERS: dict[str, Callable[[Path | None, int], dict[str, ImageDataset]]] = {
     "cifar10": _require_source(read_cifar10, "cifar10"),
     "tiny_imagenet": _require_source(read_tiny_imagenet, "tiny_imagenet"),
     "digits": _read_bundled_digits,
 }
 
 
-def prepare_dataset(name: str, source: str | Path | None, out_dir: str | Path) -> None:
-    """Convert dataset `name` from `source` into ``out_dir/train.npz`` and ``out_dir/test.npz``."""
+def prepare_dataset(
+    name: str, source: str | Path | None, out_dir: str | Path, resolution: int
+) -> None:
+    """Convert dataset `name` from `source` into ``out_dir/train.npz`` and ``out_dir/test.npz``.
+
+    ``resolution`` is the side length the config expects: the bundled digits are resized to it,
+    the real datasets must already have it (32 for CIFAR-10, 64 for Tiny-ImageNet).
+    """
     if name not in READERS:
         raise ValueError(f"unknown dataset {name!r} (choose from {', '.join(READERS)})")
-    splits = READERS[name](None if source is None else Path(source))
+    splits = READERS[name](None if source is None else Path(source), resolution)
     for split in SPLITS:
         splits[split].save(split_path(out_dir, split))
 

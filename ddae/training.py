@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import sys
 import time
 import uuid
 from collections.abc import Mapping
@@ -207,6 +208,8 @@ class Trainer:
             else None
         )
         self.fast = self.device.type == "cuda"
+        if self.fast:
+            torch.backends.cudnn.benchmark = True  # fixed input shapes: pick the fastest kernels
         self.state = self._fresh_state()
         self.model = self._wrap(self.state.network)
 
@@ -306,18 +309,17 @@ class Trainer:
         return x0[mine], sigma[mine], noise[mine], None if labels is None else labels[mine]
 
     def step(self, permutation: Tensor) -> Tensor:
-        """One optimizer step on the next global batch; returns the rank-mean loss (detached)."""
+        """One optimizer step on the next global batch; returns the rank-mean loss (detached).
+
+        The loss stays on the device (no host sync per step); `run_to` checks it for NaN/inf
+        once per metrics window and before every save, naming the exact step.
+        """
         c, s = self.config, self.state
         x0, sigma, noise, labels = self._global_batch(permutation)
         if self.fast and c.channels_last:
             x0, noise = (t.contiguous(memory_format=torch.channels_last) for t in (x0, noise))
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.fast and c.bf16):
             loss = self.framework.training_loss(self.model, x0, sigma, noise, labels).mean()
-        if not torch.isfinite(loss):
-            raise TrainingError(
-                f"non-finite loss {loss.item()} at step {s.step + 1} (epoch {s.epoch + 1}, "
-                f"step {s.epoch_step + 1} of {self.steps_per_epoch}); lower the learning rate"
-            )
         for group in s.optimizer.param_groups:
             group["lr"] = lr_at_epoch(s.epoch, c)
         s.optimizer.zero_grad(set_to_none=True)
@@ -341,33 +343,31 @@ class Trainer:
             disable=not (options.progress and self.world.is_main),
             unit="step",
             dynamic_ncols=True,
+            mininterval=0.1 if sys.stderr.isatty() else 60.0,  # log files get a line a minute
         )
-        window = _MetricsWindow()
+        window = _LossWindow(first_step=s.step + 1, steps_per_epoch=self.steps_per_epoch)
         last_snapshot = time.monotonic()
         permutation, permutation_epoch = None, -1
         while s.epoch < target_epoch:
             if permutation_epoch != s.epoch:
                 permutation = epoch_permutation(len(self.images), self.config.seed, s.epoch)
                 permutation_epoch = s.epoch
-            window.add(float(self.step(permutation)))
+            window.add(self.step(permutation))
             bar.update(1)
             epoch_done = s.epoch_step == self.steps_per_epoch
             time_due = False
-            if window.steps >= options.log_every_steps or epoch_done:
-                record = window.flush(
-                    step=s.step,
-                    epoch=s.epoch + s.epoch_step / self.steps_per_epoch,
-                    lr=lr_at_epoch(s.epoch, self.config),
-                    batch_size=self.config.batch_size,
-                )
+            if len(window) >= options.log_every_steps or epoch_done:
+                record = window.record(lr_at_epoch(s.epoch, self.config), self.config.batch_size)
                 bar.set_postfix(loss=f"{record['loss']:.4f}", ips=f"{record['images_per_s']:.0f}")
                 self._append_metrics(options.metrics_path, record)
+                window = _LossWindow(first_step=s.step + 1, steps_per_epoch=self.steps_per_epoch)
                 time_due = self._time_for_snapshot(options, last_snapshot)
             if epoch_done:
                 s.epoch, s.epoch_step = s.epoch + 1, 0
             every = options.snapshot_every_steps
             steps_due = every > 0 and s.step % every == 0
             if options.state_dir and (time_due or steps_due) and s.epoch < target_epoch:
+                window.losses_on_host()  # never save a state that has seen a NaN
                 self.save(options.state_dir / PARTIAL_STATE)
                 last_snapshot = time.monotonic()
         bar.close()
@@ -387,27 +387,46 @@ class Trainer:
             handle.write(json.dumps(record) + "\n")
 
 
-class _MetricsWindow:
-    """Loss and throughput averaged over the steps since the last metrics record."""
+class _LossWindow:
+    """Losses of consecutive steps, kept on the device until read (one host sync per window)."""
 
-    def __init__(self) -> None:
-        self.start, self.steps, self.loss_sum = time.monotonic(), 0, 0.0
+    def __init__(self, first_step: int, steps_per_epoch: int) -> None:
+        self.first_step, self.steps_per_epoch = first_step, steps_per_epoch
+        self.losses: list[Tensor] = []
+        self.start = time.monotonic()
 
-    def add(self, loss: float) -> None:
-        self.steps += 1
-        self.loss_sum += loss
+    def __len__(self) -> int:
+        return len(self.losses)
 
-    def flush(self, *, step: int, epoch: float, lr: float, batch_size: int) -> dict[str, float]:
-        elapsed = max(time.monotonic() - self.start, 1e-9)
-        record = {
-            "step": step,
-            "epoch": epoch,
-            "loss": self.loss_sum / self.steps,
+    def add(self, loss: Tensor) -> None:
+        self.losses.append(loss)
+
+    def losses_on_host(self) -> Tensor:
+        """The window's losses; raises `TrainingError` naming the first non-finite step."""
+        if not self.losses:
+            return torch.empty(0)
+        losses = torch.stack(self.losses).float().cpu()
+        bad = (~torch.isfinite(losses)).nonzero().flatten()
+        if len(bad):
+            step = self.first_step + int(bad[0])
+            epoch, in_epoch = divmod(step - 1, self.steps_per_epoch)
+            raise TrainingError(
+                f"non-finite loss {losses[bad[0]].item()} at step {step} (epoch {epoch + 1}, "
+                f"step {in_epoch + 1} of {self.steps_per_epoch}); lower the learning rate"
+            )
+        return losses
+
+    def record(self, lr: float, batch_size: int) -> dict[str, float]:
+        """The metrics line for this window (step, epoch, mean loss, lr, images/s)."""
+        losses = self.losses_on_host()
+        last = self.first_step + len(losses) - 1
+        return {
+            "step": last,
+            "epoch": last / self.steps_per_epoch,
+            "loss": losses.mean().item(),
             "lr": lr,
-            "images_per_s": self.steps * batch_size / elapsed,
+            "images_per_s": len(losses) * batch_size / max(time.monotonic() - self.start, 1e-9),
         }
-        self.__init__()
-        return record
 
 
 def _choose_start(

@@ -262,16 +262,20 @@ def test_load_validates_contents(tmp_path: Path) -> None:
 
 def test_prepare_dataset_writes_both_splits(cifar_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "prepared"
-    data.prepare_dataset("cifar10", cifar_root, out)
+    data.prepare_dataset("cifar10", cifar_root, out, resolution=32)
     assert sorted(p.name for p in out.iterdir()) == ["test.npz", "train.npz"]
     train = ImageDataset.load(data.split_path(out, "train"))
     assert torch.equal(train.images, data.read_cifar10(cifar_root)["train"].images)
+    with pytest.raises(DatasetError, match="is 32x32 pixels, config asks for 64"):
+        data.prepare_dataset("cifar10", cifar_root, out, resolution=64)
     with pytest.raises(ValueError, match="unknown dataset 'mnist'"):
-        data.prepare_dataset("mnist", None, out)
+        data.prepare_dataset("mnist", None, out, resolution=32)
     with pytest.raises(ValueError, match="needs a source"):
-        data.prepare_dataset("tiny_imagenet", None, out)
+        data.prepare_dataset("tiny_imagenet", None, out, resolution=64)
     with pytest.raises(ValueError, match="bundled"):
-        data.prepare_dataset("digits", cifar_root, out)
+        data.prepare_dataset("digits", cifar_root, out, resolution=32)
+    data.prepare_dataset("digits", None, out, resolution=12)
+    assert ImageDataset.load(data.split_path(out, "test")).images.shape == (360, 3, 12, 12)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -221,14 +221,20 @@ def test_corrupt_checkpoints_are_reported_not_replaced(digits16, tmp_path, damag
         train_to_epoch(DDPM_RUN, digits16, tmp_path / "e1b.pt", 1, options=quiet(state_dir=state))
 
 
-def test_non_finite_loss_names_the_step(digits16, monkeypatch):
+def test_non_finite_loss_names_the_step(digits16, monkeypatch, tmp_path):
     trainer = Trainer(DDPM_RUN, ImageDataset.load(digits16), CPU)
-    trainer.step(torch.arange(64))
-    monkeypatch.setattr(
-        trainer.framework, "training_loss", lambda *a, **k: torch.full((16,), float("nan"))
-    )
-    with pytest.raises(TrainingError, match="at step 2 "):
-        trainer.step(torch.arange(64))
+    real_loss = trainer.framework.training_loss
+    calls = []
+
+    def loss_turning_nan(*args, **kwargs):
+        calls.append(1)
+        loss = real_loss(*args, **kwargs)
+        return loss * float("nan") if len(calls) == 3 else loss
+
+    monkeypatch.setattr(trainer.framework, "training_loss", loss_turning_nan)
+    with pytest.raises(TrainingError, match=r"at step 3 \(epoch 1, step 3 of 4\)"):
+        trainer.run_to(2, quiet(state_dir=tmp_path, log_every_steps=10))
+    assert not (tmp_path / PARTIAL_STATE).exists()
 
 
 def test_metrics_log_records_progress(digits16, tmp_path):

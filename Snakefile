@@ -1,0 +1,40 @@
+# ddae-repro: "Denoising Diffusion Autoencoders are Unified Self-supervised Learners"
+# (Xiang et al., ICCV 2023), from dataset download to the paper's tables and figures.
+#
+#   snakemake --cores all                          everything in config.yaml (the paper)
+#   snakemake --cores all results/table5.csv       one table
+#   snakemake --cores all --directory tests/smoke  the bundled small run (CPU, minutes)
+#   snakemake --profile profiles/slurm             on a SLURM cluster
+#
+# Stages live in workflow/rules/ in DAG order; the logic lives in the `ddae` package.
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+# GPU jobs take one `gpu_slot` each; profiles/default caps the slots at 1 so that a workstation
+# runs one GPU job at a time. The slot is a "local" resource, so cluster submissions are not
+# throttled by it, and `gpu` itself is never capped (a 4-GPU job still asks SLURM for 4).
+resource_scopes:
+    gpu_slot="local",
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/pretrain.smk"
+include: "workflow/rules/tables.smk"
+
+
+rule all:
+    input:
+        all_pretraining_checkpoints(),
+        "results/table5.csv",
+        "results/table5.md",
+    default_target: True

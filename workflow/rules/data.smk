@@ -1,0 +1,43 @@
+# Datasets: checksummed downloads (local rules, the only rules that touch the network) and a
+# one-off conversion into the uniform format (uint8 images + int labels per split).
+
+
+localrules:
+    download_cifar10,
+    download_tiny_imagenet,
+
+
+rule download_cifar10:
+    output:
+        directory(DOWNLOADED_SOURCES["cifar10"]),
+    log:
+        "logs/download_cifar10.log",
+    script:
+        "../scripts/download_cifar10.py"
+
+
+rule download_tiny_imagenet:
+    output:
+        DOWNLOADED_SOURCES["tiny_imagenet"],
+    log:
+        "logs/download_tiny_imagenet.log",
+    script:
+        "../scripts/download_tiny_imagenet.py"
+
+
+def dataset_source(wildcards):
+    return [DOWNLOADED_SOURCES[wildcards.dataset]] if wildcards.dataset in DOWNLOADED_SOURCES else []
+
+
+rule prepare_dataset:
+    input:
+        source=dataset_source,
+    output:
+        train="resources/data/{dataset}/train.npz",
+        test="resources/data/{dataset}/test.npz",
+    params:
+        resolution=lambda wildcards: DATASETS[wildcards.dataset]["resolution"],
+    log:
+        "logs/prepare_{dataset}.log",
+    script:
+        "../scripts/prepare_dataset.py"
