@@ -8,9 +8,16 @@
 #
 # Stages live in workflow/rules/ in DAG order; the logic lives in the `ddae` package.
 
+import os
+
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
+
+# Jobs import the `ddae` package of this checkout, also inside conda environments (envs/).
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")]))
+)
 
 
 configfile: "config.yaml"

@@ -60,6 +60,12 @@ def all_pretraining_checkpoints():
     return [checkpoint_path(run, e) for run, spec in PRETRAINING.items() for e in spec["epochs"]]
 
 
+def dataset_source(wildcards):
+    """The downloaded archive or folder a dataset is prepared from (none for digits)."""
+    source = DOWNLOADED_SOURCES.get(wildcards.dataset)
+    return [source] if source else []
+
+
 def pretraining_run(wildcards):
     """The run a pretrain job belongs to; the path's dataset must be the run's dataset."""
     if wildcards.run not in PRETRAINING:
@@ -101,3 +107,16 @@ def pretraining_runtime(wildcards):
     earlier = [e for e in run["epochs"] if e < epoch]
     span = epoch - (earlier[-1] if earlier else 0)
     return int(30 + 1.2 * span * run["minutes_per_epoch"])
+
+
+def table5_columns():
+    """Table 5 columns: each run's network spec and final epoch, with the paper's values."""
+    return [
+        {
+            "label": column["label"],
+            "network": PRETRAINING[column["run"]]["network"],
+            "epochs": PRETRAINING[column["run"]]["epochs"][-1],
+            "paper": column.get("paper", {}),
+        }
+        for column in TABLES.get("table5", [])
+    ]

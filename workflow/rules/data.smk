@@ -12,6 +12,8 @@ rule download_cifar10:
         directory(DOWNLOADED_SOURCES["cifar10"]),
     log:
         "logs/download_cifar10.log",
+    conda:
+        "../../envs/ddae.yaml"
     script:
         "../scripts/download_cifar10.py"
 
@@ -21,12 +23,10 @@ rule download_tiny_imagenet:
         DOWNLOADED_SOURCES["tiny_imagenet"],
     log:
         "logs/download_tiny_imagenet.log",
+    conda:
+        "../../envs/ddae.yaml"
     script:
         "../scripts/download_tiny_imagenet.py"
-
-
-def dataset_source(wildcards):
-    return [DOWNLOADED_SOURCES[wildcards.dataset]] if wildcards.dataset in DOWNLOADED_SOURCES else []
 
 
 rule prepare_dataset:
@@ -39,5 +39,7 @@ rule prepare_dataset:
         resolution=lambda wildcards: DATASETS[wildcards.dataset]["resolution"],
     log:
         "logs/prepare_{dataset}.log",
+    conda:
+        "../../envs/ddae.yaml"
     script:
         "../scripts/prepare_dataset.py"

@@ -27,5 +27,7 @@ rule pretrain:
         runtime=pretraining_runtime,
     log:
         "logs/{dataset}/{run}/pretrain_epoch{epoch}.log",
+    conda:
+        "../../envs/ddae.yaml"
     script:
         "../scripts/pretrain.py"
