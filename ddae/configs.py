@@ -94,6 +94,22 @@ def from_mapping(cls: type[T], mapping: Mapping[str, Any], where: str = "config"
         raise ConfigError(f"{where}: {error}") from error
 
 
+def tagged_config(
+    spec: Mapping[str, Any], tag: str, registry: Mapping[str, Any], where: str
+) -> Any:
+    """Config of a registry entry named by ``spec[tag]`` (e.g. ``{"arch": "ddpmpp", ...}``).
+
+    ``registry`` maps names to classes that carry a nested ``Config`` dataclass; every other key
+    of ``spec`` must be a field of that Config.
+    """
+    if not isinstance(spec, Mapping) or tag not in spec:
+        raise ConfigError(f"{where}.{tag}: required key is missing")
+    name = spec[tag]
+    if name not in registry:
+        raise ConfigError(f"{where}.{tag}: unknown {name!r} (choose from {sorted(registry)})")
+    return from_mapping(registry[name].Config, {k: v for k, v in spec.items() if k != tag}, where)
+
+
 def to_mapping(config: Any) -> dict[str, Any]:
     """Plain-data mapping of a config dataclass (tuples become lists), safe for torch.load."""
 

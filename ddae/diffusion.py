@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ddae.configs import ConfigError, from_mapping
+from ddae.configs import ConfigError, tagged_config
 
 Denoiser = Callable[[Tensor, Tensor], Tensor]  # D(x, σ): (B,C,H,W), (B,) → (B,C,H,W)
 
@@ -254,16 +254,7 @@ FRAMEWORKS: dict[str, type[DDPM] | type[EDM]] = {"ddpm": DDPM, "edm": EDM}
 
 def framework_config(spec: Mapping[str, Any], where: str = "framework") -> Any:
     """Validate ``{"kind": "ddpm" | "edm", ...}`` and return the framework's Config."""
-    if not isinstance(spec, Mapping) or "kind" not in spec:
-        raise ConfigError(f"{where}.kind: required key is missing")
-    kind = spec["kind"]
-    if kind not in FRAMEWORKS:
-        raise ConfigError(
-            f"{where}.kind: unknown framework {kind!r} (choose from {sorted(FRAMEWORKS)})"
-        )
-    return from_mapping(
-        FRAMEWORKS[kind].Config, {k: v for k, v in spec.items() if k != "kind"}, where
-    )
+    return tagged_config(spec, "kind", FRAMEWORKS, where)
 
 
 def build_framework(spec: Mapping[str, Any], where: str = "framework") -> Framework:

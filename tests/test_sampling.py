@@ -89,3 +89,22 @@ def test_per_image_noise_does_not_depend_on_batching():
 def test_ancestral_needs_noise():
     with pytest.raises(ValueError, match="noise source"):
         SAMPLERS["ddpm_ancestral"](gaussian_denoiser, torch.zeros(1, 1), torch.tensor([1.0, 0.0]))
+
+
+@pytest.mark.parametrize("sampler", ["heun", "ddim"])
+def test_generate_is_seeded_per_image_and_batch_independent(sampler):
+    from ddae.networks import build_network
+    from ddae.sampling import generate
+
+    torch.manual_seed(0)
+    net = build_network(
+        {"arch": "ddpmpp", "resolution": 8, "model_channels": 16, "channel_mult": [1],
+         "num_blocks": 1, "attn_resolutions": [], "augment_dim": 0}
+    ).eval()  # fmt: skip
+    framework = EDM(EDM.Config())
+    together = generate(framework, net, (3, 8, 8), [4, 5, 6], sampler=sampler, steps=4)
+    alone = generate(framework, net, (3, 8, 8), [6], sampler=sampler, steps=4)
+    assert together.shape == (3, 3, 8, 8) and together.dtype == torch.float32
+    assert together.abs().max() <= 1.0
+    torch.testing.assert_close(together[2:], alone, atol=1e-6, rtol=0)
+    assert not torch.allclose(together[0], together[1])

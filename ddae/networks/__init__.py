@@ -16,7 +16,7 @@ from typing import Any
 
 from torch import nn
 
-from ddae.configs import ConfigError, from_mapping, to_mapping
+from ddae.configs import tagged_config, to_mapping
 from ddae.networks.ddpm_unet import DDPMUNet
 from ddae.networks.song_unet import SongUNet
 from ddae.networks.wide_resnet import WideResNet
@@ -30,15 +30,7 @@ NETWORKS: dict[str, type[nn.Module]] = {
 
 def network_config(spec: Mapping[str, Any], where: str = "network") -> Any:
     """Validate a network spec ``{"arch": ..., ...}`` and return its config dataclass."""
-    if not isinstance(spec, Mapping) or "arch" not in spec:
-        raise ConfigError(f"{where}.arch: required key is missing")
-    arch = spec["arch"]
-    if arch not in NETWORKS:
-        raise ConfigError(
-            f"{where}.arch: unknown network {arch!r} (choose from {sorted(NETWORKS)})"
-        )
-    fields = {k: v for k, v in spec.items() if k != "arch"}
-    return from_mapping(NETWORKS[arch].Config, fields, where)
+    return tagged_config(spec, "arch", NETWORKS, where)
 
 
 def build_network(spec: Mapping[str, Any], where: str = "network") -> nn.Module:

@@ -1,8 +1,6 @@
 # Paths and config slices shared by the rules. Pure Python, no torch: every cluster job
 # re-parses this file.
 
-from pathlib import Path
-
 DATASETS = config["datasets"]
 PRETRAINING = config.get("pretraining", {})
 TABLES = config.get("tables", {})
