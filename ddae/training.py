@@ -48,7 +48,15 @@ from ddae.checkpoints import (
 from ddae.configs import ConfigError, from_mapping, to_mapping
 from ddae.data import ImageDataset, augment_batch, epoch_permutation, to_model_range
 from ddae.diffusion import Framework, build_framework, framework_config
-from ddae.distributed import World, barrier, close_world, gather_objects, init_world, mean_across
+from ddae.distributed import (
+    World,
+    barrier,
+    broadcast_object,
+    close_world,
+    gather_objects,
+    init_world,
+    mean_across,
+)
 from ddae.networks import build_network, network_config
 
 log = logging.getLogger(__name__)
@@ -231,7 +239,8 @@ class Trainer:
         )
         generator = torch.Generator(self.device).manual_seed(self.config.seed)
         torch.manual_seed(self.config.seed * 1000 + self.world.rank)  # dropout differs per rank
-        return TrainState(network, ema, optimizer, generator, lineage=uuid.uuid4().hex)
+        lineage = broadcast_object(self.world, uuid.uuid4().hex)  # one id for all ranks
+        return TrainState(network, ema, optimizer, generator, lineage=lineage)
 
     def _wrap(self, network: nn.Module) -> nn.Module:
         model = network
