@@ -98,9 +98,6 @@ class DDPM:
         distance = (sigma.double().log().reshape(-1, 1) - log_table.reshape(1, -1)).abs()
         return distance.argmin(dim=1)
 
-    def round_sigma(self, sigma: Tensor) -> Tensor:
-        return self.sigmas.to(sigma.device)[self.step_index(sigma)].to(sigma.dtype)
-
     def prior_std(self, sigma_max: float) -> float:
         """x_T ~ N(0, I) in VP coordinates is N(0, (1 + σ_T²) I) in x = x_t/√ᾱ_T coordinates."""
         return math.sqrt(1.0 + sigma_max**2)
@@ -186,9 +183,6 @@ class EDM:
         c = self.config
         return float(karras_sigmas(steps, c.sigma_min, c.sigma_max, c.rho)[steps - t])
 
-    def round_sigma(self, sigma: Tensor) -> Tensor:
-        return sigma
-
     def prior_std(self, sigma_max: float) -> float:
         return sigma_max
 
@@ -260,12 +254,3 @@ def framework_config(spec: Mapping[str, Any], where: str = "framework") -> Any:
 def build_framework(spec: Mapping[str, Any], where: str = "framework") -> Framework:
     config = framework_config(spec, where)
     return FRAMEWORKS[spec["kind"]](config)
-
-
-def make_denoiser(framework: Framework, net: nn.Module) -> Denoiser:
-    """Bind a network to its framework: the D(x, σ) that samplers and feature extractors call."""
-
-    def denoiser(x: Tensor, sigma: Tensor) -> Tensor:
-        return framework.denoise(net, x, sigma)
-
-    return denoiser
