@@ -50,10 +50,10 @@ def _options(job: PretrainingJob, device: str | None) -> TrainOptions:
     )
 
 
-def _train(job: PretrainingJob, device: str | None) -> None:
-    train_to_epoch(
-        job.run, job.dataset, job.output, job.target_epoch, job.start, _options(job, device)
-    )
+def _train(job: PretrainingJob) -> None:
+    """Train in this process (on the CPU, or the GPU torchrun's LOCAL_RANK selects)."""
+    options = _options(job, "cpu" if job.device == "cpu" else None)
+    train_to_epoch(job.run, job.dataset, job.output, job.target_epoch, job.start, options)
 
 
 def run_pretraining(job: PretrainingJob) -> None:
@@ -64,7 +64,7 @@ def run_pretraining(job: PretrainingJob) -> None:
             "set the run's gpus to 0 to train on the CPU"
         )
     if job.processes == 1:
-        _train(job, "cpu" if job.device == "cpu" else None)
+        _train(job)
         return
     spec = Path(job.state_dir) / "torchrun_job.json"
     spec.parent.mkdir(parents=True, exist_ok=True)
@@ -87,8 +87,7 @@ def run_pretraining(job: PretrainingJob) -> None:
 
 def _worker(spec_path: str) -> None:
     """Entry point of one torchrun worker."""
-    job = from_mapping(PretrainingJob, json.loads(Path(spec_path).read_text()), spec_path)
-    _train(job, "cpu" if job.device == "cpu" else None)
+    _train(from_mapping(PretrainingJob, json.loads(Path(spec_path).read_text()), spec_path))
 
 
 if __name__ == "__main__":

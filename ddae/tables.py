@@ -88,10 +88,10 @@ def table5_markdown(frame: pd.DataFrame) -> str:
     """The paper's layout: quantities down, models across; "measured (paper)" on a mismatch."""
 
     def cell(row: pd.Series) -> str:
+        if row["quantity"] == "parameters (exact)":
+            return f"{row['measured']:,}"
         if row["paper"] == "" or row["matches"]:
-            return (
-                f"{row['measured']:,}" if isinstance(row["measured"], int) else str(row["measured"])
-            )
+            return str(row["measured"])
         return f"{row['measured']} (paper: {row['paper']})"
 
     models = list(dict.fromkeys(frame["model"]))

@@ -99,6 +99,7 @@ def test_table5_of_the_paper_networks(tmp_path):
     assert len(compared) == 4 * 7 and compared["matches"].all()
     markdown = (workdir / "results" / "table5.md").read_text()
     assert "| parameters (exact) | 35,746,307 | 55,733,891 | 35,746,307 | 61,805,571 |" in markdown
+    assert "| pre-training epochs | 2000 | 4000 | 2000 | 2000 |" in markdown
     assert (workdir / "logs" / "table5.log").read_text().count("0 values differ from the paper")
 
 
