@@ -117,14 +117,23 @@ class DDPM:
         )
         return self.sigmas.to(generator.device)[index]
 
+    def network_inputs(self, x: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
+        """The network's input √ᾱ·x and noise label t − 1 (0-based step) for x = x0 + σ ε.
+
+        Everything that reads the network's activations (features, truncated encoders) enters
+        through here, so they see exactly what D sees.
+        """
+        sigma = sigma.reshape(-1).expand(x.shape[0])
+        index = self.step_index(sigma)
+        c_in = _per_sample(self.alphas_cumprod.to(x.device)[index].sqrt(), x)
+        return c_in * x, index.to(torch.float32)
+
     def denoise(
         self, net: nn.Module, x: Tensor, sigma: Tensor, augment_labels: Tensor | None = None
     ) -> Tensor:
         """D(x, σ) = x − σ·ε_θ(√ᾱ·x, t − 1) for x = x0 + σ ε (see module docstring)."""
         sigma = sigma.reshape(-1).expand(x.shape[0])
-        index = self.step_index(sigma)
-        c_in = _per_sample(self.alphas_cumprod.to(x.device)[index].sqrt(), x)
-        eps = net(c_in * x, index.to(torch.float32), augment_labels).to(x.dtype)
+        eps = net(*self.network_inputs(x, sigma), augment_labels).to(x.dtype)
         return x - _per_sample(sigma, x) * eps
 
     def training_loss(
@@ -211,13 +220,19 @@ class EDM:
         c_noise = sigma.log() / 4.0
         return c_skip, c_out, c_in, c_noise
 
+    def network_inputs(self, x: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
+        """The network's input c_in·x and noise label c_noise = ln(σ)/4 (EDM Table 1)."""
+        sigma = sigma.reshape(-1).expand(x.shape[0]).to(torch.float32)
+        _, _, c_in, c_noise = self.preconditioning(sigma)
+        return _per_sample(c_in, x) * x, c_noise
+
     def denoise(
         self, net: nn.Module, x: Tensor, sigma: Tensor, augment_labels: Tensor | None = None
     ) -> Tensor:
         """D(x, σ) = c_skip x + c_out F(c_in x, c_noise, augment_labels) (EDM Eq. 7)."""
         sigma = sigma.reshape(-1).expand(x.shape[0]).to(torch.float32)
-        c_skip, c_out, c_in, c_noise = self.preconditioning(sigma)
-        out = net(_per_sample(c_in, x) * x, c_noise, augment_labels).to(x.dtype)
+        c_skip, c_out, _, _ = self.preconditioning(sigma)
+        out = net(*self.network_inputs(x, sigma), augment_labels).to(x.dtype)
         return _per_sample(c_skip, x) * x + _per_sample(c_out, x) * out
 
     def training_loss(
