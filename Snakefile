@@ -34,14 +34,21 @@ resource_scopes:
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/common_report.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/pretrain.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/classify.smk"
+include: "workflow/rules/analysis.smk"
+include: "workflow/rules/report.smk"
 include: "workflow/rules/tables.smk"
 
 
 rule all:
     input:
         all_pretraining_checkpoints(),
+        evaluation_targets(),
+        report_targets(),
         "results/table5.csv",
         "results/table5.md",
     default_target: True

@@ -1,10 +1,14 @@
-"""Running pre-training as one pipeline job: one process, or `torchrun` with one per GPU.
+"""Running a training job as one pipeline job: one process, or `torchrun` with one per GPU.
 
-`run_pretraining` is what the Snakemake rule calls. With more than one process it writes the job
-description to a JSON file beside the run's partial state and starts
-``python -m torch.distributed.run --standalone --nproc_per_node N -m ddae.launch <job.json>``;
-every worker then calls `ddae.training.train_to_epoch` with the same arguments, which joins the
-process group itself. A single process trains in place.
+`run_job(kind, job)` serves every multi-GPU job of the pipeline: pre-training (paper Table 5,
+`run_pretraining`) and the classifier trainings of Sec. 4.1 (fine-tuning, Table 7; truncated
+encoders from scratch and WideResNet-28-10, Table 8; `ddae.finetune`). `JOBS` maps each kind to
+its job dataclass and worker function. With more than one process the job is written to a JSON
+file ``{"kind", "job"}`` beside the job's partial state and
+``python -m torch.distributed.run --standalone --nproc_per_node N -m ddae.launch <job.json>``
+starts the workers; each rebuilds the dataclass with `from_mapping` and calls the kind's
+function, which joins the process group itself (`ddae.distributed`). A single process runs the
+function in place.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import json
 import logging
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +25,7 @@ from typing import Any
 import torch
 
 from ddae.configs import from_mapping, to_mapping
+from ddae.finetune import ClassifierJob, run_classifier_job
 from ddae.training import TrainOptions, train_to_epoch
 
 
@@ -37,6 +43,10 @@ class PretrainingJob:
     snapshot_every_seconds: float = 600.0
     snapshot_every_steps: int = 0
     progress: bool = True
+
+    @property
+    def target(self) -> str:
+        return self.output
 
 
 def _options(job: PretrainingJob, device: str | None) -> TrainOptions:
@@ -58,17 +68,45 @@ def _train(job: PretrainingJob) -> None:
 
 def run_pretraining(job: PretrainingJob) -> None:
     """Train `job` to its target epoch, under torchrun when it asks for several processes."""
+    run_job("pretraining", job)
+
+
+# kind -> (job dataclass, function every worker runs); the only name-to-code lookup here.
+JOBS: dict[str, tuple[type, Callable[[Any], None]]] = {
+    "pretraining": (PretrainingJob, _train),
+    "classifier": (ClassifierJob, run_classifier_job),
+}
+
+
+def run_job(kind: str, job: Any) -> None:
+    """Run `job` of `kind` (a key of `JOBS`) here, or under torchrun with job.processes workers.
+
+    The job dataclass needs ``processes``, ``device`` ("cuda" or "cpu"), ``state_dir`` (where
+    the torchrun job file goes) and a ``target`` naming its output for error messages.
+    """
+    if kind not in JOBS:
+        raise ValueError(f"unknown job kind {kind!r} (choose from {sorted(JOBS)})")
+    job_type, function = JOBS[kind]
+    if not isinstance(job, job_type):
+        raise TypeError(f"a {kind!r} job must be a {job_type.__name__}, got {type(job).__name__}")
+    if job.processes < 1:
+        raise ValueError(f"{job.target}: processes must be at least 1, got {job.processes}")
     if job.device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(
-            f"{job.output}: this job asks for {job.processes} GPU(s) but CUDA is not available; "
-            "set the run's gpus to 0 to train on the CPU"
+            f"{job.target}: this job asks for {job.processes} GPU(s) but CUDA is not available; "
+            "set the job's gpus to 0 to run on the CPU"
+        )
+    if job.device == "cuda" and torch.cuda.device_count() < job.processes:
+        raise RuntimeError(
+            f"{job.target}: this job asks for {job.processes} GPUs but only "
+            f"{torch.cuda.device_count()} are visible"
         )
     if job.processes == 1:
-        _train(job)
+        function(job)
         return
-    spec = Path(job.state_dir) / "torchrun_job.json"
+    spec = Path(job.state_dir) / f"torchrun_{kind}.json"
     spec.parent.mkdir(parents=True, exist_ok=True)
-    spec.write_text(json.dumps(to_mapping(job), indent=2))
+    spec.write_text(json.dumps({"kind": kind, "job": to_mapping(job)}, indent=2))
     command = [
         sys.executable,
         "-m",
@@ -82,12 +120,17 @@ def run_pretraining(job: PretrainingJob) -> None:
     logging.getLogger(__name__).info("launching %s", " ".join(command))
     completed = subprocess.run(command, check=False)
     if completed.returncode != 0:
-        raise RuntimeError(f"{job.output}: torchrun exited with status {completed.returncode}")
+        raise RuntimeError(f"{job.target}: torchrun exited with status {completed.returncode}")
 
 
 def _worker(spec_path: str) -> None:
     """Entry point of one torchrun worker."""
-    _train(from_mapping(PretrainingJob, json.loads(Path(spec_path).read_text()), spec_path))
+    data = json.loads(Path(spec_path).read_text())
+    kind = data.get("kind")
+    if kind not in JOBS:
+        raise ValueError(f"{spec_path}: unknown job kind {kind!r} (choose from {sorted(JOBS)})")
+    job_type, function = JOBS[kind]
+    function(from_mapping(job_type, data["job"], f"{spec_path}:job"))
 
 
 if __name__ == "__main__":

@@ -7,8 +7,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ddae.alignment import AlignUniformConfig
+from ddae.classifier_training import ClassifierTrainingConfig
 from ddae.diffusion import DDPM, EDM
+from ddae.features import FeatureCacheConfig
+from ddae.fid import SamplingConfig
 from ddae.networks import NETWORKS
+from ddae.noisy import NoisyHeadConfig
+from ddae.probing import GridSearchConfig, LinearProbeConfig
 from ddae.training import TrainingConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,7 +36,16 @@ def field_names(cls) -> set[str]:
         ("ddpmpp", "arch", NETWORKS["ddpmpp"].Config),
         ("ddpm", "kind", DDPM.Config),
         ("edm", "kind", EDM.Config),
+        ("wide_resnet", "arch", NETWORKS["wide_resnet"].Config),
+        ("noisy_wide_resnet", "arch", NETWORKS["noisy_wide_resnet"].Config),
         ("training", None, TrainingConfig),
+        ("sampling", None, SamplingConfig),
+        ("features", None, FeatureCacheConfig),
+        ("grid_probe", None, GridSearchConfig),
+        ("linear_probe", None, LinearProbeConfig),
+        ("classifier_training", None, ClassifierTrainingConfig),
+        ("align_uniform", None, AlignUniformConfig),
+        ("noisy_head", None, NoisyHeadConfig),
     ],
 )
 def test_schema_lists_exactly_the_dataclass_fields(definition, tag, config_class):

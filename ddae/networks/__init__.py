@@ -18,6 +18,8 @@ from torch import nn
 
 from ddae.configs import tagged_config, to_mapping
 from ddae.networks.ddpm_unet import DDPMUNet
+from ddae.networks.dit import DiT
+from ddae.networks.noisy_wide_resnet import NoisyWideResNet
 from ddae.networks.song_unet import SongUNet
 from ddae.networks.wide_resnet import WideResNet
 
@@ -25,6 +27,9 @@ NETWORKS: dict[str, type[nn.Module]] = {
     "ddpm_unet": DDPMUNet,  # Ho et al. 35.7M UNet (diffusers UNet2DModel, google/ddpm-cifar10-32)
     "ddpmpp": SongUNet,  # DDPM++ as in EDM's SongUNet (55.7M CIFAR-10, 61.8M 64 px)
     "wide_resnet": WideResNet,  # WideResNet-28-10 supervised baseline (Table 8)
+    # Noise-conditional WRN-28-10 of Song et al. (Figure 6 baseline): forward(x, condition)
+    "noisy_wide_resnet": NoisyWideResNet,
+    "dit": DiT,  # DiT-XL/2 on SD-VAE latents (Tables 3, 4; original parameter names)
 }
 
 

@@ -9,7 +9,8 @@ and with frequency shift 1, and the original asymmetric downsampling padding. It
 
 `decoder_blocks()` gives the paper's "layer k/12" numbering (Table 9): the 12 up-path blocks,
 lowest resolution first. At a level with attention a block's output is taken after the
-attention that follows its residual block.
+attention that follows its residual block. `truncated(k)` cuts the network after block k
+(paper Sec. 3.2 and 4.1: fine-tuning "truncates DDAE at the best representation layer").
 """
 
 from __future__ import annotations
@@ -104,3 +105,94 @@ class DDPMUNet(nn.Module):
     @property
     def num_decoder_blocks(self) -> int:
         return len(self.unet.up_blocks) * (self.config.num_blocks + 1)
+
+    def truncated(self, layer: int) -> TruncatedDDPMUNet:
+        """The encoder from the input to the output of decoder block ``layer`` (1-based).
+
+        It shares this network's modules (no copy); every later decoder block and the output
+        layers are left out, so its parameters are exactly the ones the cut network uses.
+        """
+        return TruncatedDDPMUNet(self, layer)
+
+
+class _PartialUpBlock(nn.Module):
+    """The first ``count`` (resnet, attention) pairs of a diffusers up block, no upsampler."""
+
+    def __init__(self, up_block: nn.Module, count: int) -> None:
+        super().__init__()
+        self.resnets = nn.ModuleList(list(up_block.resnets)[:count])
+        attentions = getattr(up_block, "attentions", None)
+        self.attentions = nn.ModuleList(list(attentions)[:count]) if attentions else None
+
+    def forward(
+        self, hidden_states: torch.Tensor, skips: tuple[torch.Tensor, ...], temb: torch.Tensor
+    ) -> torch.Tensor:
+        # the same steps as diffusers' (Attn)UpBlock2D.forward, stopped after `count` blocks
+        for index, resnet in enumerate(self.resnets):
+            hidden_states = torch.cat([hidden_states, skips[-1]], dim=1)
+            skips = skips[:-1]
+            hidden_states = resnet(hidden_states, temb)
+            if self.attentions is not None:
+                hidden_states = self.attentions[index](hidden_states)
+        return hidden_states
+
+
+class TruncatedDDPMUNet(nn.Module):
+    """`DDPMUNet` up to decoder block ``layer``: ``(x, noise_labels) -> (B, C, r, r)``.
+
+    Module names equal the full network's (``unet.down_blocks.0...``), so its state dict is
+    the full one restricted to the used modules. The computation repeats diffusers'
+    ``UNet2DModel.forward`` step by step, hence the output equals (bitwise) what a forward hook
+    on ``decoder_blocks()[layer - 1]`` of the full network sees.
+    """
+
+    def __init__(self, network: DDPMUNet, layer: int) -> None:
+        super().__init__()
+        count = network.num_decoder_blocks
+        if not 1 <= layer <= count:
+            raise ValueError(f"layer {layer} is outside 1..{count} (decoder blocks)")
+        self.layer = layer
+        self.layer_name = network.decoder_blocks()[layer - 1][0]
+        self.blocks_per_level = network.config.num_blocks + 1
+        level, within = divmod(layer - 1, self.blocks_per_level)
+        source = network.unet
+        self.unet = nn.Module()  # keeps the full network's "unet." prefix
+        self.unet.time_proj = source.time_proj
+        self.unet.time_embedding = source.time_embedding
+        self.unet.conv_in = source.conv_in
+        self.unet.down_blocks = source.down_blocks
+        self.unet.mid_block = source.mid_block
+        up_blocks = nn.ModuleList(list(source.up_blocks)[:level])
+        up_blocks.append(_PartialUpBlock(source.up_blocks[level], within + 1))
+        self.unet.up_blocks = up_blocks
+        self.out_channels = int(
+            up_blocks[-1].resnets[-1].out_channels
+        )  # of the output (B, C, r, r)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        noise_labels: torch.Tensor,
+        augment_labels: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if augment_labels is not None:
+            raise ValueError("DDPMUNet has no augmentation input; augment_labels must be None")
+        unet = self.unet
+        timesteps = noise_labels
+        if timesteps.dim() == 0:
+            timesteps = timesteps[None].to(x.device)
+        ones = torch.ones(x.shape[0], dtype=timesteps.dtype, device=timesteps.device)
+        timesteps = timesteps * ones
+        dtype = unet.conv_in.weight.dtype
+        emb = unet.time_embedding(unet.time_proj(timesteps).to(dtype=dtype))
+        sample = unet.conv_in(x)
+        skips: tuple[torch.Tensor, ...] = (sample,)
+        for down_block in unet.down_blocks:
+            sample, res_samples = down_block(hidden_states=sample, temb=emb)
+            skips += res_samples
+        sample = unet.mid_block(sample, emb)
+        for up_block in unet.up_blocks:
+            res_samples = skips[-self.blocks_per_level :]
+            skips = skips[: -self.blocks_per_level]
+            sample = up_block(sample, res_samples, emb)  # the last one is a _PartialUpBlock
+        return sample  # (B, C, r, r)

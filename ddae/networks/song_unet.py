@@ -18,6 +18,7 @@ augmentation mapping.
 
 `decoder_blocks()` gives the paper's "layer k/N" numbering (Table 9): only the decoder modules
 named ``<res>x<res>_block<k>`` count (15 for CIFAR-10, 20 at 64 px), lowest resolution first.
+`truncated(k)` cuts the network after block k (paper Sec. 3.2 and 4.1, fine-tuning).
 """
 
 from __future__ import annotations
@@ -320,3 +321,60 @@ class SongUNet(nn.Module):
     @property
     def num_decoder_blocks(self) -> int:
         return len(self.config.channel_mult) * (self.config.num_blocks + 1)
+
+    def truncated(self, layer: int) -> TruncatedSongUNet:
+        """The encoder from the input to the output of decoder block ``layer`` (1-based).
+
+        It shares this network's modules (no copy); later decoder modules, the output layers and
+        the augmentation mapping (classification passes no augmentation labels) are left out.
+        """
+        return TruncatedSongUNet(self, layer)
+
+
+class TruncatedSongUNet(nn.Module):
+    """`SongUNet` up to decoder block ``layer``: ``(x, noise_labels) -> (B, C, r, r)``.
+
+    Module names equal the full network's (``enc.32x32_conv``, ``dec.16x16_block0``, ...); the
+    computation repeats `SongUNet.forward` without augmentation labels, so the output equals
+    (bitwise) what a forward hook on ``decoder_blocks()[layer - 1]`` of the full network sees.
+    Encoder skips consumed by the removed decoder blocks are computed (every encoder module lies
+    on the path to the lowest resolution) but never read.
+    """
+
+    def __init__(self, network: SongUNet, layer: int) -> None:
+        super().__init__()
+        blocks = network.decoder_blocks()
+        if not 1 <= layer <= len(blocks):
+            raise ValueError(f"layer {layer} is outside 1..{len(blocks)} (decoder blocks)")
+        self.layer = layer
+        self.layer_name = blocks[layer - 1][0]
+        self.map_noise = network.map_noise
+        self.map_layer0 = network.map_layer0
+        self.map_layer1 = network.map_layer1
+        self.enc = network.enc
+        self.dec = nn.ModuleDict()
+        for name, module in network.dec.items():
+            self.dec[name] = module
+            if f"dec.{name}" == self.layer_name:
+                break
+        self.out_channels = blocks[layer - 1][1].out_channels  # of the output (B, C, r, r)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        noise_labels: torch.Tensor,
+        augment_labels: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if augment_labels is not None:
+            raise ValueError("the truncated DDPM++ encoder takes no augmentation labels")
+        emb = self.map_noise(noise_labels)  # (B, model_channels)
+        emb = F.silu(self.map_layer1(F.silu(self.map_layer0(emb))))  # (B, emb_channels)
+        skips = []
+        for layer in self.enc.values():
+            x = layer(x, emb) if isinstance(layer, UNetBlock) else layer(x)
+            skips.append(x)
+        for name, layer in self.dec.items():
+            if "_block" in name:
+                x = torch.cat([x, skips.pop()], dim=1)  # (B, C + C_skip, r, r)
+            x = layer(x, emb)
+        return x  # (B, C, r, r)

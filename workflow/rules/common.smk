@@ -4,6 +4,12 @@
 DATASETS = config["datasets"]
 PRETRAINING = config.get("pretraining", {})
 TABLES = config.get("tables", {})
+FID = config.get("fid", {"extractor": "inception", "batch_size": 500})
+SUPERVISED = config.get("supervised", {})
+
+# clean-fid's Inception network (the paper's FID), fetched by a localrule instead of clean-fid's
+# own download into /tmp, so compute nodes need no network.
+INCEPTION_WEIGHTS = "resources/downloads/inception/inception-2015-12-05.pt"
 
 # Datasets with a download rule; the bundled `digits` needs none.
 DOWNLOADED_SOURCES = {
@@ -34,9 +40,47 @@ def check_config():
                 f"{where}.network.resolution: {run['network'].get('resolution')} differs from "
                 f"datasets.{run['dataset']}.resolution {resolution}"
             )
+        check_evaluation(name, run)
+    for key, name in TABLES.get("models", {}).items():
+        known = config.get("supervised", {}) if key.endswith("_wrn") else PRETRAINING
+        if name not in known:
+            section = "supervised" if key.endswith("_wrn") else "pretraining"
+            raise ValueError(f"tables.models.{key}: no {section} entry {name!r}")
+    for figure, lines in config.get("figures", {}).items():
+        for label, name in lines.items():
+            if name not in PRETRAINING:
+                raise ValueError(f"figures.{figure}.{label}: no pretraining run {name!r}")
+    for dataset in config.get("supervised", {}):
+        if dataset not in DATASETS:
+            raise ValueError(f"supervised.{dataset}: not a dataset under datasets")
     for i, column in enumerate(TABLES.get("table5", [])):
         if column["run"] not in PRETRAINING:
             raise ValueError(f"tables.table5[{i}].run: no pretraining run {column['run']!r}")
+
+
+def check_evaluation(name, run):
+    """Cross-field checks of a run's evaluation block (paper Sec. 3.2, Table 9)."""
+    spec = run.get("evaluation")
+    if not spec:
+        return
+    where = f"pretraining.{name}.evaluation"
+    framework = run["framework"]
+    if framework["kind"] == "ddpm" and spec["steps"] != framework.get("timesteps", 1000):
+        raise ValueError(
+            f"{where}.steps: DDPM timesteps count out of T = {framework.get('timesteps', 1000)}, "
+            f"got {spec['steps']}"
+        )
+    grid = spec.get("grid_t")
+    if grid and not 1 <= grid["start"] <= grid["stop"] <= spec["steps"]:
+        raise ValueError(f"{where}.grid_t: need 1 <= start <= stop <= steps ({spec['steps']})")
+    layer_t = spec.get("layer_t", "grid")
+    if layer_t == "grid":
+        if "grid" not in spec or not grid:
+            raise ValueError(f"{where}.layer_t is 'grid' but the run has no grid and grid_t")
+    elif not 1 <= layer_t["t"] <= spec["steps"]:
+        raise ValueError(f"{where}.layer_t.t: {layer_t['t']} is outside 1..{spec['steps']}")
+    if "grid" in spec and not grid:
+        raise ValueError(f"{where}.grid needs grid_t (the timesteps to search)")
 
 
 check_config()
@@ -118,3 +162,122 @@ def table5_columns():
         }
         for column in TABLES.get("table5", [])
     ]
+
+
+# --- evaluation (paper Sec. 3-4: FID, features, probes, fine-tuning) -------------------------
+
+
+def evaluation(run):
+    """A run's evaluation block; stages absent from it are not run."""
+    return PRETRAINING[run].get("evaluation", {})
+
+
+def evaluated_epochs(run):
+    """Checkpoint epochs that get FID, probes and alignment: all (Figures 3-4) or the final."""
+    epochs = PRETRAINING[run]["epochs"]
+    return list(epochs) if evaluation(run).get("checkpoints") == "all" else epochs[-1:]
+
+
+def grid_timesteps(run):
+    grid = evaluation(run)["grid_t"]
+    return list(range(grid["start"], grid["stop"] + 1, grid["every"]))
+
+
+def evaluation_stage(wildcards, stage):
+    """The config of one evaluation stage of the job's run (its rule's params)."""
+    pretraining_run(wildcards)  # checks the run and dataset wildcards
+    spec = evaluation(wildcards.run)
+    if stage not in spec:
+        raise ValueError(f"pretraining.{wildcards.run}.evaluation has no {stage!r} stage")
+    return spec[stage]
+
+
+def evaluation_steps(wildcards):
+    """The "t/steps" denominator of the run's timesteps (Table 9)."""
+    return evaluation(wildcards.run)["steps"]
+
+
+def evaluation_gpus(wildcards):
+    return evaluation(wildcards.run).get("gpus", 1)
+
+
+def training_gpus(wildcards):
+    return evaluation(wildcards.run).get("training_gpus", 1)
+
+
+def fid_weights(wildcards=None):
+    """The Inception weights the FID extractor loads (none for an offline extractor)."""
+    return [INCEPTION_WEIGHTS] if FID["extractor"] == "inception" else []
+
+
+def feature_directories(wildcards):
+    """Cached features of every grid timestep of one checkpoint (grid_search's input)."""
+    directory = run_directory(wildcards.run)
+    return [
+        f"{directory}/features/epoch{wildcards.epoch}/t{t}" for t in grid_timesteps(wildcards.run)
+    ]
+
+
+def layer_t_choice(wildcards):
+    """The grid-search result that picks (layer, t) for this checkpoint, if the run uses it."""
+    if evaluation(wildcards.run).get("layer_t", "grid") != "grid":
+        return []
+    epoch = getattr(wildcards, "epoch", None) or PRETRAINING[wildcards.run]["epochs"][-1]
+    return [f"{run_directory(wildcards.run)}/grid/epoch{epoch}.json"]
+
+
+def layer_t_choice_final(wildcards):
+    """Like `layer_t_choice`, but always the final checkpoint's grid search: alignment and
+    uniformity follow one (layer, t) through training (Figure 3)."""
+    if evaluation(wildcards.run).get("layer_t", "grid") != "grid":
+        return []
+    return [f"{run_directory(wildcards.run)}/grid/epoch{PRETRAINING[wildcards.run]['epochs'][-1]}.json"]
+
+
+def fixed_layer_t(wildcards):
+    """Table 9's fixed (layer, t) pair when the run does not use its grid search."""
+    layer_t = evaluation(wildcards.run).get("layer_t", "grid")
+    return None if layer_t == "grid" else layer_t
+
+
+def evaluation_targets():
+    """Every evaluation output the config asks for."""
+    targets = []
+    for run, spec in PRETRAINING.items():
+        stages = evaluation(run)
+        directory = run_directory(run)
+        for epoch in evaluated_epochs(run) if stages else []:
+            if "fid" in stages:
+                targets += [f"{directory}/fid/epoch{epoch}.json"]
+            if "grid" in stages:
+                targets += [f"{directory}/grid/epoch{epoch}.csv"]
+            if "linear_probe" in stages:
+                targets += [f"{directory}/linear/epoch{epoch}.json"]
+        final = spec["epochs"][-1]
+        if "finetune" in stages:
+            targets += [f"{directory}/finetune/epoch{final}.json"]
+        if "scratch" in stages:
+            targets += [f"{directory}/scratch.json"]
+    targets += [f"results/{dataset}/baselines/wrn.json" for dataset in SUPERVISED]
+    return targets
+
+
+def partial_state(wildcards, name):
+    """Where an interrupted training job keeps its state: outside the declared outputs, which
+    Snakemake deletes when a job fails."""
+    return f"{run_directory(wildcards.run)}/partial/{name}"
+
+
+def supervised_baseline(wildcards):
+    """The dataset's supervised WideResNet settings (Table 8)."""
+    if wildcards.dataset not in SUPERVISED:
+        raise ValueError(f"no supervised baseline for dataset {wildcards.dataset!r} in config")
+    return SUPERVISED[wildcards.dataset]
+
+
+def noisy_baseline(wildcards):
+    """The dataset's noise-conditional WideResNet settings (Figure 6)."""
+    spec = supervised_baseline(wildcards).get("noisy")
+    if spec is None:
+        raise ValueError(f"supervised.{wildcards.dataset} has no noisy baseline in config")
+    return spec

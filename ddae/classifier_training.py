@@ -1,0 +1,494 @@
+"""Supervised classifier training shared by fine-tuning and the from-scratch baselines.
+
+One loop serves the classification rules of the paper: fine-tuning truncated DDAE encoders
+(Sec. 4.1, Table 7; DiT on cached latents, Sec. 4.2), training the same truncated encoders from
+scratch and a supervised WideResNet-28-10 (Figure 5 "Scratch", Table 8). It runs as one process
+or under ``torchrun`` (`ddae.distributed`), like pre-training (`ddae.training`):
+
+- the inputs come from a `ClassifierData` source. `ImageData`: the training split lives on the
+  device as uint8 and each global batch is augmented there with `ddae.data.augment_batch`
+  (RandomHorizontalFlip + RandomCrop(size, 4), Tables 6–8), flips and crops drawn from one
+  saved generator for the whole global batch. `ddae.latents.LatentData`: one cached (already
+  augmented) VAE latent version per image and epoch (Appendix A). The order is
+  `epoch_permutation(seed, epoch)` and every rank keeps its slice of each global batch, so N
+  processes follow one process with the same global batch (BatchNorm statistics aside: they
+  are per process, as in the official DDP code);
+- learning rate per epoch, as the official DDAE code (linear.py, noisy_classifier_WRN.py): a
+  linear warm-up ``lr·(e+1)/W`` for the first W epochs, then PyTorch's chained
+  ``CosineAnnealingLR(T_max=epochs)`` stepped once per epoch (decays towards 0);
+- plain cross-entropy (the official code uses ``nn.CrossEntropyLoss()``, no label smoothing);
+- after every epoch (and every few minutes inside one) the partial state — weights, optimizer,
+  generator, every rank's RNG, history — is written atomically to ``state_dir/partial.pt``; a
+  rerun with the same identity (model, data, config) resumes from it bit for bit on CPU, a
+  different identity is ignored with a warning, and a damaged file raises `CheckpointError`
+  naming it;
+- the un-augmented test split is evaluated after every epoch (sharded over ranks).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from ddae.checkpoints import (
+    CheckpointError,
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from ddae.configs import ConfigError
+from ddae.data import ImageDataset, augment_batch, epoch_permutation, to_model_range
+from ddae.distributed import World, barrier, gather_objects, mean_across
+from ddae.training import TrainingError
+
+log = logging.getLogger(__name__)
+
+PARTIAL_STATE = "partial.pt"
+
+
+@dataclass(frozen=True)
+class ClassifierTrainingConfig:
+    """Settings of one classifier training (paper Appendix A, Tables 7 and 8)."""
+
+    # Table 7 fine-tuning: CIFAR-10 DDPM 30 / EDM 50, Tiny-ImageNet DDPM 80 / EDM 100;
+    # Table 8 scratch encoders and WideResNet-28-10: 200.
+    epochs: int
+    # Table 7: Adam (DDPM, EDM); Table 8: Adam (DDAE encoder), SGD (WideResNet).
+    optimizer: Literal["adam", "sgd"] = "adam"
+    # Table 7: 1e-3 (DDPM, EDM); Table 8: 5e-4 (DDAE encoder), 0.1 (WideResNet).
+    lr: float = 1e-3
+    # 0: lr as given. N > 0: lr · batch_size / N. The official linear.py multiplies its lr by the
+    # number of GPUs at 128 images each (N = 128); noisy_classifier_WRN.py does not scale.
+    lr_reference_batch: int = 0
+    # Adam "with default momentum & weight decay" (Tables 6–7): betas (0.9, 0.999), decay 0.
+    adam_betas: tuple[float, ...] = (0.9, 0.999)
+    # SGD momentum and weight decay of the official WRN code (noisy_classifier_WRN.py):
+    # momentum 0.9, weight_decay 5e-4, no Nesterov.
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    batch_size: int = 512  # global batch: 128 per GPU × 4 GPUs (Tables 7 and 8)
+    warmup_epochs: int = 0  # Table 8: 5 (linear per epoch, noisy_classifier_WRN.py); Table 7: 0
+    hflip: bool = True  # RandomHorizontalFlip() (Tables 6–8)
+    crop_padding: int = 4  # RandomCrop(32, 4) / RandomCrop(64, 4) (Tables 6–8)
+    label_smoothing: float = 0.0  # the official code uses plain CrossEntropyLoss
+    seed: int = 0
+    bf16: bool = True  # bf16 autocast on CUDA (CPU always trains in fp32)
+    channels_last: bool = True  # NHWC activations on CUDA
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be positive, got {self.epochs}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {self.batch_size}")
+        if not 0 <= self.warmup_epochs <= self.epochs:
+            raise ValueError(f"warmup_epochs must be in 0..epochs, got {self.warmup_epochs}")
+        if len(self.adam_betas) != 2:
+            raise ValueError(f"adam_betas needs two values, got {list(self.adam_betas)}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+
+
+def base_lr(config: ClassifierTrainingConfig) -> float:
+    """The lr after warm-up, with the optional linear scaling by the global batch."""
+    if config.lr_reference_batch > 0:
+        return config.lr * config.batch_size / config.lr_reference_batch
+    return config.lr
+
+
+def lr_at_epoch(epoch: int, config: ClassifierTrainingConfig) -> float:
+    """lr of 0-based `epoch`: the official warm-up + per-epoch chained CosineAnnealingLR.
+
+    noisy_classifier_WRN.py sets ``lr·(e+1)/W`` at the start of each warm-up epoch and steps
+    ``CosineAnnealingLR(optim, epochs)`` after every epoch; the scheduler's recursive form then
+    continues from the last warm-up value, i.e. lr·(1 + cos(π e/E)) / (1 + cos(π (W−1)/E)) for
+    e ≥ W. Without warm-up this is the closed form lr·(1 + cos(π e/E)) / 2 (linear.py).
+    """
+    lr, epochs, warmup = base_lr(config), config.epochs, config.warmup_epochs
+    if epoch < warmup:
+        return lr * (epoch + 1) / warmup
+    if warmup == 0:
+        return lr * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+    return (
+        lr
+        * (1.0 + math.cos(math.pi * epoch / epochs))
+        / (1.0 + math.cos(math.pi * (warmup - 1) / epochs))
+    )
+
+
+@dataclass(frozen=True)
+class ClassifierOptions:
+    """How a training job runs; none of this changes the trained weights."""
+
+    state_dir: Path | None = None  # partial state (outside Snakemake's outputs)
+    metrics_path: Path | None = None  # jsonl, one line per epoch
+    snapshot_every_seconds: float = 600.0  # partial state inside an epoch (and after each)
+    snapshot_every_steps: int = 0  # also every N steps (0: time-based only)
+    eval_every: int = 1  # evaluate the test split every N epochs (and after the last)
+    eval_batch_size: int = 500  # per process
+    progress: bool = True
+
+
+@dataclass
+class ClassifierState:
+    """What changes during training: what the partial state restores."""
+
+    epoch: int = 0  # completed epochs
+    epoch_step: int = 0  # optimizer steps done inside the current epoch
+    step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _broadcast_buffers(world: World, module: nn.Module) -> None:
+    """Rank 0's buffers (BatchNorm running statistics) on every rank before evaluating."""
+    if world.size > 1:
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
+
+
+def _sum_across(world: World, value: Tensor) -> Tensor:
+    return mean_across(world, value) * world.size if world.size > 1 else value
+
+
+class ClassifierData:
+    """Where a `ClassifierTrainer` gets its inputs: the training and test splits on a device.
+
+    `ImageData` (uint8 images, flip + crop per global batch) serves the pixel-space jobs;
+    `ddae.latents.LatentData` (one cached VAE latent version per image and epoch) serves DiT
+    fine-tuning. The trainer owns order, sharding, optimisation and state; a source only turns
+    indices into model inputs.
+    """
+
+    num_train: int
+    num_test: int
+    num_classes: int
+
+    def train_batch(
+        self, indices: Tensor, epoch: int, generator: torch.Generator, mine: slice
+    ) -> tuple[Tensor, Tensor]:
+        """(inputs, labels) of this rank's part ``mine`` of the global batch ``indices`` (CPU).
+
+        Random augmentation must be drawn from ``generator`` for the whole global batch, so that
+        N processes follow one process with the same global batch.
+        """
+        raise NotImplementedError
+
+    def test_batch(self, indices: Tensor) -> tuple[Tensor, Tensor]:
+        """(inputs, labels) of test items ``indices`` (CPU), un-augmented."""
+        raise NotImplementedError
+
+    def check_spec(self, spec: Mapping[str, Any], where: str) -> None:
+        """Raise `ConfigError` if a network ``spec`` cannot take these inputs."""
+
+
+class ImageData(ClassifierData):
+    """uint8 image splits on the device; each global batch flipped and cropped there."""
+
+    def __init__(
+        self,
+        train: ImageDataset,
+        test: ImageDataset,
+        config: ClassifierTrainingConfig,
+        device: torch.device,
+    ) -> None:
+        self.hflip, self.crop_padding = config.hflip, config.crop_padding
+        self.device = device
+        self.images = train.images.to(device)  # uint8 (N, C, H, W), augmented on device
+        self.labels = train.labels.to(device)
+        self.test_images = test.images.to(device)
+        self.test_labels = test.labels.to(device)
+        self.num_train, self.num_test = len(self.images), len(self.test_images)
+        self.num_classes = len(train.classes)
+
+    def train_batch(
+        self, indices: Tensor, epoch: int, generator: torch.Generator, mine: slice
+    ) -> tuple[Tensor, Tensor]:
+        indices = indices.to(self.device)
+        images = augment_batch(
+            self.images[indices],
+            hflip=self.hflip,
+            crop_padding=self.crop_padding,
+            generator=generator,
+        )
+        return to_model_range(images[mine]), self.labels[indices][mine]  # x0 in [-1, 1]
+
+    def test_batch(self, indices: Tensor) -> tuple[Tensor, Tensor]:
+        indices = indices.to(self.device)
+        return to_model_range(self.test_images[indices]), self.test_labels[indices]
+
+    def check_spec(self, spec: Mapping[str, Any], where: str) -> None:
+        resolution = spec.get("resolution")
+        size = self.images.shape[-1]
+        if resolution is not None and resolution != size:
+            raise ConfigError(
+                f"{where}.resolution {resolution} does not match the {size} px images"
+            )
+
+
+class ClassifierTrainer:
+    """One classifier (model inputs → logits), its data, optimizer and state.
+
+    ``train`` is an `ImageDataset` (then ``test`` is its test split, and the trainer wraps both
+    in `ImageData`) or any `ClassifierData` (then ``test`` is None).
+    """
+
+    def __init__(
+        self,
+        build: Callable[[], nn.Module],
+        train: ImageDataset | ClassifierData,
+        test: ImageDataset | None,
+        config: ClassifierTrainingConfig,
+        world: World,
+        identity: Mapping[str, Any],
+    ) -> None:
+        self.config, self.world, self.device = config, world, world.device
+        self.identity = json.loads(json.dumps(identity))  # plain data, as torch.load returns it
+        if config.batch_size % world.size:
+            raise ConfigError(
+                f"training.batch_size {config.batch_size} is not divisible by "
+                f"{world.size} processes"
+            )
+        self.local_batch = config.batch_size // world.size
+        if isinstance(train, ClassifierData):
+            if test is not None:
+                raise TypeError("a ClassifierData source holds its own test split; pass None")
+            self.data = train
+        else:
+            if test is None:
+                raise TypeError("an ImageDataset training split needs its test split")
+            self.data = ImageData(train, test, config, self.device)
+        self.steps_per_epoch = self.data.num_train // config.batch_size
+        if self.steps_per_epoch == 0:
+            raise ConfigError(
+                f"training.batch_size {config.batch_size} exceeds the {self.data.num_train} "
+                "training images"
+            )
+        self.fast = self.device.type == "cuda"
+        if self.fast:
+            torch.backends.cudnn.benchmark = True
+        torch.manual_seed(config.seed)  # identical initial weights on every rank
+        network = build().to(self.device)
+        if self.fast and config.channels_last:
+            network = network.to(memory_format=torch.channels_last)
+        self.network = network
+        self.optimizer = self._optimizer(network)
+        self.generator = torch.Generator(self.device).manual_seed(config.seed)
+        torch.manual_seed(config.seed * 1000 + world.rank)  # dropout differs per rank
+        self.model: nn.Module = network
+        if world.size > 1:
+            ids = [self.device.index] if self.fast else None
+            self.model = nn.parallel.DistributedDataParallel(network, device_ids=ids)
+        self.state = ClassifierState()
+        self.loss_sum = torch.zeros((), device=self.device)
+        self.correct = torch.zeros((), dtype=torch.int64, device=self.device)
+
+    def _optimizer(self, network: nn.Module) -> torch.optim.Optimizer:
+        c = self.config
+        if c.optimizer == "adam":
+            return torch.optim.Adam(
+                network.parameters(),
+                lr=base_lr(c),
+                betas=tuple(c.adam_betas),
+                weight_decay=c.weight_decay,
+                fused=self.fast,
+            )
+        return torch.optim.SGD(
+            network.parameters(),
+            lr=base_lr(c),
+            momentum=c.momentum,
+            weight_decay=c.weight_decay,
+            nesterov=c.nesterov,
+        )
+
+    # --- partial state ------------------------------------------------------------------------
+
+    def payload(self) -> dict[str, Any]:
+        """Partial state; collective (every rank calls it), meaningful on rank 0."""
+        s = self.state
+        running = [self.loss_sum.cpu(), self.correct.cpu()]
+        return {
+            "identity": self.identity,
+            "epoch": s.epoch,
+            "epoch_step": s.epoch_step,
+            "step": s.step,
+            "history": s.history,
+            "model": self.network.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "rng": gather_objects(self.world, capture_rng_state()),
+            "running": gather_objects(self.world, running),
+        }
+
+    def save(self, path: Path) -> None:
+        payload = self.payload()
+        if self.world.is_main:
+            save_checkpoint(payload, path)
+        barrier(self.world)
+
+    def resume(self, state_dir: Path | None) -> bool:
+        """Continue from ``state_dir/partial.pt`` if it belongs to this job; True if it did."""
+        if state_dir is None or not (state_dir / PARTIAL_STATE).exists():
+            return False
+        path = state_dir / PARTIAL_STATE
+        payload = load_checkpoint(path, map_location="cpu")  # damage raises, naming the path
+        if payload.get("identity") != self.identity:
+            log.warning("ignoring partial state %s: it belongs to another job or config", path)
+            return False
+        if not 0 <= payload["epoch"] < self.config.epochs:
+            log.warning("ignoring partial state %s: epoch %s", path, payload["epoch"])
+            return False
+        try:
+            self.network.load_state_dict(payload["model"])
+            self.optimizer.load_state_dict(payload["optimizer"])
+            self.generator.set_state(payload["generator"].cpu())
+        except (KeyError, RuntimeError, ValueError) as error:
+            raise CheckpointError(f"{path}: cannot restore training state: {error}") from error
+        s = self.state
+        s.epoch, s.epoch_step, s.step = payload["epoch"], payload["epoch_step"], payload["step"]
+        s.history = list(payload["history"])
+        rng, running = payload["rng"], payload["running"]
+        if len(rng) == self.world.size:
+            restore_rng_state(rng[self.world.rank])
+            loss_sum, correct = running[self.world.rank]
+            self.loss_sum = loss_sum.to(self.device)
+            self.correct = correct.to(self.device)
+        else:  # another process count: reseed dropout deterministically, restart epoch stats
+            log.warning(
+                "%s: saved by %d processes, resuming with %d", path, len(rng), self.world.size
+            )
+            torch.manual_seed(self.config.seed * 1000 + self.world.rank + s.step)
+            self.loss_sum = sum(r[0] for r in running).to(self.device) / len(running)
+            self.correct = sum(r[1] for r in running).to(self.device) // len(running)
+        if self.world.is_main:
+            log.info("resuming from %s at epoch %d step %d", path, s.epoch, s.step)
+        return True
+
+    # --- training -----------------------------------------------------------------------------
+
+    def step(self, permutation: Tensor) -> None:
+        """One optimizer step on this rank's slice of the next global batch."""
+        c, s = self.config, self.state
+        start = s.epoch_step * c.batch_size
+        indices = permutation[start : start + c.batch_size]
+        mine = slice(self.world.rank * self.local_batch, (self.world.rank + 1) * self.local_batch)
+        x0, labels = self.data.train_batch(indices, s.epoch, self.generator, mine)  # (b, C, H, W)
+        if self.fast and c.channels_last:
+            x0 = x0.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.fast and c.bf16):
+            logits = self.model(x0)  # (b, classes)
+        loss = F.cross_entropy(logits.float(), labels, label_smoothing=c.label_smoothing)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at_epoch(s.epoch, c)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.loss_sum += loss.detach()
+        self.correct += (logits.detach().argmax(dim=1) == labels).sum()
+        s.step += 1
+        s.epoch_step += 1
+
+    @torch.no_grad()
+    def evaluate(self, batch_size: int) -> float:
+        """Top-1 accuracy (%) on the un-augmented test split, sharded over the ranks."""
+        network = self.network
+        _broadcast_buffers(self.world, network)
+        network.eval()
+        num_test = self.data.num_test
+        shard = torch.arange(self.world.rank, num_test, self.world.size)
+        correct = torch.zeros((), dtype=torch.int64, device=self.device)
+        for chunk in shard.split(batch_size):
+            x0, labels = self.data.test_batch(chunk)
+            if self.fast and self.config.channels_last:
+                x0 = x0.contiguous(memory_format=torch.channels_last)
+            bf16 = self.fast and self.config.bf16
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+                logits = network(x0)
+            correct += (logits.argmax(dim=1) == labels).sum()
+        network.train()
+        return 100.0 * _sum_across(self.world, correct).item() / num_test
+
+    def _end_epoch(self, options: ClassifierOptions, started: float) -> dict[str, Any]:
+        """Epoch statistics (after the NaN check), test accuracy when due, metrics line."""
+        s, c = self.state, self.config
+        mean_loss = mean_across(self.world, self.loss_sum / self.steps_per_epoch).item()
+        if not math.isfinite(mean_loss):
+            raise TrainingError(
+                f"non-finite training loss {mean_loss} in epoch {s.epoch + 1}; lower the lr"
+            )
+        seen = self.steps_per_epoch * c.batch_size
+        correct = _sum_across(self.world, self.correct).item()
+        last = s.epoch + 1 == c.epochs
+        due = last or (options.eval_every > 0 and (s.epoch + 1) % options.eval_every == 0)
+        record = {
+            "epoch": s.epoch + 1,
+            "step": s.step,
+            "lr": lr_at_epoch(s.epoch, c),
+            "loss": mean_loss,
+            "train_accuracy": 100.0 * correct / seen,
+            "test_accuracy": self.evaluate(options.eval_batch_size) if due else None,
+            "seconds": time.monotonic() - started,
+        }
+        s.history.append(record)
+        if options.metrics_path is not None and self.world.is_main:
+            options.metrics_path.parent.mkdir(parents=True, exist_ok=True)
+            with options.metrics_path.open("a") as handle:
+                handle.write(json.dumps(record) + "\n")
+        s.epoch, s.epoch_step = s.epoch + 1, 0
+        self.loss_sum = torch.zeros((), device=self.device)
+        self.correct = torch.zeros((), dtype=torch.int64, device=self.device)
+        return record
+
+    def run(self, options: ClassifierOptions) -> list[dict[str, Any]]:
+        """Train to ``config.epochs``; returns the per-epoch history."""
+        s, c = self.state, self.config
+        bar = tqdm(
+            total=c.epochs * self.steps_per_epoch,
+            initial=s.step,
+            disable=not (options.progress and self.world.is_main),
+            unit="step",
+            dynamic_ncols=True,
+            mininterval=0.1 if sys.stderr.isatty() else 60.0,
+        )
+        partial = options.state_dir / PARTIAL_STATE if options.state_dir else None
+        last_snapshot = started = time.monotonic()
+        while s.epoch < c.epochs:
+            permutation = epoch_permutation(self.data.num_train, c.seed, s.epoch)
+            while s.epoch_step < self.steps_per_epoch:
+                self.step(permutation)
+                bar.update(1)
+                every = options.snapshot_every_steps
+                due = every > 0 and s.step % every == 0
+                if s.step % 20 == 0 and partial is not None:
+                    elapsed = time.monotonic() - last_snapshot >= options.snapshot_every_seconds
+                    due = due or bool(gather_objects(self.world, elapsed)[0])
+                if partial is not None and due and s.epoch_step < self.steps_per_epoch:
+                    self.save(partial)
+                    last_snapshot = time.monotonic()
+            record = self._end_epoch(options, started)
+            started = time.monotonic()
+            accuracy = record["test_accuracy"]
+            bar.set_postfix(
+                loss=f"{record['loss']:.4f}",
+                test=f"{accuracy:.2f}" if accuracy is not None else "-",
+            )
+            if partial is not None and s.epoch < c.epochs:
+                self.save(partial)
+                last_snapshot = time.monotonic()
+        bar.close()
+        return s.history

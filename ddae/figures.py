@@ -1,0 +1,439 @@
+"""The paper's Figures 2–6 from the pipeline's result files (matplotlib, Agg; PNG and PDF).
+
+* Figure 2 (Sec. 3.2): linear-probe accuracy over decoder layer × timestep (grid search), one
+  heatmap per model (DDPM and EDM side by side).
+* Figure 3 (Sec. 3.3): uniformity vs alignment per decoder layer, with each layer's trajectory
+  over training checkpoints (DDPM, DDPM++ trained by DDPM, DDPM++ trained by EDM).
+* Figure 4 (Sec. 4.1.1): FID vs linear-probe accuracy of the DDPM noise ablations, one line per
+  configuration, one dot per checkpoint epoch.
+* Figure 5 (Sec. 4.1.2): FID vs accuracy (linear probe, fine-tune, scratch) of DDPM and EDM per
+  dataset, with the supervised WideResNet-28-10 as a horizontal line.
+* Figure 6 (Sec. 4.1.3): accuracy vs noise level of the noise-conditional DDAE MLP head and of
+  the noise-conditional WideResNet, VP and VE perturbations.
+
+Each function takes explicit result paths (CONTRACT.md formats) and writes one PNG and one PDF.
+Nothing is invented: a series whose files are missing is left out and named "(not run)" in the
+legend or panel. Paper values, where the paper states them, come from
+``ddae/reference/paper_results.yaml`` and are drawn as hollow markers labelled "paper".
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from ddae.report import load_reference  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+PathLike = str | Path
+STYLE = {
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "legend.fontsize": 7,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "savefig.dpi": 200,
+    "savefig.bbox": "tight",
+    "pdf.fonttype": 42,
+}
+COLORS = plt.get_cmap("tab10").colors
+NOT_RUN = "(not run)"
+
+
+def _available(path: PathLike | None) -> bool:
+    if path is None:
+        return False
+    if not Path(path).is_file():
+        log.warning("%s: missing; its series is left out of the figure", path)
+        return False
+    return True
+
+
+def _json(path: PathLike | None) -> dict[str, Any] | None:
+    return json.loads(Path(path).read_text()) if _available(path) else None
+
+
+@contextmanager
+def _figure(ncols: int, width: float = 4.2, height: float = 3.4) -> Iterator[tuple[Any, list]]:
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(
+            1, max(ncols, 1), figsize=(width * max(ncols, 1), height), layout="constrained"
+        )
+        try:
+            yield fig, list(np.atleast_1d(axes))
+        finally:
+            plt.close(fig)
+
+
+def _save(fig: Any, png: PathLike, pdf: PathLike) -> None:
+    for path in (png, pdf):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, metadata={"Software": None})
+    fig.savefig(pdf, metadata={"CreationDate": None, "Producer": None})
+    log.info("wrote %s and %s", png, pdf)
+
+
+def _empty_panel(ax: Any, title: str) -> None:
+    ax.set_title(f"{title} {NOT_RUN}")
+    ax.text(0.5, 0.5, "no result file", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+# --- Figure 2 ----------------------------------------------------------------------------------
+
+
+def figure2(
+    grids: Mapping[str, PathLike | None],
+    png: PathLike,
+    pdf: PathLike,
+    paper: Mapping[str, str] | None = None,
+) -> None:
+    """Heatmaps of grid-search linear-probe accuracy, decoder layer (rows) × timestep (columns).
+
+    ``grids``: panel label → grid/epoch{E}.csv. ``paper``: panel label → Table 9 key of the
+    reference file; the paper's adopted (layer, t) is circled when its steps match the grid's.
+    Our best cell is starred.
+    """
+    table9 = load_reference()["table9"]
+    with _figure(len(grids), width=4.6, height=4.0) as (fig, axes):
+        for ax, (label, path) in zip(axes, grids.items(), strict=False):
+            if not _available(path):
+                _empty_panel(ax, label)
+                continue
+            grid = pd.read_csv(path)
+            table = grid.pivot_table(index="layer", columns="t", values="test_accuracy")
+            steps = int(grid["steps"].iloc[0])
+            layers = int(grid["layer"].max())
+            image = ax.imshow(
+                np.ma.masked_invalid(table.to_numpy(dtype=float)),
+                origin="lower",
+                aspect="auto",
+                cmap="viridis",
+            )
+            ax.grid(False)
+            ts, ks = list(table.columns), list(table.index)
+            ax.set_xticks(range(len(ts)), [str(t) for t in ts], rotation=90 if len(ts) > 12 else 0)
+            ax.set_yticks(range(len(ks)), [str(k) for k in ks])
+            ax.set_xlabel(f"timestep t (of {steps}; larger = noisier)")
+            ax.set_ylabel(f"decoder layer k (of {layers})")
+            best = grid.loc[grid["test_accuracy"].idxmax()]
+            ax.plot(
+                ts.index(best["t"]),
+                ks.index(best["layer"]),
+                marker="*",
+                color="white",
+                markeredgecolor="black",
+                markersize=12,
+                linestyle="none",
+                label=f"ours best: {int(best['layer'])}/{layers}, t {int(best['t'])} "
+                f"({best['test_accuracy']:.1f}%)",
+            )
+            key = (paper or {}).get(label)
+            choice = table9.get(key) if key else None
+            if choice and choice["steps"] == steps and choice["t"] in ts and choice["layer"] in ks:
+                ax.plot(
+                    ts.index(choice["t"]),
+                    ks.index(choice["layer"]),
+                    marker="o",
+                    markersize=13,
+                    markerfacecolor="none",
+                    markeredgecolor="red",
+                    markeredgewidth=1.5,
+                    linestyle="none",
+                    label=f"paper (Table 9): {choice['layer']}/{choice['layers']}, "
+                    f"t {choice['t']}/{choice['steps']}",
+                )
+            ax.set_title(label)
+            ax.legend(loc="upper right", framealpha=0.8)
+            fig.colorbar(image, ax=ax, label="linear-probe test accuracy (%)")
+        fig.suptitle("Figure 2. Linear-probe accuracy over layer × timestep (grid search)")
+        _save(fig, png, pdf)
+
+
+# --- Figure 3 ----------------------------------------------------------------------------------
+
+
+def figure3(
+    series: Mapping[str, Mapping[int, PathLike | None]],
+    png: PathLike,
+    pdf: PathLike,
+    layers: Mapping[str, Sequence[int]] | None = None,
+) -> None:
+    """Uniformity (x) vs alignment (y) per decoder layer, one trajectory over checkpoints.
+
+    ``series``: panel label → {checkpoint epoch: align_uniform/epoch{E}.csv}. ``layers``:
+    optional panel label → the 1-based layers to draw (default all). Dots grow with the epoch;
+    the last checkpoint is ringed and labelled with its layer number. Lower left is better.
+    """
+    with _figure(len(series), width=4.4, height=3.8) as (fig, axes):
+        for ax, (label, files) in zip(axes, series.items(), strict=False):
+            frames = []
+            for epoch, path in sorted(files.items()):
+                if _available(path):
+                    frames.append(pd.read_csv(path).assign(epoch=int(epoch)))
+            if not frames:
+                _empty_panel(ax, label)
+                continue
+            data = pd.concat(frames)
+            total = int(data["layer"].max())
+            chosen = sorted((layers or {}).get(label) or data["layer"].unique())
+            cmap = plt.get_cmap("viridis")
+            epochs = sorted(data["epoch"].unique())
+            sizes = dict(zip(epochs, np.linspace(8, 40, len(epochs)), strict=True))
+            for layer in chosen:
+                track = data[data["layer"] == layer].sort_values("epoch")
+                if track.empty:
+                    continue
+                color = cmap((layer - 1) / max(total - 1, 1))
+                ax.plot(track["uniformity"], track["alignment"], color=color, linewidth=1)
+                ax.scatter(
+                    track["uniformity"],
+                    track["alignment"],
+                    s=[sizes[e] for e in track["epoch"]],
+                    color=color,
+                    zorder=3,
+                    label=f"layer {layer}/{total}",
+                )
+                last = track.iloc[-1]
+                ax.scatter(
+                    last["uniformity"],
+                    last["alignment"],
+                    s=70,
+                    facecolor="none",
+                    edgecolor=color,
+                    linewidth=1.2,
+                    zorder=4,
+                )
+                ax.annotate(
+                    str(layer),
+                    (last["uniformity"], last["alignment"]),
+                    textcoords="offset points",
+                    xytext=(4, 3),
+                    fontsize=7,
+                )
+            missing = [e for e, p in files.items() if not _available(p)]
+            note = f"; epochs {sorted(missing)} {NOT_RUN}" if missing else ""
+            t = data["t"].iloc[0]
+            steps = data["steps"].iloc[0]
+            ax.set_title(f"{label}\n(t = {t}/{steps}; epochs {epochs[0]}→{epochs[-1]}{note})")
+            ax.set_xlabel("uniformity L_uniform (Eq. 4, lower = more uniform)")
+            ax.set_ylabel("alignment L_align (Eq. 3, lower = more aligned)")
+            ax.legend(ncol=2 if len(chosen) > 8 else 1, loc="best", framealpha=0.8)
+        fig.suptitle("Figure 3. Alignment and uniformity of decoder layers during training")
+        _save(fig, png, pdf)
+
+
+# --- Figure 4 ----------------------------------------------------------------------------------
+
+
+def figure4(
+    series: Mapping[str, Sequence[Mapping[str, Any]]], png: PathLike, pdf: PathLike
+) -> None:
+    """FID (x, log scale) vs best linear-probe accuracy (y) of the DDPM noise ablations.
+
+    ``series``: configuration label (e.g. "T=1000", "T=64", "β lower half") → list of
+    ``{"epoch": E, "fid": fid/epoch{E}.json, "linear": linear/epoch{E}.json}``; one line per
+    label through its checkpoints in epoch order, each dot annotated with its epoch.
+    """
+    extractors: set[str] = set()
+    with _figure(1, width=6.0, height=4.4) as (fig, axes):
+        ax = axes[0]
+        for index, (label, points) in enumerate(series.items()):
+            xs, ys, epochs = [], [], []
+            for point in sorted(points, key=lambda p: int(p["epoch"])):
+                fid, linear = _json(point.get("fid")), _json(point.get("linear"))
+                if fid is None or linear is None:
+                    continue
+                xs.append(float(fid["fid"]))
+                extractors.add(fid.get("extractor", "inception"))
+                ys.append(float(linear["test_accuracy"]))
+                epochs.append(int(point["epoch"]))
+            color = COLORS[index % len(COLORS)]
+            if not xs:
+                ax.plot([], [], color=color, marker="o", label=f"{label} {NOT_RUN}")
+                continue
+            absent = len(points) - len(xs)
+            suffix = f" ({absent} checkpoint(s) not run)" if absent else ""
+            ax.plot(xs, ys, color=color, marker="o", markersize=4, label=f"{label}{suffix}")
+            for x, y, epoch in zip(xs, ys, epochs, strict=True):
+                ax.annotate(
+                    str(epoch),
+                    (x, y),
+                    textcoords="offset points",
+                    xytext=(3, 3),
+                    fontsize=6,
+                    color=color,
+                )
+        ax.set_xscale("log")
+        ax.set_xlabel(_fid_axis_label(extractors, "FID (log scale, lower = better generation)"))
+        ax.set_ylabel("linear-probe test accuracy (%)")
+        ax.set_title(
+            "Figure 4. Generation vs recognition of DDPM noise ablations\n"
+            "(dots: checkpoints, labelled by epoch)"
+        )
+        ax.legend(loc="best", framealpha=0.8)
+        _save(fig, png, pdf)
+
+
+def _fid_axis_label(extractors: set[str], base: str) -> str:
+    """The FID axis label; FIDs from an offline stand-in extractor are said to be so."""
+    others = sorted(extractors - {"inception"})
+    if not others:
+        return base
+    return f"{base}\nwith the offline {', '.join(others)} extractor, not Inception"
+
+
+# --- Figure 5 ----------------------------------------------------------------------------------
+
+EVALUATIONS = (
+    ("linear", "o", "linear probe"),
+    ("finetune", "s", "fine-tune"),
+    ("scratch", "^", "scratch (same encoder, no pre-training)"),
+)
+
+
+def figure5(panels: Mapping[str, Mapping[str, Any]], png: PathLike, pdf: PathLike) -> None:
+    """FID (x) vs accuracy (y) of DDPM and EDM per dataset, WideResNet as a horizontal line.
+
+    ``panels``: dataset label → ``{"models": {model label: {"fid", "linear", "finetune",
+    "scratch": result file, "paper": reference key (optional, e.g. "cifar10_edm")}},
+    "wrn": baselines/wrn.json, "paper_wrn": reference key (optional)}``. Ours are filled
+    markers (one per evaluation, at the model's FID); the paper's values that the text states
+    with a FID are hollow markers; the paper's WideResNet accuracy is a dotted line.
+    """
+    figure5_reference = load_reference()["figure5"]
+    extractors: set[str] = set()
+    with _figure(len(panels), width=4.6, height=3.8) as (fig, axes):
+        for ax, (dataset, panel) in zip(axes, panels.items(), strict=False):
+            drawn = False
+            for index, (model, files) in enumerate(panel.get("models", {}).items()):
+                color = COLORS[index % len(COLORS)]
+                fid = _json(files.get("fid"))
+                paper = figure5_reference.get(files.get("paper") or "", {})
+                if fid is None:
+                    ax.plot(
+                        [],
+                        [],
+                        color=color,
+                        marker="o",
+                        linestyle="none",
+                        label=f"{model}: FID {NOT_RUN}",
+                    )
+                else:
+                    x = float(fid["fid"])
+                    extractors.add(fid.get("extractor", "inception"))
+                    for kind, marker, name in EVALUATIONS:
+                        result = _json(files.get(kind))
+                        if result is None:
+                            continue
+                        ax.scatter(
+                            x,
+                            float(result["test_accuracy"]),
+                            marker=marker,
+                            color=color,
+                            s=40,
+                            zorder=3,
+                            label=f"{model} {name}",
+                        )
+                        drawn = True
+                if "fid" in paper:
+                    for kind, marker, name in EVALUATIONS:
+                        if kind in paper:
+                            ax.scatter(
+                                paper["fid"],
+                                paper[kind],
+                                marker=marker,
+                                s=40,
+                                facecolor="none",
+                                edgecolor=color,
+                                zorder=3,
+                                label=f"{model} {name} (paper)",
+                            )
+                            drawn = True
+            wrn = _json(panel.get("wrn"))
+            if wrn is not None:
+                ax.axhline(
+                    float(wrn["test_accuracy"]),
+                    color="black",
+                    linestyle="--",
+                    linewidth=1,
+                    label="WideResNet-28-10 (ours)",
+                )
+            else:
+                ax.plot([], [], color="black", linestyle="--", label=f"WideResNet-28-10 {NOT_RUN}")
+            paper_wrn = figure5_reference.get(panel.get("paper_wrn") or "", {})
+            if "supervised" in paper_wrn:
+                ax.axhline(
+                    paper_wrn["supervised"],
+                    color="gray",
+                    linestyle=":",
+                    linewidth=1,
+                    label="WideResNet-28-10 (paper)",
+                )
+            if not drawn and wrn is None:
+                ax.text(
+                    0.5, 0.5, "no result files", ha="center", va="center", transform=ax.transAxes
+                )
+            ax.set_title(dataset)
+            ax.set_xlabel(_fid_axis_label(extractors, "FID (lower = better generation)"))
+            ax.set_ylabel("test accuracy (%)")
+            ax.legend(loc="best", framealpha=0.8)
+        fig.suptitle("Figure 5. Generative and discriminative performance")
+        _save(fig, png, pdf)
+
+
+# --- Figure 6 ----------------------------------------------------------------------------------
+
+
+def figure6(
+    panels: Mapping[str, Mapping[str, PathLike | None]], png: PathLike, pdf: PathLike
+) -> None:
+    """Accuracy (y) vs noise level σ (x, log) of noise-conditional classifiers.
+
+    ``panels``: panel title (e.g. "VP: DDPM vs WideResNet") → {series label →
+    noisy/epoch{E}.csv or baselines/noisy_wrn_{vp,ve}.csv}. σ is the VE-equivalent noise
+    level x = x0 + σε of the CSVs (for VP, σ_t = √((1 − ᾱ_t)/ᾱ_t)).
+    """
+    with _figure(len(panels), width=4.6, height=3.6) as (fig, axes):
+        for ax, (title, files) in zip(axes, panels.items(), strict=False):
+            any_drawn = False
+            for index, (label, path) in enumerate(files.items()):
+                color = COLORS[index % len(COLORS)]
+                if not _available(path):
+                    ax.plot([], [], color=color, label=f"{label} {NOT_RUN}")
+                    continue
+                curve = pd.read_csv(path).sort_values("sigma")
+                ax.plot(
+                    curve["sigma"],
+                    curve["test_accuracy"],
+                    color=color,
+                    marker="o",
+                    markersize=3,
+                    label=label,
+                )
+                any_drawn = True
+            if any_drawn:
+                ax.set_xscale("log")
+            ax.set_title(title)
+            ax.set_xlabel("noise level σ (log scale)")
+            ax.set_ylabel("test accuracy on noised images (%)")
+            ax.legend(loc="best", framealpha=0.8)
+        fig.suptitle("Figure 6. Noise-conditional classifiers over noise scales")
+        _save(fig, png, pdf)

@@ -1,0 +1,500 @@
+"""Latent-space DiT transfer (paper Sec. 4.2, Tables 3 and 4; Appendix A; Table 9 "@256").
+
+The paper transfers the ImageNet-256 DiT-XL/2 to CIFAR-10 and Tiny-ImageNet: images are resized
+to 256², encoded by the Stable Diffusion VAE (ft-MSE, down-sampling factor 8) into 4×32×32
+latents, and "we store the extracted latent codes through the VAE encoder and train DiTs in an
+offline manner. We encode 10 versions of the training set with data augmentations and randomly
+sample one version per epoch" (Appendix A). The official code (FutureXiang/ddae
+``DiT/vae_preprocessing.py``) encodes ``0.18215 × vae.encode(2x − 1).latent_dist.sample()``.
+
+* `cache_latents`: K augmented versions of the training split (flip + pad-4 crop at the native
+  resolution, THEN bilinear resize to 256) and one of the test split, as float16 arrays written
+  through ``numpy.lib.format.open_memmap`` (memory bounded). Image i of version k draws its
+  flip/crop and its posterior sample ε from generators seeded by (seed, split, k, stream, i), so
+  the cache does not depend on batch size or device.
+* `cache_dit_features`: `ddae.features.write_feature_cache` with latent copies as the views
+  (`latent_inputs`): all 28 blocks' outputs, mean over tokens, at one t of the DDPM framework
+  (T = 1000, linear β) — consumed unchanged by `ddae.probing.grid_search`.
+* `dit_linear_probe`: the final probe of Tables 3/4 (Table 6: 30 epochs) with the frozen DiT in
+  the loop, as the official ``DiT/linear.py``: each epoch every image uses one randomly chosen
+  latent copy and fresh noise; result JSON as `ddae.probing.linear_probe`.
+
+Layer numbering: "layer k/28" is ``decoder_blocks()[k − 1]`` = DiT ``blocks.<k−1>`` = the official
+code's 0-indexed ``layer-<k−1>`` (see `ddae.networks.dit`). Timesteps follow this project's
+1-based "t/steps" (`ddae.diffusion.DDPM`: ᾱ index t − 1, network label t − 1); the official
+``DiT/linear.py --time 121`` is 0-based (``q_sample`` at ᾱ index 121, label 121), i.e. t = 122
+here. Table 9's "121/1000" is read as t = 121 in the 1-based convention, like the DDPM rows.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from numpy.lib.format import open_memmap
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from ddae.checkpoints import load_network
+from ddae.classifier_training import ClassifierData
+from ddae.configs import ConfigError, from_mapping, to_mapping
+from ddae.data import ImageDataset, file_md5
+from ddae.features import (
+    TEST,
+    TRAIN,
+    FeatureCacheConfig,
+    InputsFor,
+    image_inputs,
+    item_seeds,
+    per_item_normal,
+    write_feature_cache,
+)
+from ddae.probing import VIEW_STREAM, LinearProbeConfig, _write_json, probe_in_the_loop
+
+log = logging.getLogger(__name__)
+
+POSTERIOR_STREAM = 4  # seeds each image's VAE posterior sample (distinct from features' streams)
+LATENT_DTYPE = np.float16
+META_FILE = "meta.json"
+
+
+class LatentError(RuntimeError):
+    """A latent cache is missing, inconsistent or its values do not fit float16."""
+
+
+@dataclass(frozen=True)
+class LatentCacheConfig:
+    """How `cache_latents` encodes a dataset (paper Appendix A, Table 9 "@256")."""
+
+    views: int = 10  # App. A: "We encode 10 versions of the training set with augmentations"
+    image_size: int = 256  # Table 9: CIFAR-10@256, Tiny-ImageNet@256 (DiT-XL/2-256)
+    hflip: bool = True  # RandomHorizontalFlip() before resizing (official get_dataset flip=True)
+    crop_padding: int = 4  # RandomCrop(res, 4) at the native resolution, then resize
+    scale: float = 0.18215  # SD latent scaling factor (official vae_preprocessing.py)
+    batch_size: int = 64  # images per VAE pass (results do not depend on it)
+    seed: int = 0  # seeds every image's augmentation and posterior sample
+    bf16: bool = False  # bf16 autocast of the VAE on CUDA (official: --use_amp, fp16)
+
+    def __post_init__(self) -> None:
+        if self.views < 1 or self.batch_size < 1 or self.crop_padding < 0 or self.seed < 0:
+            raise ValueError("need views >= 1, batch_size >= 1, crop_padding >= 0, seed >= 0")
+        if self.image_size < 8 or self.image_size % 8:
+            raise ValueError(f"image_size must be a multiple of 8, got {self.image_size}")
+
+
+@dataclass
+class LatentCache:
+    """A latent cache opened read-only (memory-mapped)."""
+
+    path: Path
+    train: np.ndarray  # float16 (K, N_train, 4, h, w)
+    test: np.ndarray  # float16 (N_test, 4, h, w)
+    train_labels: np.ndarray
+    test_labels: np.ndarray
+    meta: dict[str, Any]
+
+
+def load_vae(path: str | Path, device: torch.device | str = "cpu") -> nn.Module:
+    """The SD VAE from a local diffusers folder (config.json + weights); no hub access."""
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(Path(path), local_files_only=True)
+    return vae.to(device).eval().requires_grad_(False)
+
+
+def resize_images(images: Tensor, size: int) -> Tensor:
+    """Bilinear resize of (B, C, H, W) floats to size² (torchvision Resize, half-pixel centres)."""
+    if images.shape[-2:] == (size, size):
+        return images
+    return F.interpolate(
+        images, size=(size, size), mode="bilinear", align_corners=False, antialias=True
+    )
+
+
+@torch.no_grad()
+def encode_latents(
+    vae: nn.Module,
+    images: Tensor,
+    eps: Tensor | None,
+    scale: float,
+    bf16: bool = False,
+) -> Tensor:
+    """scale · (μ + σ·ε) of the VAE posterior for images (B, 3, S, S) in [−1, 1], float32.
+
+    ``eps`` (B, 4, S/8, S/8) is the posterior noise (None: the mean).
+    """
+    device = images.device
+    autocast = bf16 and device.type == "cuda"
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+        posterior = vae.encode(images).latent_dist
+    mean, std = posterior.mean.float(), posterior.std.float()
+    latents = mean if eps is None else mean + std * eps.to(mean.device)
+    return scale * latents
+
+
+def _encode_split(
+    vae: nn.Module,
+    inputs: InputsFor,
+    num_items: int,
+    key: tuple[int, int],
+    view: int,
+    config: LatentCacheConfig,
+    target: np.ndarray,
+    device: torch.device,
+    progress: bool,
+    desc: str,
+) -> None:
+    latent_side = config.image_size // 8
+    channels = int(vae.config.latent_channels)
+    for start in tqdm(
+        range(0, num_items, config.batch_size),
+        desc=desc,
+        leave=False,
+        disable=None if progress else True,
+    ):
+        indices = torch.arange(start, min(start + config.batch_size, num_items))
+        images = resize_images(inputs(view, indices).to(device), config.image_size)
+        eps = per_item_normal(
+            (*key, view, POSTERIOR_STREAM), indices, (channels, latent_side, latent_side), device
+        )
+        latents = encode_latents(vae, images, eps, config.scale, config.bf16)
+        half = latents.to(torch.float16)
+        if not torch.isfinite(half).all():
+            raise LatentError(f"{desc}: latents do not fit float16")
+        target[indices.numpy()] = half.cpu().numpy()
+
+
+def cache_latents(
+    vae_dir: str | Path,
+    train_path: str | Path,
+    test_path: str | Path,
+    config: Mapping[str, Any],
+    out_dir: str | Path,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> Path:
+    """Encode K augmented training versions and the test split into ``out_dir`` (App. A).
+
+    Files: ``train.npy`` float16 (K, N_train, 4, S/8, S/8), ``test.npy`` float16 (N_test, ...),
+    ``train_labels.npy``, ``test_labels.npy`` (int64) and ``meta.json``. Written to a temporary
+    directory renamed into place at the end.
+    """
+    cfg = from_mapping(LatentCacheConfig, config, "latents")
+    device = torch.device(device)
+    vae = load_vae(vae_dir, device)
+    train, test = ImageDataset.load(train_path), ImageDataset.load(test_path)
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.mkdir()
+    side = cfg.image_size // 8
+    channels = int(vae.config.latent_channels)
+    try:
+        train_array = open_memmap(
+            tmp / "train.npy", "w+", LATENT_DTYPE, (cfg.views, len(train), channels, side, side)
+        )
+        train_inputs = image_inputs(
+            train.images.to(device),
+            hflip=cfg.hflip,
+            crop_padding=cfg.crop_padding,
+            key=(cfg.seed, TRAIN),
+        )
+        for view in range(cfg.views):
+            _encode_split(
+                vae,
+                train_inputs,
+                len(train),
+                (cfg.seed, TRAIN),
+                view,
+                cfg,
+                train_array[view],
+                device,
+                progress,
+                f"train version {view + 1}/{cfg.views}",
+            )
+        train_array.flush()
+        del train_array
+        test_array = open_memmap(
+            tmp / "test.npy", "w+", LATENT_DTYPE, (len(test), channels, side, side)
+        )
+        test_inputs = image_inputs(test.images.to(device), hflip=False, crop_padding=0, key=None)
+
+        _encode_split(
+            vae,
+            test_inputs,
+            len(test),
+            (cfg.seed, TEST),
+            0,
+            cfg,
+            test_array,
+            device,
+            progress,
+            "test",
+        )
+        test_array.flush()
+        del test_array
+        np.save(tmp / "train_labels.npy", train.labels.numpy().astype(np.int64))
+        np.save(tmp / "test_labels.npy", test.labels.numpy().astype(np.int64))
+        meta = {
+            "views": cfg.views,
+            "num_train": len(train),
+            "num_test": len(test),
+            "num_classes": len(train.classes),
+            "latent_shape": [channels, side, side],
+            "dtype": "float16",
+            "vae": str(vae_dir),
+            "train": str(train_path),
+            "test": str(test_path),
+            "config": to_mapping(cfg),
+            "created_by": "ddae.latents.cache_latents",
+        }
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("cached %d latent versions of %s in %s", cfg.views, train_path, out_dir)
+    return out_dir
+
+
+def load_latents(path: str | Path) -> LatentCache:
+    """Open a directory written by `cache_latents` (arrays memory-mapped read-only)."""
+    path = Path(path)
+    try:
+        meta = json.loads((path / META_FILE).read_text())
+        cache = LatentCache(
+            path=path,
+            train=np.load(path / "train.npy", mmap_mode="r"),
+            test=np.load(path / "test.npy", mmap_mode="r"),
+            train_labels=np.load(path / "train_labels.npy"),
+            test_labels=np.load(path / "test_labels.npy"),
+            meta=meta,
+        )
+    except (OSError, ValueError, KeyError) as error:
+        raise LatentError(f"{path}: not a readable latent cache ({error})") from error
+    expected = (meta["views"], meta["num_train"], *meta["latent_shape"])
+    if cache.train.shape != expected or len(cache.test) != meta["num_test"]:
+        raise LatentError(f"{path}: arrays {cache.train.shape} do not match meta.json {expected}")
+    return cache
+
+
+def latent_inputs(array: np.ndarray, copies: Tensor | None = None) -> InputsFor:
+    """``inputs_for`` over cached latents for `ddae.features`.
+
+    ``array`` is (K, N, ...) (training versions) or (N, ...) (test). With (K, N, ...) and no
+    ``copies``, view k reads version k; with ``copies`` (E, N) view e reads version
+    ``copies[e, i]`` for item i (one random version per item and epoch).
+    """
+
+    def inputs_for(view: int, indices: Tensor) -> Tensor:
+        rows = indices.numpy()
+        if array.ndim == 4:  # test split (N, C, h, w)
+            picked = array[rows]
+        elif copies is None:
+            if view >= array.shape[0]:
+                raise LatentError(f"view {view} but only {array.shape[0]} latent versions")
+            picked = array[view, rows]
+        else:
+            picked = array[copies[view, indices].numpy(), rows]
+        return torch.from_numpy(np.ascontiguousarray(picked)).to(torch.float32)
+
+    return inputs_for
+
+
+def _check_dit_inputs(net: nn.Module, cache: LatentCache, checkpoint: str | Path) -> None:
+    expected = [getattr(net.config, "in_channels", None), getattr(net.config, "input_size", None)]
+    found = [cache.meta["latent_shape"][0], cache.meta["latent_shape"][1]]
+    if expected != found:
+        raise ConfigError(
+            f"{checkpoint}: network expects latents {expected} (channels, side), the cache at "
+            f"{cache.path} holds {found}"
+        )
+
+
+def cache_dit_features(
+    checkpoint: str | Path,
+    latent_dir: str | Path,
+    t: int,
+    steps: int,
+    config: Mapping[str, Any],
+    out_dir: str | Path,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> Path:
+    """All-block DiT features of cached latents at t/steps: a `ddae.features` cache directory.
+
+    View k of the features uses latent version k (``config.views`` ≤ the cache's versions; the
+    augmentation fields of the config are unused, augmentation is baked into the latents).
+    """
+    cfg = from_mapping(FeatureCacheConfig, config, "features")
+    device = torch.device(device)
+    latents = load_latents(latent_dir)
+    if cfg.views > latents.meta["views"]:
+        raise ConfigError(
+            f"features.views: {cfg.views} views but {latent_dir} holds "
+            f"{latents.meta['views']} latent versions"
+        )
+    net, framework, _ = load_network(checkpoint, "ema", map_location=device)
+    net.requires_grad_(False)
+    _check_dit_inputs(net, latents, checkpoint)
+    sigma = framework.sigma_at_timestep(t, steps)
+    return write_feature_cache(
+        out_dir,
+        framework=framework,
+        net=net,
+        sigma=sigma,
+        train_inputs=latent_inputs(latents.train),
+        train_labels=torch.from_numpy(latents.train_labels),
+        test_inputs=latent_inputs(latents.test),
+        test_labels=torch.from_numpy(latents.test_labels),
+        num_classes=int(latents.meta["num_classes"]),
+        config=cfg,
+        meta={
+            "t": t,
+            "steps": steps,
+            "checkpoint": str(checkpoint),
+            "latents": str(latent_dir),
+            "latents_config": latents.meta.get("config"),
+            "created_by": "ddae.latents.cache_dit_features",
+        },
+        device=device,
+        progress=progress,
+    )
+
+
+def epoch_copies(num_items: int, versions: int, epochs: int, seed: int) -> Tensor:
+    """(E, N) latent version of item i in epoch e, uniform, seeded by (seed, epoch)."""
+    copies = torch.empty(epochs, num_items, dtype=torch.long)
+    for epoch in range(epochs):
+        generator = torch.Generator().manual_seed(
+            int(item_seeds((seed, VIEW_STREAM, epoch), [0])[0])
+        )
+        copies[epoch] = torch.randint(versions, (num_items,), generator=generator)
+    return copies
+
+
+def dit_linear_probe(
+    checkpoint: str | Path,
+    latent_dir: str | Path,
+    layer: int,
+    t: int,
+    steps: int,
+    config: Mapping[str, Any],
+    out_json: str | Path,
+    metrics_path: str | Path | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Linear probe of frozen DiT features at (layer, t) on cached latents (Tables 3/4, Table 6).
+
+    As the official ``DiT/linear.py``: every epoch each training image uses one latent version
+    chosen at random (`epoch_copies`) and fresh noise (seeded per image by (seed, train,
+    epoch)), the features are the token mean of block ``layer``, one linear head is trained with
+    Adam and per-epoch cosine decay (`ddae.probing.probe_in_the_loop`, the loop of
+    `ddae.probing.linear_probe`); the test latents get deterministic noise. The
+    ``hflip``/``crop_padding`` fields are unused (augmentation is baked into the latents).
+    Writes the `ddae.probing.linear_probe` JSON format.
+    """
+    cfg = from_mapping(LinearProbeConfig, config, "probe")
+    device = torch.device(device)
+    latents = load_latents(latent_dir)
+    net, framework, _ = load_network(checkpoint, "ema", map_location=device)
+    net.requires_grad_(False)
+    _check_dit_inputs(net, latents, checkpoint)
+    copies = epoch_copies(len(latents.train_labels), latents.meta["views"], cfg.epochs, cfg.seed)
+    record = probe_in_the_loop(
+        net,
+        framework,
+        layer=layer,
+        t=t,
+        steps=steps,
+        train_inputs=latent_inputs(latents.train, copies),
+        train_labels=torch.from_numpy(latents.train_labels),
+        test_inputs=latent_inputs(latents.test),
+        test_labels=torch.from_numpy(latents.test_labels),
+        num_classes=int(latents.meta["num_classes"]),
+        config=cfg,
+        metrics_path=metrics_path,
+        device=device,
+        progress=progress,
+    )
+    record.update(
+        checkpoint=str(checkpoint),
+        latents=str(latent_dir),
+        config=to_mapping(cfg),
+        created_by="ddae.latents.dit_linear_probe",
+    )
+    _write_json(Path(out_json), record)
+    return record
+
+
+# ---------------------------------------------------------------------------------------------
+# Cached latents as the data source of classifier fine-tuning (Table 7, DiT rows).
+# ---------------------------------------------------------------------------------------------
+
+
+class LatentData(ClassifierData):
+    """`ClassifierData` over a latent cache: epoch e uses latent version ``copies[e, i]``.
+
+    The versions are already flipped and cropped (App. A), so nothing further is augmented and
+    the trainer's generator is not drawn. Each rank reads only its slice of the global batch
+    from the memory-mapped arrays; the test split is the cache's un-augmented test latents.
+    """
+
+    def __init__(
+        self, cache: LatentCache, epochs: int, seed: int, device: torch.device | str
+    ) -> None:
+        self.cache = cache
+        self.device = torch.device(device)
+        self.num_train, self.num_test = len(cache.train_labels), len(cache.test_labels)
+        self.num_classes = int(cache.meta["num_classes"])
+        copies = epoch_copies(self.num_train, int(cache.meta["views"]), epochs, seed)
+        self.train_inputs = latent_inputs(cache.train, copies)
+        self.test_inputs = latent_inputs(cache.test)
+        self.labels = torch.from_numpy(np.asarray(cache.train_labels)).to(self.device)
+        self.test_labels = torch.from_numpy(np.asarray(cache.test_labels)).to(self.device)
+
+    def train_batch(
+        self, indices: Tensor, epoch: int, generator: torch.Generator, mine: slice
+    ) -> tuple[Tensor, Tensor]:
+        rows = indices[mine].cpu()
+        return self.train_inputs(epoch, rows).to(self.device), self.labels[rows.to(self.device)]
+
+    def test_batch(self, indices: Tensor) -> tuple[Tensor, Tensor]:
+        rows = indices.cpu()
+        return self.test_inputs(0, rows).to(self.device), self.test_labels[rows.to(self.device)]
+
+    def check_spec(self, spec: Mapping[str, Any], where: str) -> None:
+        expected = [spec.get("in_channels"), spec.get("input_size")]
+        found = list(self.cache.meta["latent_shape"][:2])
+        if expected != found:
+            raise ConfigError(
+                f"{where}: the network expects latents {expected} (channels, side), the cache "
+                f"at {self.cache.path} holds {found}"
+            )
+
+
+def latent_fingerprint(path: str | Path) -> dict[str, Any]:
+    """What identifies a latent cache for resuming: md5 of meta, labels and test latents, and
+    the size and modification time of the (large) training array."""
+    path = Path(path)
+    train = (path / "train.npy").stat()
+    return {
+        **{name: file_md5(path / name) for name in (META_FILE, *_SMALL_FILES)},
+        "train.npy": [train.st_size, train.st_mtime_ns],
+    }
+
+
+_SMALL_FILES = ("train_labels.npy", "test_labels.npy", "test.npy")

@@ -1,0 +1,529 @@
+"""Official pre-trained checkpoints, downloaded and converted into ddae checkpoints (paper
+Appendix A: "For CIFAR-10, we retrieve official checkpoints from their codebases"; DiT-XL/2 and
+the Stable Diffusion VAE for the transfer rows of Tables 3 and 4).
+
+Each import writes a ``ddae-checkpoint/1`` file (`ddae.checkpoints`) whose run config rebuilds
+network and framework by itself, so every later stage (FID, features, probes, fine-tuning) reads
+an imported model exactly like one trained here. The payload's ``source`` records provenance:
+the URL, each source file's sha256 and size, and the importer.
+
+* DDPM (Ho et al.): the diffusers folder google/ddpm-cifar10-32 → ``ddpm_unet`` under the DDPM
+  framework. The folder's config must equal our `DDPMUNet` spec key by key (else the differing
+  key is named); a ``scheduler_config.json`` must describe T = 1000 linear β 1e-4..0.02.
+* EDM (Karras et al.): ``edm-cifar10-32x32-uncond-vp.pkl`` → ``ddpmpp`` under the EDM framework,
+  read by `ddae.edm_pickle` (allow-list unpickler; no embedded source runs). The SongUNet's
+  ``_init_kwargs`` become our config (unsupported keys/values are named) and the ``ema``
+  network's state loads with ``strict=True``.
+* DiT-XL/2-256 (Peebles & Xie): the original state dict → ``dit`` (`ddae.networks.dit`, original
+  parameter names, strict load) under DDPM with T = 1000 linear β, on VAE latents.
+* The SD VAE ft-MSE is not converted: `ddae.latents` loads its diffusers folder directly.
+
+Downloads (`download_official`) stream through a temporary file and are renamed into place only
+when the published checksum matches; where no checksum is published the sha256 is logged and
+recorded at import time instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import re
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ddae.checkpoints import save_checkpoint
+from ddae.data import _atomic_output
+from ddae.diffusion import build_framework
+from ddae.edm_pickle import load_edm_pickle, module_state_dict, submodule
+from ddae.networks import build_network, network_spec
+from ddae.networks.ddpm_unet import DDPMUNet
+from ddae.networks.dit import DiT
+
+log = logging.getLogger(__name__)
+
+
+class OfficialImportError(ValueError):
+    """An official checkpoint does not match what the paper used (the message names the key)."""
+
+
+@dataclass(frozen=True)
+class OfficialSource:
+    """Where an official checkpoint lives: one file, or a folder of files under a base URL."""
+
+    url: str  # file URL, or base URL ending in "/" for folder sources
+    files: dict[str, str | None] = field(default_factory=dict)  # folder: name -> checksum
+    checksum: str | None = None  # single file: hex md5 or sha256 (None: none published)
+    reference: str = ""  # where the checksum was published
+
+
+SOURCES: dict[str, OfficialSource] = {
+    "ddpm": OfficialSource(
+        url="https://huggingface.co/google/ddpm-cifar10-32/resolve/main/",
+        files={
+            "config.json": None,  # small git file: no LFS sha256 published
+            "scheduler_config.json": None,
+            "diffusion_pytorch_model.safetensors": (
+                "1558dbe3fb093b0857d473e376b711eeda1b186c557be5e85b3a56300cd49f0f"
+            ),
+        },
+        reference="https://huggingface.co/google/ddpm-cifar10-32/blob/main/"
+        "diffusion_pytorch_model.safetensors (Git LFS SHA256)",
+    ),
+    "edm": OfficialSource(
+        url="https://nvlabs-fi-cdn.nvidia.com/edm/pretrained/edm-cifar10-32x32-uncond-vp.pkl",
+        checksum=None,  # NVIDIA publishes no checksum
+    ),
+    "dit": OfficialSource(
+        url="https://dl.fbaipublicfiles.com/DiT/models/DiT-XL-2-256x256.pt",
+        checksum=None,  # facebookresearch/DiT download.py publishes no checksum
+    ),
+    "vae": OfficialSource(
+        url="https://huggingface.co/stabilityai/sd-vae-ft-mse/resolve/main/",
+        files={
+            "config.json": None,
+            "diffusion_pytorch_model.safetensors": (
+                "a1d993488569e928462932c8c38a0760b874d166399b14414135bd9c42df5815"
+            ),
+        },
+        reference="https://huggingface.co/stabilityai/sd-vae-ft-mse/blob/main/"
+        "diffusion_pytorch_model.safetensors (Git LFS SHA256)",
+    ),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Downloads and checksums
+# ---------------------------------------------------------------------------------------------
+
+
+def _parse_checksum(checksum: str) -> tuple[str, str]:
+    """``"<hex>"`` or ``"sha256:<hex>"`` / ``"md5:<hex>"`` → (algorithm, lower-case hex)."""
+    text = checksum.strip().lower()
+    if ":" in text:
+        algorithm, _, digest = text.partition(":")
+    else:
+        algorithm, digest = ("md5" if len(text) == 32 else "sha256"), text
+    lengths = {"md5": 32, "sha256": 64}
+    if algorithm not in lengths or not re.fullmatch(rf"[0-9a-f]{{{lengths[algorithm]}}}", digest):
+        raise OfficialImportError(
+            f"checksum must be a hex md5 (32) or sha256 (64) digest, got {checksum!r}"
+        )
+    return algorithm, digest
+
+
+def file_sha256(path: str | Path) -> str:
+    with Path(path).open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _download_file(
+    url: str, dest: Path, checksum: str | None, timeout_s: float, chunk_size: int = 1 << 20
+) -> str:
+    """Stream ``url`` to ``dest`` atomically; verify ``checksum`` if given. Returns its sha256."""
+    algorithm, expected = _parse_checksum(checksum) if checksum else ("sha256", None)
+    digest = hashlib.new(algorithm)
+    sha256 = hashlib.sha256()
+    with urllib.request.urlopen(url, timeout=timeout_s) as response, _atomic_output(dest) as out:
+        while chunk := response.read(chunk_size):
+            digest.update(chunk)
+            sha256.update(chunk)
+            out.write(chunk)
+        if expected is not None and digest.hexdigest() != expected:
+            raise OfficialImportError(
+                f"{url}: downloaded {algorithm} is {digest.hexdigest()}, expected {expected}; "
+                f"{dest} was not written"
+            )
+    if expected is None:
+        log.warning("%s: no published checksum; downloaded sha256 %s", url, sha256.hexdigest())
+    else:
+        log.info("downloaded %s to %s (%s verified)", url, dest, algorithm)
+    return sha256.hexdigest()
+
+
+def download_official(
+    kind: str,
+    dest: str | Path,
+    url: str | None = None,
+    checksum: str | None = None,
+    timeout_s: float = 60.0,
+) -> dict[str, str]:
+    """Download the official ``kind`` checkpoint (``ddpm``, ``edm``, ``dit``, ``vae``) to ``dest``.
+
+    ``ddpm`` and ``vae`` are diffusers folders (``dest`` is the folder; ``url`` a base URL and
+    ``checksum`` that of the weights file); ``edm`` and ``dit`` are single files. Without ``url``
+    and ``checksum`` the published ones in `SOURCES` are used; a custom ``url`` without a
+    ``checksum`` is downloaded unverified (its sha256 is logged). Returns {file name: sha256}.
+    """
+    if kind not in SOURCES:
+        raise OfficialImportError(
+            f"unknown official checkpoint {kind!r} (choose from {sorted(SOURCES)})"
+        )
+    source = SOURCES[kind]
+    custom_url = url is not None
+    dest = Path(dest)
+    if source.files:
+        base = url if custom_url else source.url
+        if not base.endswith("/"):
+            base += "/"
+        digests = {}
+        for name, published in source.files.items():
+            expected = published
+            if name.endswith((".safetensors", ".bin")) and (checksum or custom_url):
+                expected = checksum
+            digests[name] = _download_file(base + name, dest / name, expected, timeout_s)
+        return digests
+    expected = checksum if (checksum or custom_url) else source.checksum
+    digest = _download_file(url or source.url, dest, expected, timeout_s)
+    return {dest.name: digest}
+
+
+def _provenance(kind: str, paths: list[Path], url: str | None, importer: str) -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "url": url,
+        "files": {
+            path.name: {"sha256": file_sha256(path), "bytes": path.stat().st_size} for path in paths
+        },
+        "importer": importer,
+    }
+
+
+def _write(
+    network: torch.nn.Module,
+    framework: Mapping[str, Any],
+    dest: str | Path,
+    epoch: int,
+    source: dict[str, Any],
+) -> Path:
+    """Save ``network`` as a ddae checkpoint with identical model and EMA weights."""
+    spec = network_spec(network)
+    build_framework(framework)  # validate
+    state = network.state_dict()
+    payload = {
+        "run": {"network": spec, "framework": dict(framework)},
+        "epoch": epoch,
+        "model": state,
+        "ema": state,
+        "source": source,
+    }
+    save_checkpoint(payload, dest)
+    log.info("wrote %s from %s", dest, source["files"])
+    return Path(dest)
+
+
+# ---------------------------------------------------------------------------------------------
+# DDPM: diffusers folder -> ddpm_unet
+# ---------------------------------------------------------------------------------------------
+
+DDPM_FRAMEWORK = {"kind": "ddpm", "timesteps": 1000, "beta_min": 1e-4, "beta_max": 0.02}
+_DIFFUSERS_SKIP = {"dropout"}  # training-only: our spec keeps the paper's 0.1
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def ddpm_unet_config_from_diffusers(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Our ``ddpm_unet`` spec for a diffusers ``UNet2DModel`` config (names the bad key)."""
+    try:
+        channels = [int(c) for c in config["block_out_channels"]]
+        base = channels[0]
+        if any(c % base for c in channels):
+            raise OfficialImportError(
+                f"block_out_channels: {channels} are not multiples of the first level"
+            )
+        down_types = list(config["down_block_types"])
+        resolution = int(config["sample_size"])
+        attn = []
+        for level, kind in enumerate(down_types):
+            if kind not in ("DownBlock2D", "AttnDownBlock2D"):
+                raise OfficialImportError(f"down_block_types: unsupported block {kind!r}")
+            if kind == "AttnDownBlock2D":
+                attn.append(resolution >> level)
+        return {
+            "arch": "ddpm_unet",
+            "resolution": resolution,
+            "in_channels": int(config["in_channels"]),
+            "base_channels": base,
+            "channel_mult": [c // base for c in channels],
+            "num_blocks": int(config["layers_per_block"]),
+            "attn_resolutions": attn,
+            "dropout": 0.1,  # Ho et al.'s CIFAR-10 dropout (training only)
+        }
+    except KeyError as error:
+        raise OfficialImportError(f"{error.args[0]}: required key is missing") from error
+
+
+def _compare_configs(ours: Mapping[str, Any], theirs: Mapping[str, Any], where: str) -> None:
+    for key in sorted(set(ours) | set(theirs)):
+        if key.startswith("_") or key in _DIFFUSERS_SKIP:
+            continue
+        if key not in ours or key not in theirs:
+            missing = "ours" if key not in ours else "the source"
+            raise OfficialImportError(f"{where}: config key {key!r} is missing in {missing}")
+        if _plain(ours[key]) != _plain(theirs[key]):
+            raise OfficialImportError(
+                f"{where}: config key {key!r} differs: source has {theirs[key]!r}, "
+                f"ddpm_unet builds {ours[key]!r}"
+            )
+
+
+def _ddpm_framework_from_scheduler(path: Path) -> dict[str, Any]:
+    scheduler = json.loads(path.read_text())
+    expected = {
+        "num_train_timesteps": 1000,
+        "beta_start": 1e-4,
+        "beta_end": 0.02,
+        "beta_schedule": "linear",
+    }
+    for key, value in expected.items():
+        found = scheduler.get(key, value)
+        same = math.isclose(found, value) if isinstance(value, float) else found == value
+        if not same:
+            raise OfficialImportError(
+                f"{path}: scheduler key {key!r} is {found!r}, the DDPM framework needs {value!r}"
+            )
+    return dict(DDPM_FRAMEWORK)
+
+
+def import_ddpm_diffusers(
+    folder: str | Path, dest: str | Path, *, epoch: int = 0, url: str | None = None
+) -> Path:
+    """Convert a diffusers ``UNet2DModel`` folder (google/ddpm-cifar10-32) to a checkpoint."""
+    from diffusers import UNet2DModel
+
+    folder = Path(folder)
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise OfficialImportError(f"{folder}: no config.json (not a diffusers model folder)")
+    source_config = json.loads(config_path.read_text())
+    class_name = source_config.get("_class_name", "UNet2DModel")
+    if class_name != "UNet2DModel":
+        raise OfficialImportError(f"{config_path}: _class_name is {class_name!r}, not UNet2DModel")
+    spec = ddpm_unet_config_from_diffusers(source_config)
+    network = build_network(spec)
+    assert isinstance(network, DDPMUNet)
+    source = UNet2DModel.from_pretrained(folder, local_files_only=True)  # weights_only load
+    _compare_configs(network.unet.config, source.config, str(config_path))
+    network.unet.load_state_dict(source.state_dict(), strict=True)
+
+    scheduler = folder / "scheduler_config.json"
+    framework = _ddpm_framework_from_scheduler(scheduler) if scheduler.is_file() else DDPM_FRAMEWORK
+    weights = sorted(folder.glob("diffusion_pytorch_model.*"))
+    files = [config_path, *weights] + ([scheduler] if scheduler.is_file() else [])
+    provenance = _provenance("ddpm", files, url, "ddae.official.import_ddpm_diffusers")
+    return _write(network, framework, dest, epoch, provenance)
+
+
+# ---------------------------------------------------------------------------------------------
+# EDM: network pickle -> ddpmpp
+# ---------------------------------------------------------------------------------------------
+
+# EDM's SongUNet defaults (training/networks.py): _init_kwargs only holds what was passed.
+EDM_SONGUNET_DEFAULTS: dict[str, Any] = {
+    "label_dim": 0,
+    "augment_dim": 0,
+    "model_channels": 128,
+    "channel_mult": [1, 2, 2, 2],
+    "channel_mult_emb": 4,
+    "num_blocks": 4,
+    "attn_resolutions": [16],
+    "dropout": 0.10,
+    "label_dropout": 0,
+    "embedding_type": "positional",
+    "channel_mult_noise": 1,
+    "encoder_type": "standard",
+    "decoder_type": "standard",
+    "resample_filter": [1, 1],
+}
+# keys whose value is fixed by our DDPM++ implementation
+_EDM_FIXED = {
+    "label_dim": 0,
+    "label_dropout": 0,
+    "embedding_type": "positional",
+    "channel_mult_noise": 1,
+    "encoder_type": "standard",
+    "decoder_type": "standard",
+    "resample_filter": [1, 1],
+}
+_EDM_RENAMED = {"img_resolution": "resolution"}
+_EDM_COPIED = (
+    "in_channels",
+    "out_channels",
+    "augment_dim",
+    "model_channels",
+    "channel_mult",
+    "channel_mult_emb",
+    "num_blocks",
+    "attn_resolutions",
+    "dropout",
+)
+
+
+def ddpmpp_config_from_edm(init_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """Our ``ddpmpp`` spec from EDM ``SongUNet`` init kwargs; unsupported keys are named."""
+    kwargs = {**EDM_SONGUNET_DEFAULTS, **init_kwargs}
+    spec: dict[str, Any] = {"arch": "ddpmpp"}
+    for key, value in kwargs.items():
+        value = _plain(value)
+        if hasattr(value, "item"):  # numpy scalar
+            value = value.item()
+        if key in _EDM_FIXED:
+            if value != _EDM_FIXED[key]:
+                raise OfficialImportError(
+                    f"SongUNet {key}={value!r} is not supported by our DDPM++ "
+                    f"(only {_EDM_FIXED[key]!r})"
+                )
+        elif key in _EDM_RENAMED:
+            spec[_EDM_RENAMED[key]] = int(value)
+        elif key in _EDM_COPIED:
+            spec[key] = value
+        else:
+            raise OfficialImportError(f"SongUNet init kwarg {key!r} is not supported by ddpmpp")
+    for required in ("img_resolution", "in_channels", "out_channels"):
+        if required not in kwargs:
+            raise OfficialImportError(f"SongUNet init kwarg {required!r} is missing")
+    spec["dropout"] = float(spec["dropout"])
+    return spec
+
+
+def import_edm_pickle(
+    pickle_path: str | Path, dest: str | Path, *, epoch: int = 0, url: str | None = None
+) -> Path:
+    """Convert EDM's ``{"ema": EDMPrecond(SongUNet), ...}`` pickle to a checkpoint."""
+    pickle_path = Path(pickle_path)
+    data = load_edm_pickle(pickle_path)
+    if "ema" not in data:
+        raise OfficialImportError(f"{pickle_path}: no 'ema' network (keys: {sorted(data)})")
+    precond = data["ema"]
+    if getattr(precond, "class_name", None) != "EDMPrecond":
+        found = getattr(precond, "class_name", type(precond).__name__)
+        raise OfficialImportError(f"{pickle_path}: 'ema' is {found}, expected EDMPrecond")
+    precond_kwargs = precond.init_kwargs
+    model_type = precond_kwargs.get("model_type", "DhariwalUNet")
+    if model_type != "SongUNet":
+        raise OfficialImportError(f"{pickle_path}: EDMPrecond model_type={model_type!r}")
+    model = submodule(precond, "model")
+    if model.class_name != "SongUNet":
+        raise OfficialImportError(f"{pickle_path}: ema.model is {model.class_name}, not SongUNet")
+    if not model.init_kwargs:
+        raise OfficialImportError(f"{pickle_path}: SongUNet has no recorded _init_kwargs")
+    spec = ddpmpp_config_from_edm(model.init_kwargs)
+    network = build_network(spec)
+    state = module_state_dict(model)
+    try:
+        network.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise OfficialImportError(f"{pickle_path}: weights do not match ddpmpp: {error}") from error
+    sigma_data = float(precond.state.get("sigma_data", precond_kwargs.get("sigma_data", 0.5)))
+    framework = {"kind": "edm", "sigma_data": sigma_data}
+    provenance = _provenance("edm", [pickle_path], url, "ddae.official.import_edm_pickle")
+    provenance["edm_precond_kwargs"] = {
+        k: _plain(v.item() if hasattr(v, "item") else v) for k, v in precond_kwargs.items()
+    }
+    return _write(network, framework, dest, epoch, provenance)
+
+
+# ---------------------------------------------------------------------------------------------
+# DiT: original state dict -> dit
+# ---------------------------------------------------------------------------------------------
+
+DIT_XL_2 = {"arch": "dit"}  # DiT.Config defaults are DiT-XL/2 at 256 px
+
+
+def dit_config_from_state(state: Mapping[str, torch.Tensor], num_heads: int) -> dict[str, Any]:
+    """The ``dit`` spec implied by an original DiT state dict's shapes (heads are not stored)."""
+    try:
+        hidden = state["pos_embed"].shape[-1]
+        num_patches = state["pos_embed"].shape[1]
+        proj = state["x_embedder.proj.weight"]  # (hidden, C, p, p)
+        patch, in_channels = proj.shape[-1], proj.shape[1]
+        depth = len({k.split(".")[1] for k in state if k.startswith("blocks.")})
+        table_rows = state["y_embedder.embedding_table.weight"].shape[0]
+        out = state["final_layer.linear.weight"].shape[0] // (patch * patch)
+        mlp_hidden = state["blocks.0.mlp.fc1.weight"].shape[0]
+    except KeyError as error:
+        raise OfficialImportError(f"DiT state dict has no {error.args[0]!r}") from error
+    return {
+        "arch": "dit",
+        "input_size": math.isqrt(num_patches) * patch,
+        "patch_size": patch,
+        "in_channels": in_channels,
+        "hidden_size": hidden,
+        "depth": depth,
+        "num_heads": num_heads,
+        "mlp_ratio": mlp_hidden / hidden,
+        "num_classes": table_rows - 1,
+        "class_dropout_prob": 0.1,
+        "learn_sigma": out == 2 * in_channels,
+    }
+
+
+def import_dit(
+    state_path: str | Path,
+    dest: str | Path,
+    *,
+    network: Mapping[str, Any] | None = None,
+    epoch: int = 0,
+    url: str | None = None,
+) -> Path:
+    """Convert the original DiT state dict (DiT-XL-2-256x256.pt) to a checkpoint.
+
+    ``network`` is the expected ``dit`` spec (default DiT-XL/2); the shapes in the file must
+    agree with it key by key.
+    """
+    state_path = Path(state_path)
+    state = torch.load(state_path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and isinstance(state.get("ema"), dict):
+        state = state["ema"]  # DiT training checkpoints; the released file is a plain state dict
+    expected = build_network(dict(network or DIT_XL_2))
+    assert isinstance(expected, DiT)
+    expected_spec = network_spec(expected)
+    found_spec = dit_config_from_state(state, expected.config.num_heads)
+    for key, value in found_spec.items():
+        if key == "class_dropout_prob":
+            continue
+        if value != expected_spec[key]:
+            raise OfficialImportError(
+                f"{state_path}: DiT {key} is {value!r} in the file, the run expects "
+                f"{expected_spec[key]!r}"
+            )
+    try:
+        expected.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise OfficialImportError(f"{state_path}: weights do not match dit: {error}") from error
+    provenance = _provenance("dit", [state_path], url, "ddae.official.import_dit")
+    return _write(expected, DDPM_FRAMEWORK, dest, epoch, provenance)
+
+
+IMPORTERS = {"ddpm": import_ddpm_diffusers, "edm": import_edm_pickle, "dit": import_dit}
+
+
+def import_official(
+    kind: str,
+    source: str | Path,
+    dest: str | Path,
+    *,
+    epoch: int = 0,
+    url: str | None = None,
+    network: Mapping[str, Any] | None = None,
+) -> Path:
+    """Convert the official ``kind`` (``ddpm``, ``edm``, ``dit``) at ``source`` into ``dest``."""
+    if kind not in IMPORTERS:
+        raise OfficialImportError(
+            f"unknown official import {kind!r} (choose from {sorted(IMPORTERS)})"
+        )
+    if network is not None and kind != "dit":
+        raise OfficialImportError(f"network: only the dit import takes a network spec, not {kind}")
+    if kind == "dit":
+        return import_dit(source, dest, network=network, epoch=epoch, url=url)
+    return IMPORTERS[kind](source, dest, epoch=epoch, url=url)

@@ -1,0 +1,619 @@
+"""Linear probing of DDAE features: the (layer, t) grid search and the final linear probe.
+
+Paper Sec. 3.2 / Figure 2 / Appendix B: a linear classifier is trained on the frozen, pooled
+output of one decoder block at one noise level; the grid over (layer, t) picks the pair used for
+linear evaluation (Tables 2–4) and fine-tuning (Table 9 lists the choices).
+
+Protocol facts from the official code (github.com/FutureXiang/ddae), followed here:
+
+* Head: a plain ``nn.Linear(D, num_classes)`` on the un-normalised pooled features — no
+  BatchNorm, no LayerNorm (``linear.py`` ``ClassifierDict``; ``DiT/linear.py`` ``Classifier``
+  has its LayerNorm commented out). Initialisation is ``nn.Linear``'s: weight and bias
+  U(−1/√D, 1/√D).
+* Optimiser: ``torch.optim.Adam(lr=base_lr)``, no weight decay, cross-entropy loss; the config's
+  ``linear.lrate`` = 1e-3 at ``batch_size`` 128 *per GPU*, and ``linear.py`` multiplies the lr by
+  the number of GPUs (``base_lr *= DDP_multiplier``). Table 6: 4 GPUs, i.e. a global batch of
+  512 at lr 4e-3. Here lr = base_lr · batch_size / 128 (the same rule for any global batch).
+* Schedule: ``CosineAnnealingLR(optimizer, T_max=epochs)`` stepped once per *epoch*:
+  lr_e = lr · (1 + cos(π e / E)) / 2 for e = 0..E−1 (η_min = 0; the last epoch is not at 0).
+* Data: ``RandomHorizontalFlip()`` + ``RandomCrop(32, 4)`` on the training split, fresh noise
+  (``torch.randn_like``) in every batch, test split un-augmented; accuracy measured once after
+  the last epoch. The last partial batch is kept (DataLoader default ``drop_last=False``).
+* Grid (``linear.py --grid``): all (t, block) probes are trained side by side on the same
+  batches, one feature pass per t and batch serving every block. Appendix B: 10 epochs per probe.
+* Epochs of the final probe (Table 6): CIFAR-10 DDPM 10 / EDM 15 / DiT 30; Tiny-ImageNet DDPM 20 /
+  EDM 30 / DiT 30 (the official configs/DDPM_ddpm.yaml says 15 for CIFAR-10 DDPM).
+
+What differs, and why:
+
+* `grid_search` trains on features cached by `ddae.features` (K augmented views, each image
+  using one randomly chosen view per epoch, like the official DiT ``LatentCodeDataset``), not
+  on features recomputed every epoch; every (layer, t) probe of a checkpoint is trained jointly
+  by batched tensor ops (`ProbeBank`), bit-for-bit independent in its math of the others.
+* All randomness is seeded (per-image noise and augmentation, see `ddae.features`; batch order
+  from `ddae.data.epoch_permutation`; per-probe initialisation from (seed, t, layer)).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ddae.checkpoints import load_network
+from ddae.configs import ConfigError, from_mapping, to_mapping
+from ddae.data import ImageDataset, epoch_permutation
+from ddae.diffusion import Framework
+from ddae.features import (
+    NOISE_STREAM,
+    TEST,
+    TRAIN,
+    FeatureCache,
+    InputsFor,
+    feature_bytes,
+    image_inputs,
+    item_seeds,
+    iter_features,
+    load_feature_cache,
+)
+
+VIEW_STREAM = 2  # seeds the per-epoch choice of cached view (distinct from features' streams)
+INIT_STREAM = 3  # seeds each probe's initialisation
+GRID_CSV_COLUMNS = ["layer", "layer_name", "t", "steps", "sigma", "test_accuracy"]
+TIE_BREAK = "highest test_accuracy; ties broken by lowest t, then lowest layer"
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """Linear-probe optimisation (paper Table 6; Appendix B for the grid search)."""
+
+    epochs: int = 10  # App. B: 10 per grid probe; Table 6 final: CIFAR DDPM 10 / EDM 15, ...
+    base_lr: float = 1e-3  # Table 6: Adam 1e-3 (official config linear.lrate) per 128 images
+    lr_batch_unit: int = 128  # linear.py: lr × #GPUs at 128/GPU ⇒ lr = base_lr·batch_size/128
+    batch_size: int = 512  # Table 6: 128 per GPU × 4 GPUs (global batch)
+    seed: int = 0  # batch order, cached-view choice, probe initialisation
+
+    def __post_init__(self) -> None:
+        if min(self.epochs, self.batch_size, self.lr_batch_unit) < 1 or self.seed < 0:
+            raise ValueError("need epochs, batch_size, lr_batch_unit >= 1 and seed >= 0")
+        if not self.base_lr > 0:
+            raise ValueError(f"base_lr must be positive, got {self.base_lr}")
+
+    def lr_at_epoch(self, epoch: int) -> float:
+        """lr_e = base_lr·B/128 · (1 + cos(π e/E))/2 (CosineAnnealingLR stepped per epoch)."""
+        peak = self.base_lr * self.batch_size / self.lr_batch_unit
+        return peak * 0.5 * (1.0 + math.cos(math.pi * epoch / self.epochs))
+
+
+@dataclass(frozen=True)
+class GridSearchConfig(ProbeConfig):
+    """`grid_search`: `ProbeConfig` plus how many cached t directories are held at once."""
+
+    # Memory budget (GiB) for the cached features of the t directories trained together on the
+    # device; the t's are processed in groups that fit. Results do not depend on it.
+    resident_gib: float = 16.0
+
+
+@dataclass(frozen=True)
+class LinearProbeConfig(ProbeConfig):
+    """`linear_probe` (network in the loop, Table 6): `ProbeConfig` plus augmentation."""
+
+    hflip: bool = True  # Table 6: RandomHorizontalFlip()
+    crop_padding: int = 4  # Table 6: RandomCrop(32, 4) (CIFAR-10) / RandomCrop(64, 4) (Tiny)
+    bf16: bool = False  # bf16 autocast of the frozen network on CUDA (official: --use_amp)
+
+
+# ---------------------------------------------------------------------------------------------
+# Many linear probes trained jointly.
+# ---------------------------------------------------------------------------------------------
+
+
+class ProbeBank:
+    """P independent linear classifiers trained together with batched tensor ops.
+
+    Probe p has its own input width D_p ≤ D_max; inputs arrive zero-padded as (P, B, D_max) and
+    weights are stored as (P, D_max, C) with the padded rows at 0. Because the padded inputs are
+    0, those rows get exactly zero gradient, Adam leaves them at 0 (m = v = 0 ⇒ no update), and
+    probe p's loss, gradient and Adam state depend only on its own features: training P probes
+    together is mathematically the same as training each alone (the only differences are the
+    summation order inside the batched matmul, i.e. float rounding).
+
+        logits_p = X_p W_p + b_p                        (B, C)
+        L = Σ_p mean_b CE(logits_p[b], y[b])            ⇒ ∂L/∂W_p = ∂ mean_b CE_p / ∂W_p
+    """
+
+    def __init__(
+        self,
+        dims: Sequence[int],
+        num_classes: int,
+        keys: Sequence[Sequence[int]],
+        seed: int,
+        device: torch.device | str,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        if len(dims) != len(keys) or not dims:
+            raise ValueError("need one key per probe and at least one probe")
+        self.dims = [int(d) for d in dims]
+        self.num_classes = num_classes
+        self.device = torch.device(device)
+        self.dtype = dtype
+        width = max(self.dims)
+        weight = torch.zeros(len(dims), width, num_classes, dtype=torch.float64)
+        bias = torch.zeros(len(dims), num_classes, dtype=torch.float64)
+        generator = torch.Generator()
+        for p, (dim, key) in enumerate(zip(self.dims, keys, strict=True)):
+            # nn.Linear's default init: weight and bias ~ U(−1/√D, 1/√D); seeded per probe.
+            generator.manual_seed(int(item_seeds((seed, INIT_STREAM, *key), [0])[0]))
+            bound = 1.0 / math.sqrt(dim)
+            w = torch.rand(num_classes, dim, generator=generator, dtype=torch.float64)
+            b = torch.rand(num_classes, generator=generator, dtype=torch.float64)
+            weight[p, :dim] = (2 * w - 1).T * bound
+            bias[p] = (2 * b - 1) * bound
+        self.weight = weight.to(self.device, dtype).requires_grad_()
+        self.bias = bias.to(self.device, dtype).requires_grad_()
+        # Adam, no weight decay (official linear.py); the lr is set per epoch.
+        self.optimizer = torch.optim.Adam([self.weight, self.bias], lr=1.0)
+
+    @property
+    def num_probes(self) -> int:
+        return len(self.dims)
+
+    def logits(self, x: Tensor) -> Tensor:
+        """(P, B, D_max) → (P, B, C)."""
+        return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight)
+
+    def step(self, x: Tensor, labels: Tensor, lr: float) -> tuple[Tensor, Tensor]:
+        """One Adam step on a batch; returns per-probe mean loss and correct count (P,)."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        logits = self.logits(x)
+        probes, batch, classes = logits.shape
+        losses = F.cross_entropy(
+            logits.reshape(probes * batch, classes), labels.repeat(probes), reduction="none"
+        ).view(probes, batch)
+        loss = losses.mean(dim=1)  # (P,) each probe's own mean over its batch
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.sum().backward()
+        self.optimizer.step()
+        correct = (logits.detach().argmax(dim=2) == labels).sum(dim=1)
+        return loss.detach(), correct
+
+    @torch.no_grad()
+    def predict(self, x: Tensor) -> Tensor:
+        """(P, B, D_max) → (P, B) class indices."""
+        return self.logits(x).argmax(dim=2)
+
+
+class _Padder:
+    """Cut L layers out of (G, B, D_total) rows and zero-pad them to (G·L, B, D_max)."""
+
+    def __init__(self, slices: Sequence[tuple[int, int]], device: torch.device) -> None:
+        width = max(dim for _, dim in slices)
+        columns = torch.arange(width)
+        self.mask = torch.stack([columns < dim for _, dim in slices]).to(device)  # (L, D_max)
+        index = torch.stack([offset + columns.clamp(max=dim - 1) for offset, dim in slices])
+        self.index = index.reshape(-1).to(device)  # (L·D_max,)
+        self.layers, self.width = len(slices), width
+
+    def __call__(self, rows: Tensor, dtype: torch.dtype) -> Tensor:
+        groups, batch, _ = rows.shape
+        picked = rows.index_select(2, self.index).to(dtype)
+        picked = picked.view(groups, batch, self.layers, self.width) * self.mask.to(dtype)
+        return picked.permute(0, 2, 1, 3).reshape(groups * self.layers, batch, self.width)
+
+
+@dataclass
+class ProbeFit:
+    """What `fit_cached_probes` returns; probes are ordered group-major: p = g·L + l."""
+
+    test_accuracy: Tensor  # (P,) percent
+    history: list[dict[str, Any]]  # per epoch: lr, mean train loss and accuracy of each probe
+    bank: ProbeBank
+
+
+def fit_cached_probes(
+    train: Tensor,
+    train_labels: Tensor,
+    test: Tensor,
+    test_labels: Tensor,
+    slices: Sequence[tuple[int, int]],
+    keys: Sequence[Sequence[int]],
+    num_classes: int,
+    config: ProbeConfig,
+    device: torch.device | str,
+    dtype: torch.dtype = torch.float32,
+    progress: bool = False,
+) -> ProbeFit:
+    """Train G·L linear probes on cached features and test them.
+
+    ``train``: (G, K, N, D_total) features of G noise levels in K views (any dtype/device;
+    batches are gathered where it lives and moved to ``device``); ``test``: (G, N_test,
+    D_total); ``slices``: the L layers' (offset, dim); ``keys``: one integer key per probe, e.g.
+    (t, layer), seeding its initialisation — so a probe trained alone or in any group starts,
+    and ends, the same. In epoch e, image i uses view v_e(i) ~ U{0..K−1} seeded by (seed, e, i)
+    and the batches follow `epoch_permutation(N, seed, e)`; both are shared by all probes.
+    """
+    device = torch.device(device)
+    groups, views, num_train, _ = train.shape
+    padder_src = _Padder(slices, train.device)
+    bank = ProbeBank(
+        [dim for _ in range(groups) for _, dim in slices],
+        num_classes,
+        keys,
+        config.seed,
+        device,
+        dtype,
+    )
+    labels_all = train_labels.to(train.device)
+    history = []
+    for epoch in range(config.epochs):
+        lr = config.lr_at_epoch(epoch)
+        order = epoch_permutation(num_train, config.seed, epoch)
+        generator = torch.Generator().manual_seed(
+            int(item_seeds((config.seed, VIEW_STREAM, epoch), [0])[0])
+        )
+        chosen_view = torch.randint(views, (num_train,), generator=generator)
+        loss_sum = torch.zeros(bank.num_probes, dtype=torch.float64, device=device)
+        correct = torch.zeros(bank.num_probes, dtype=torch.int64, device=device)
+        starts = range(0, num_train, config.batch_size)
+        bar = tqdm(starts, desc=f"probe epoch {epoch + 1}", disable=None if progress else True)
+        for start in bar:
+            index = order[start : start + config.batch_size]
+            index_src, view_src = index.to(train.device), chosen_view[index].to(train.device)
+            rows = train[:, view_src, index_src]  # (G, B, D_total)
+            x = padder_src(rows, dtype).to(device)
+            labels = labels_all[index_src].to(device)
+            loss, hits = bank.step(x, labels, lr)
+            loss_sum += loss.double() * len(index)
+            correct += hits
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "lr": lr,
+                "train_loss": (loss_sum / num_train).tolist(),
+                "train_accuracy": (100.0 * correct.double() / num_train).tolist(),
+            }
+        )
+    padder_test = _Padder(slices, test.device)
+    accuracy = evaluate(bank, test, test_labels, padder_test, dtype, config.batch_size)
+    return ProbeFit(accuracy, history, bank)
+
+
+@torch.no_grad()
+def evaluate(
+    bank: ProbeBank,
+    test: Tensor,
+    labels: Tensor,
+    padder: _Padder,
+    dtype: torch.dtype,
+    batch_size: int,
+) -> Tensor:
+    """Test accuracy (percent) of every probe on (G, N_test, D_total) features."""
+    correct = torch.zeros(bank.num_probes, dtype=torch.int64, device=bank.device)
+    for start in range(0, test.shape[1], batch_size):
+        x = padder(test[:, start : start + batch_size], dtype).to(bank.device)
+        y = labels[start : start + batch_size].to(bank.device)
+        correct += (bank.predict(x) == y).sum(dim=1)
+    return (100.0 * correct.double() / test.shape[1]).cpu()
+
+
+# ---------------------------------------------------------------------------------------------
+# Grid search over cached (layer, t) features (Appendix B, Figure 2).
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_consistent(caches: Sequence[FeatureCache]) -> None:
+    first = caches[0]
+    for cache in caches[1:]:
+        for key in ("layers", "steps", "views", "checkpoint", "num_classes"):
+            if cache.meta[key] != first.meta[key]:
+                raise ConfigError(
+                    f"{cache.path}: {key} differs from {first.path} "
+                    f"({cache.meta[key]!r} vs {first.meta[key]!r})"
+                )
+        if not (
+            np.array_equal(cache.train_labels, first.train_labels)
+            and np.array_equal(cache.test_labels, first.test_labels)
+        ):
+            raise ConfigError(f"{cache.path}: labels differ from {first.path}")
+    ts = [cache.meta["t"] for cache in caches]
+    if len(set(ts)) != len(ts):
+        raise ConfigError(f"feature directories repeat a timestep: {sorted(ts)}")
+
+
+def _groups(caches: Sequence[FeatureCache], budget_bytes: float) -> list[list[FeatureCache]]:
+    groups: list[list[FeatureCache]] = [[]]
+    used = 0
+    for cache in caches:
+        size = feature_bytes(cache)
+        if groups[-1] and used + size > budget_bytes:
+            groups.append([])
+            used = 0
+        groups[-1].append(cache)
+        used += size
+    return groups
+
+
+def _stack(arrays: Sequence[np.ndarray], device: torch.device) -> Tensor:
+    """Copy memory-mapped float16 arrays into one (G, ...) tensor on ``device``."""
+    out = torch.empty((len(arrays), *arrays[0].shape), dtype=torch.float16, device=device)
+    for g, array in enumerate(arrays):
+        for k in range(array.shape[0] if array.ndim == 3 else 1):  # one view at a time
+            part = array[k] if array.ndim == 3 else array
+            target = out[g, k] if array.ndim == 3 else out[g]
+            target.copy_(torch.from_numpy(np.array(part, dtype=np.float16)))
+    return out
+
+
+def grid_search(
+    feature_dirs: Sequence[str | Path],
+    config: Mapping[str, Any],
+    out_csv: str | Path,
+    out_json: str | Path,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Linear-probe every (layer, t) of one checkpoint's cached features (Appendix B).
+
+    Writes ``out_csv`` (columns layer, layer_name, t, steps, sigma, test_accuracy; sorted by t,
+    then layer) and ``out_json`` (the best row plus checkpoint, config, created_by; best = highest
+    test accuracy, ties broken by lowest t then lowest layer). Returns the JSON record.
+    """
+    cfg = from_mapping(GridSearchConfig, config, "probe")
+    device = torch.device(device)
+    if not feature_dirs:
+        raise ConfigError("grid_search needs at least one feature directory")
+    caches = sorted((load_feature_cache(d) for d in feature_dirs), key=lambda c: c.meta["t"])
+    _check_consistent(caches)
+    layers = caches[0].layers
+    slices = [(layer["offset"], layer["dim"]) for layer in layers]
+    train_labels = torch.from_numpy(np.asarray(caches[0].train_labels))
+    test_labels = torch.from_numpy(np.asarray(caches[0].test_labels))
+    rows = []
+    for group in _groups(caches, cfg.resident_gib * 2**30):
+        fit = fit_cached_probes(
+            _stack([c.train for c in group], device),
+            train_labels,
+            _stack([c.test for c in group], device),
+            test_labels,
+            slices,
+            [(c.meta["t"], layer["index"]) for c in group for layer in layers],
+            caches[0].meta["num_classes"],
+            cfg,
+            device,
+            progress=progress,
+        )
+        accuracy = iter(fit.test_accuracy.tolist())
+        for cache in group:
+            for layer in layers:
+                rows.append(
+                    {
+                        "layer": layer["index"],
+                        "layer_name": layer["name"],
+                        "t": cache.meta["t"],
+                        "steps": cache.meta["steps"],
+                        "sigma": cache.meta["sigma"],
+                        "test_accuracy": next(accuracy),
+                    }
+                )
+    rows.sort(key=lambda row: (row["t"], row["layer"]))
+    best = min(rows, key=lambda row: (-row["test_accuracy"], row["t"], row["layer"]))
+    record = {
+        **best,
+        "tie_break": TIE_BREAK,
+        "probes": len(rows),
+        "epochs": cfg.epochs,
+        "feature_dirs": [str(c.path) for c in caches],
+        "checkpoint": caches[0].meta["checkpoint"],
+        "config": to_mapping(cfg),
+        "features_config": caches[0].meta.get("config"),
+        "created_by": "ddae.probing.grid_search",
+    }
+    out_csv, out_json = Path(out_csv), Path(out_json)
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    with out_csv.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=GRID_CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    _write_json(out_json, record)
+    return record
+
+
+def _write_json(path: Path, record: Mapping[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    tmp.replace(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# The final linear probe with the frozen network in the loop (Table 6, Tables 2–4).
+# ---------------------------------------------------------------------------------------------
+
+
+def linear_probe(
+    checkpoint: str | Path,
+    train_path: str | Path,
+    test_path: str | Path,
+    layer: int,
+    t: int,
+    steps: int,
+    config: Mapping[str, Any],
+    out_json: str | Path,
+    metrics_path: str | Path | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The official linear-probe protocol at one (layer, t) (Table 6).
+
+    Frozen EMA network in the loop: every epoch e each training image gets a fresh flip + crop and
+    fresh noise (seeded per image by (seed, train, view = e), so epoch e sees exactly view e of a
+    `ddae.features` cache with the same seed), the network runs only up to the chosen block, and
+    one linear head is trained with Adam and per-epoch cosine decay. The test split is
+    un-augmented with deterministic noise (identical to the cache's test features); since the
+    network is frozen its test features are computed once and the accuracy is reported after
+    every epoch (``history``), the final one being ``test_accuracy``.
+    """
+    cfg = from_mapping(LinearProbeConfig, config, "probe")
+    device = torch.device(device)
+    net, framework, _ = load_network(checkpoint, "ema", map_location=device)
+    net.requires_grad_(False)
+    _check_layer(net, layer)
+    train, test = ImageDataset.load(train_path), ImageDataset.load(test_path)
+    test_inputs = image_inputs(test.images.to(device), hflip=False, crop_padding=0, key=None)
+    train_inputs = image_inputs(
+        train.images.to(device),
+        hflip=cfg.hflip,
+        crop_padding=cfg.crop_padding,
+        key=(cfg.seed, TRAIN),
+    )
+    record = probe_in_the_loop(
+        net,
+        framework,
+        layer=layer,
+        t=t,
+        steps=steps,
+        train_inputs=train_inputs,
+        train_labels=train.labels,
+        test_inputs=test_inputs,
+        test_labels=test.labels,
+        num_classes=len(train.classes),
+        config=cfg,
+        metrics_path=metrics_path,
+        device=device,
+        progress=progress,
+    )
+    record.update(
+        checkpoint=str(checkpoint), config=to_mapping(cfg), created_by="ddae.probing.linear_probe"
+    )
+    _write_json(Path(out_json), record)
+    return record
+
+
+def _check_layer(net: torch.nn.Module, layer: int) -> None:
+    blocks = net.decoder_blocks()
+    if not 1 <= layer <= len(blocks):
+        raise ConfigError(f"layer {layer} is not within 1..{len(blocks)}")
+
+
+def probe_in_the_loop(
+    net: torch.nn.Module,
+    framework: Framework,
+    *,
+    layer: int,
+    t: int,
+    steps: int,
+    train_inputs: InputsFor,
+    train_labels: Tensor,
+    test_inputs: InputsFor,
+    test_labels: Tensor,
+    num_classes: int,
+    config: LinearProbeConfig,
+    metrics_path: str | Path | None,
+    device: torch.device,
+    progress: bool,
+) -> dict[str, Any]:
+    """Train one linear head on the frozen ``net``'s block ``layer`` at t/steps (Table 6).
+
+    The input source is pluggable: ``train_inputs(view, indices)`` gives the clean inputs of
+    epoch ``view`` (images flipped and cropped afresh, `ddae.features.image_inputs`; or one
+    cached latent version per item, `ddae.latents.latent_inputs`), ``test_inputs(0, indices)``
+    the un-augmented test split. Noise of item i in epoch e is seeded by (seed, train, e, i);
+    the test split gets deterministic noise (seed, test, 0, i) and its features are computed
+    once. Returns test_accuracy, layer, layer_name, t, steps, sigma, epochs and the per-epoch
+    history (also appended to ``metrics_path`` as jsonl).
+    """
+    cfg = config
+    _check_layer(net, layer)
+    sigma = framework.sigma_at_timestep(t, steps)
+    num_train, num_test = len(train_labels), len(test_labels)
+    common = {
+        "framework": framework,
+        "net": net,
+        "sigma": sigma,
+        "batch_size": cfg.batch_size,
+        "device": device,
+        "bf16": cfg.bf16,
+        "layers": [layer],
+    }
+
+    def features(inputs, indices: Tensor, key: tuple[int, ...], view: int, desc: str):
+        return iter_features(
+            inputs_for=inputs,
+            indices=indices,
+            noise_key=(*key, view, NOISE_STREAM),
+            view=view,
+            progress=progress,
+            desc=desc,
+            **common,
+        )
+
+    test_rows = torch.cat(
+        [
+            pooled[0]
+            for _, pooled in features(
+                test_inputs, torch.arange(num_test), (cfg.seed, TEST), 0, "test features"
+            )
+        ]
+    )
+    dim = test_rows.shape[1]
+    bank = ProbeBank([dim], num_classes, [(t, layer)], cfg.seed, device)
+    train_labels = train_labels.to(device)
+    history = []
+    metrics = Path(metrics_path) if metrics_path else None
+    if metrics:
+        metrics.parent.mkdir(parents=True, exist_ok=True)
+        metrics.write_text("")
+    for epoch in range(cfg.epochs):
+        lr = cfg.lr_at_epoch(epoch)
+        order = epoch_permutation(num_train, cfg.seed, epoch)
+        loss_sum, correct = 0.0, 0
+        desc = f"epoch {epoch + 1}/{cfg.epochs}"
+        for index, pooled in features(train_inputs, order, (cfg.seed, TRAIN), epoch, desc):
+            loss, hits = bank.step(pooled[0].unsqueeze(0), train_labels[index.to(device)], lr)
+            loss_sum += float(loss[0]) * len(index)
+            correct += int(hits[0])
+        test_correct = 0
+        for start in range(0, num_test, cfg.batch_size):
+            x = test_rows[start : start + cfg.batch_size].unsqueeze(0)
+            y = test_labels[start : start + cfg.batch_size].to(device)
+            test_correct += int((bank.predict(x)[0] == y).sum())
+        entry = {
+            "epoch": epoch + 1,
+            "lr": lr,
+            "train_loss": loss_sum / num_train,
+            "train_accuracy": 100.0 * correct / num_train,
+            "test_accuracy": 100.0 * test_correct / num_test,
+        }
+        history.append(entry)
+        if metrics:
+            with metrics.open("a") as handle:
+                handle.write(json.dumps(entry) + "\n")
+    return {
+        "test_accuracy": history[-1]["test_accuracy"],
+        "layer": layer,
+        "layer_name": net.decoder_blocks()[layer - 1][0],
+        "t": t,
+        "steps": steps,
+        "sigma": sigma,
+        "epochs": cfg.epochs,
+        "history": history,
+    }
+
+
+def layer_t_from_grid(path: str | Path, steps: int) -> tuple[int, int]:
+    """(layer, t) of a `grid_search` JSON, checking that its ``steps`` matches ``steps``."""
+    record = json.loads(Path(path).read_text())
+    if int(record["steps"]) != int(steps):
+        raise ConfigError(f"{path}: grid search used steps={record['steps']}, config says {steps}")
+    return int(record["layer"]), int(record["t"])

@@ -1,0 +1,290 @@
+"""FID (paper Sec. 4): Fréchet distance, streaming statistics, clean-fid parity, end to end."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from ddae.checkpoints import save_checkpoint
+from ddae.configs import ConfigError
+from ddae.data import ImageDataset, load_digits
+from ddae.feature_extractors import (
+    INCEPTION_FILENAME,
+    CleanFIDInception,
+    FeatureError,
+    RandomConvFeatures,
+    build_extractor,
+    download_inception,
+)
+from ddae.fid import (
+    FeatureStatistics,
+    FIDError,
+    frechet_distance,
+    load_statistics,
+    sample_and_score,
+    save_statistics,
+    write_reference_statistics,
+)
+from ddae.networks import build_network
+from ddae.training import normalize_run
+
+TINY_DDPMPP = {
+    "arch": "ddpmpp",
+    "resolution": 16,
+    "model_channels": 16,
+    "channel_mult": [1, 2],
+    "num_blocks": 1,
+    "attn_resolutions": [8],
+    "dropout": 0.0,
+}
+
+
+def random_stats(rng: np.random.Generator, n: int, d: int, shift: float = 0.0):
+    features = rng.standard_normal((n, d)) @ rng.standard_normal((d, d)) + shift
+    return features.mean(0), np.cov(features, rowvar=False)
+
+
+# --- Fréchet distance ------------------------------------------------------------------------
+
+
+def test_a_set_against_itself_is_zero():
+    mu, sigma = random_stats(np.random.default_rng(0), 400, 64)
+    assert frechet_distance(mu, sigma, mu, sigma) == pytest.approx(0.0, abs=1e-8 * np.trace(sigma))
+
+
+def test_closed_form_for_diagonal_gaussians():
+    rng = np.random.default_rng(1)
+    mu1, mu2 = rng.standard_normal(16), rng.standard_normal(16)
+    a, b = rng.uniform(0.1, 3.0, 16), rng.uniform(0.1, 3.0, 16)
+    exact = np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(a) - np.sqrt(b)) ** 2)
+    assert frechet_distance(mu1, np.diag(a), mu2, np.diag(b)) == pytest.approx(exact, rel=1e-12)
+    # Estimated from 50k samples of each (close means keep the sampling error of ‖μ1 − μ2‖² small).
+    mu2 = mu1 + 0.1 * rng.standard_normal(16)
+    exact = np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(a) - np.sqrt(b)) ** 2)
+    stats = []
+    for mu, var in ((mu1, a), (mu2, b)):
+        running = FeatureStatistics()
+        running.update(mu + np.sqrt(var) * rng.standard_normal((50_000, 16)))
+        stats += [running.mean, running.covariance]
+    assert frechet_distance(*stats) == pytest.approx(exact, abs=0.02)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_matches_clean_fid_frechet_distance():
+    from cleanfid.fid import frechet_distance as clean_fid_distance
+
+    rng = np.random.default_rng(2)
+    for n, d in [(300, 32), (1000, 128)]:
+        mu1, sigma1 = random_stats(rng, n, d)
+        mu2, sigma2 = random_stats(rng, n, d, shift=0.3)
+        ours = frechet_distance(mu1, sigma1, mu2, sigma2)
+        assert ours == pytest.approx(clean_fid_distance(mu1, sigma1, mu2, sigma2), rel=1e-9)
+
+
+def test_rank_deficient_covariances_stay_finite_and_nonnegative():
+    rng = np.random.default_rng(3)
+    mu1, sigma1 = random_stats(rng, 20, 64)  # rank 19 of 64
+    mu2, sigma2 = random_stats(rng, 20, 64)
+    value = frechet_distance(mu1, sigma1, mu2, sigma2)
+    assert np.isfinite(value) and value > 0
+    self_distance = frechet_distance(mu1, sigma1, mu1, sigma1)
+    assert self_distance == pytest.approx(0, abs=1e-9 * np.trace(sigma1))
+
+
+def test_incompatible_statistics_are_refused():
+    with pytest.raises(ValueError, match="incompatible"):
+        frechet_distance(np.zeros(3), np.eye(3), np.zeros(4), np.eye(4))
+
+
+# --- streaming statistics --------------------------------------------------------------------
+
+
+def test_streaming_statistics_equal_one_shot_numpy():
+    rng = np.random.default_rng(4)
+    features = rng.standard_normal((1001, 24)) * rng.uniform(0.1, 5, 24) + 1e3  # large offset
+    stats = FeatureStatistics()
+    for start, stop in [(0, 1), (1, 300), (300, 301), (301, 1001)]:
+        stats.update(torch.from_numpy(features[start:stop]))
+    assert stats.count == 1001
+    np.testing.assert_allclose(stats.mean, features.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(stats.covariance, np.cov(features, rowvar=False), atol=1e-9)
+
+
+def test_statistics_file_round_trip(tmp_path):
+    stats = FeatureStatistics()
+    stats.update(np.random.default_rng(5).standard_normal((10, 3)))
+    save_statistics(tmp_path / "ref.npz", stats, "random_conv", "train.npz")
+    loaded = load_statistics(tmp_path / "ref.npz")
+    assert (loaded.extractor, loaded.count) == ("random_conv", 10)
+    np.testing.assert_array_equal(loaded.sigma, stats.covariance)
+    with pytest.raises(FIDError, match="not found"):
+        load_statistics(tmp_path / "missing.npz")
+
+
+# --- extractors ------------------------------------------------------------------------------
+
+
+class StandInInception(nn.Module):
+    """The interface clean-fid's InceptionV3W uses: `.layers`, forward(x, return_features)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Conv2d(3, 8, 9, stride=8),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(4),
+            nn.Flatten(),
+            nn.Linear(128, 2048),
+        )
+
+    def forward(self, x: torch.Tensor, return_features: bool = False) -> torch.Tensor:
+        return self.layers(x)
+
+
+@pytest.fixture(scope="module")
+def stand_in_weights(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("inception") / INCEPTION_FILENAME
+    torch.jit.save(torch.jit.script(StandInInception().eval()), str(path))
+    return path
+
+
+def test_inception_features_equal_clean_fid_folder_path(stand_in_weights, tmp_path):
+    """Our uint8-tensor path = clean-fid's own PNG-folder path in "clean" mode, same network."""
+    from cleanfid.fid import get_folder_features
+    from cleanfid.inception_torchscript import InceptionV3W
+
+    images = load_digits(16)["train"].images[:10]
+    images[:, 1] = 255 - images[:, 1]  # make the three channels differ
+    for i, image in enumerate(images.permute(0, 2, 3, 1).numpy()):
+        Image.fromarray(image).save(tmp_path / f"{i:03d}.png")
+    model = InceptionV3W(str(stand_in_weights.parent), download=False).eval()
+    theirs = get_folder_features(
+        str(tmp_path), model, num_workers=0, batch_size=10, device=torch.device("cpu"),
+        mode="clean", verbose=False,
+    )  # fmt: skip
+    ours = build_extractor("inception", stand_in_weights, "cpu")(images)
+    assert ours.shape == (10, 2048)
+    np.testing.assert_allclose(ours.numpy(), theirs, rtol=1e-6, atol=1e-6)
+
+
+def test_inception_weights_are_required(tmp_path):
+    with pytest.raises(FeatureError, match=INCEPTION_FILENAME):
+        CleanFIDInception(None)
+    with pytest.raises(FeatureError, match="not found"):
+        CleanFIDInception(tmp_path / INCEPTION_FILENAME)
+
+
+def test_random_conv_is_deterministic_and_offline():
+    images = load_digits(16)["train"].images[:8]
+    first, second = RandomConvFeatures()(images), RandomConvFeatures()(images)
+    assert first.shape == (8, RandomConvFeatures.feature_dim)
+    assert torch.equal(first, second)
+    assert torch.equal(RandomConvFeatures()(images[:, :1]), first)  # grayscale → RGB
+    with pytest.raises(FeatureError, match="takes no weights"):
+        build_extractor("random_conv", "x.pt")
+    with pytest.raises(FeatureError, match="unknown feature extractor"):
+        build_extractor("vgg")
+
+
+# --- end to end ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> tuple[Path, Path]:
+    """A random-weight EDM DDPM++ checkpoint and a 64-image training split, both at 16 px."""
+    folder = tmp_path_factory.mktemp("run")
+    torch.manual_seed(0)
+    run = normalize_run({"network": TINY_DDPMPP, "framework": {"kind": "edm"}})
+    network = build_network(run["network"])
+    save_checkpoint({"run": run, "ema": network.state_dict()}, folder / "epoch1.pt")
+    train = load_digits(16)["train"]
+    ImageDataset(train.images[:64], train.labels[:64], train.classes).save(folder / "train.npz")
+    return folder / "epoch1.pt", folder / "train.npz"
+
+
+SAMPLING = {"samples": 5, "sampler": "heun", "steps": 2, "batch_size": 3, "seed": 3}  # 3 evals
+
+
+def test_sample_and_score_end_to_end(tiny_run, tmp_path):
+    checkpoint, train = tiny_run
+    reference = write_reference_statistics(
+        train, tmp_path / "ref.npz", "random_conv", None, 32, "cpu", progress=False
+    )
+    assert (reference.count, reference.extractor) == (64, "random_conv")
+    result = sample_and_score(
+        checkpoint, tmp_path / "ref.npz", tmp_path / "fid.json", tmp_path / "grid.png",
+        SAMPLING, "random_conv", None, "cpu", progress=False,
+    )  # fmt: skip
+    written = json.loads((tmp_path / "fid.json").read_text())
+    assert written == result
+    expected = {"fid", "extractor", "samples", "sampler", "steps", "reference", "checkpoint"}
+    assert expected | {"config", "created_by"} <= written.keys()
+    assert written["samples"] == 5 and written["sampler"] == "heun" and written["steps"] == 2
+    assert written["extractor"] == "random_conv" and written["fid"] > 0
+    assert written["config"]["seed"] == 3 and written["created_by"].endswith("sample_and_score")
+    with Image.open(tmp_path / "grid.png") as grid:
+        grid.verify()
+    with Image.open(tmp_path / "grid.png") as grid:
+        assert grid.size == (8 * 17 + 1, 17 + 1) and grid.mode == "RGB"  # 5 images, one row
+
+    # Per-image seeds: another batch size gives the same samples, hence the same FID.
+    again = sample_and_score(
+        checkpoint, tmp_path / "ref.npz", tmp_path / "fid2.json", tmp_path / "grid2.png",
+        {**SAMPLING, "batch_size": 5}, "random_conv", None, "cpu", progress=False,
+    )  # fmt: skip
+    assert again["fid"] == pytest.approx(result["fid"], rel=1e-5)
+
+
+def test_reference_of_another_extractor_is_refused(tmp_path):
+    stats = FeatureStatistics()
+    stats.update(np.random.default_rng(6).standard_normal((4, 2048)))
+    save_statistics(tmp_path / "ref.npz", stats, "inception", "train.npz")
+    with pytest.raises(FIDError, match=r"ref\.npz.*'inception'.*out\.json.*'random_conv'"):
+        sample_and_score(
+            tmp_path / "missing.pt", tmp_path / "ref.npz", tmp_path / "out.json",
+            tmp_path / "out.png", SAMPLING, "random_conv", None, "cpu",
+        )  # fmt: skip
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_sampling_config_names_unknown_keys(tmp_path):
+    with pytest.raises(ConfigError, match="sampling: unknown key 'stpes'"):
+        sample_and_score(
+            "x.pt", "ref.npz", tmp_path / "o.json", tmp_path / "o.png",
+            {"sampler": "heun", "stpes": 18}, "random_conv", None, "cpu",
+        )  # fmt: skip
+    with pytest.raises(ConfigError, match="sampler"):
+        sample_and_score(
+            "x.pt", "ref.npz", tmp_path / "o.json", tmp_path / "o.png",
+            {"sampler": "euler", "steps": 18}, "random_conv", None, "cpu",
+        )  # fmt: skip
+
+
+# --- download --------------------------------------------------------------------------------
+
+
+def test_download_verifies_checksum_and_leaves_nothing_when_wrong(tmp_path):
+    source = tmp_path / "remote.bin"
+    source.write_bytes(np.random.default_rng(7).bytes(3_000_000))
+    sha256 = hashlib.sha256(source.read_bytes()).hexdigest()
+    md5 = hashlib.md5(source.read_bytes()).hexdigest()
+    target = tmp_path / "out" / INCEPTION_FILENAME
+    download_inception(target, source.as_uri(), sha256, chunk_size=1 << 16)
+    assert target.read_bytes() == source.read_bytes()
+    target.unlink()
+    download_inception(target, source.as_uri(), md5.upper())
+    assert target.read_bytes() == source.read_bytes()
+    target.unlink()
+    with pytest.raises(FeatureError, match=f"expected {'0' * 64}"):
+        download_inception(target, source.as_uri(), "0" * 64)
+    assert list(target.parent.iterdir()) == []  # no partial or temporary file
+    with pytest.raises(FeatureError, match="hex md5"):
+        download_inception(target, source.as_uri(), "not-a-digest")

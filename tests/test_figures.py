@@ -1,0 +1,194 @@
+"""Figures 2–6 build from small synthetic result files into valid PNG and PDF files, and a
+missing series is named "(not run)" rather than drawn."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+import ddae.figures as figures
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def texts(monkeypatch):
+    """Every title, label and legend text of the figures saved during a test."""
+    seen: list[str] = []
+    original = figures._save
+
+    def recording(fig, png, pdf):
+        seen.extend(t.get_text() for t in fig.findobj(lambda o: hasattr(o, "get_text")))
+        original(fig, png, pdf)
+
+    monkeypatch.setattr(figures, "_save", recording)
+    return seen
+
+
+def check_outputs(png, pdf):
+    data = png.read_bytes()
+    assert data.startswith(PNG_SIGNATURE) and len(data) > 1000
+    with Image.open(png) as image:
+        image.verify()
+    with Image.open(png) as image:
+        assert image.size[0] > 100 and image.size[1] > 100
+    assert pdf.read_bytes().startswith(b"%PDF")
+
+
+def write_json(path, **values):
+    path.write_text(json.dumps(values))
+    return path
+
+
+def write_csv(path, rows):
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def grid(path, steps, ts, layers):
+    return write_csv(
+        path,
+        [
+            {
+                "layer": k,
+                "layer_name": f"b{k}",
+                "t": t,
+                "steps": steps,
+                "sigma": 0.01 * t,
+                "test_accuracy": 80 - abs(k - layers // 2) - 0.2 * t,
+            }
+            for k in range(1, layers + 1)
+            for t in ts
+        ],
+    )
+
+
+def test_figure2(tmp_path, texts):
+    grids = {
+        "DDPM": grid(tmp_path / "ddpm.csv", 1000, [1, 6, 11, 16, 21], 12),
+        "EDM": grid(tmp_path / "edm.csv", 18, range(1, 19), 15),
+        "DiT": tmp_path / "missing.csv",
+    }
+    figures.figure2(
+        grids,
+        tmp_path / "f2.png",
+        tmp_path / "f2.pdf",
+        paper={"DDPM": "cifar10_ddpm", "EDM": "cifar10_edm"},
+    )
+    check_outputs(tmp_path / "f2.png", tmp_path / "f2.pdf")
+    assert "DiT (not run)" in texts
+    assert any(t.startswith("paper (Table 9): 7/12") for t in texts)
+    assert any(t.startswith("paper (Table 9): 6/15") for t in texts)
+
+
+def test_figure3(tmp_path, texts):
+    def csv(name, epoch):
+        return write_csv(
+            tmp_path / f"{name}{epoch}.csv",
+            [
+                {
+                    "layer": k,
+                    "layer_name": f"b{k}",
+                    "t": 11,
+                    "steps": 1000,
+                    "sigma": 0.05,
+                    "alignment": 1.0 / (k * epoch / 100),
+                    "uniformity": -k * epoch / 1000,
+                }
+                for k in range(1, 7)
+            ],
+        )
+
+    series = {
+        "DDPM": {150: csv("a", 150), 500: csv("a", 500), 2000: csv("a", 2000)},
+        "DDPM++ (DDPM)": {250: csv("b", 250), 500: tmp_path / "gone.csv"},
+        "DDPM++ (EDM)": {250: tmp_path / "gone.csv"},
+    }
+    figures.figure3(series, tmp_path / "f3.png", tmp_path / "f3.pdf", layers={"DDPM": [2, 4]})
+    check_outputs(tmp_path / "f3.png", tmp_path / "f3.pdf")
+    assert "DDPM++ (EDM) (not run)" in texts
+    assert any("epochs [500] (not run)" in t for t in texts)
+    assert "layer 2/6" in texts and "layer 1/6" not in texts[: texts.index("layer 2/6")]
+
+
+def test_figure4(tmp_path, texts):
+    def point(name, epoch, fid, acc):
+        return {
+            "epoch": epoch,
+            "fid": write_json(tmp_path / f"{name}-fid{epoch}.json", fid=fid),
+            "linear": write_json(tmp_path / f"{name}-lin{epoch}.json", test_accuracy=acc),
+        }
+
+    series = {
+        "T=1000": [point("a", e, 30 / (e / 150), 80 + e / 200) for e in (150, 500, 2000)],
+        "T=64": [
+            point("b", 150, 200.0, 84.0),
+            {"epoch": 500, "fid": tmp_path / "x.json", "linear": tmp_path / "y.json"},
+        ],
+        "β upper half": [],
+    }
+    figures.figure4(series, tmp_path / "f4.png", tmp_path / "f4.pdf")
+    check_outputs(tmp_path / "f4.png", tmp_path / "f4.pdf")
+    assert "β upper half (not run)" in texts
+    assert "T=64 (1 checkpoint(s) not run)" in texts
+
+
+def test_figure5(tmp_path, texts):
+    def model(name, fid, linear, finetune=None):
+        files = {
+            "fid": write_json(tmp_path / f"{name}-fid.json", fid=fid),
+            "linear": write_json(tmp_path / f"{name}-lin.json", test_accuracy=linear),
+            "scratch": tmp_path / f"{name}-missing.json",
+        }
+        if finetune is not None:
+            files["finetune"] = write_json(tmp_path / f"{name}-ft.json", test_accuracy=finetune)
+        return files
+
+    panels = {
+        "CIFAR-10": {
+            "models": {
+                "DDPM": {**model("d", 3.2, 88.0), "paper": "cifar10_ddpm"},
+                "EDM": {**model("e", 2.1, 95.0, 97.0), "paper": "cifar10_edm"},
+            },
+            "wrn": write_json(tmp_path / "wrn.json", test_accuracy=96.0),
+            "paper_wrn": "cifar10_wrn",
+        },
+        "Tiny-ImageNet": {
+            "models": {"EDM": {"fid": tmp_path / "nothing.json"}},
+            "wrn": tmp_path / "nothing.json",
+        },
+    }
+    figures.figure5(panels, tmp_path / "f5.png", tmp_path / "f5.pdf")
+    check_outputs(tmp_path / "f5.png", tmp_path / "f5.pdf")
+    assert "EDM fine-tune (paper)" in texts  # the paper states EDM's FID 2.0 and 97.2%
+    assert "EDM: FID (not run)" in texts
+    assert "WideResNet-28-10 (not run)" in texts
+    assert "WideResNet-28-10 (paper)" in texts
+
+
+def test_figure6(tmp_path, texts):
+    def curve(name, shift):
+        return write_csv(
+            tmp_path / f"{name}.csv",
+            [
+                {"t": t, "steps": 1000, "sigma": 0.01 * 1.5**t, "test_accuracy": 95 - shift - 3 * t}
+                for t in range(1, 20)
+            ],
+        )
+
+    panels = {
+        "VP: DDPM vs WideResNet": {
+            "DDAE (DDPM) MLP head": curve("a", 0),
+            "WideResNet-28-10 (VP)": curve("b", 5),
+        },
+        "VE: EDM vs WideResNet": {
+            "DDAE (EDM) MLP head": tmp_path / "missing.csv",
+            "WideResNet-28-10 (VE)": curve("c", 5),
+        },
+    }
+    figures.figure6(panels, tmp_path / "f6.png", tmp_path / "f6.pdf")
+    check_outputs(tmp_path / "f6.png", tmp_path / "f6.pdf")
+    assert "DDAE (EDM) MLP head (not run)" in texts

@@ -1,0 +1,307 @@
+"""Fine-tuning, scratch and WRN training: truncation, learning, exact resumption, torchrun."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ddae.checkpoints import CheckpointError, save_checkpoint
+from ddae.classifier_training import (
+    PARTIAL_STATE,
+    ClassifierOptions,
+    ClassifierTrainer,
+    ClassifierTrainingConfig,
+    lr_at_epoch,
+)
+from ddae.configs import ConfigError
+from ddae.data import ImageDataset, load_digits
+from ddae.diffusion import build_framework
+from ddae.distributed import World
+from ddae.finetune import (
+    TruncatedClassifier,
+    finetune,
+    resolve_layer_t,
+    train_from_scratch,
+    train_supervised_wrn,
+)
+from ddae.networks import build_network, count_parameters
+from ddae.training import normalize_run
+
+CPU = World(rank=0, size=1, device=torch.device("cpu"))
+
+# tiny specs of tests/smoke/config.yaml
+TINY_UNET = {
+    "arch": "ddpm_unet",
+    "resolution": 16,
+    "base_channels": 32,
+    "channel_mult": [1, 2],
+    "num_blocks": 1,
+    "attn_resolutions": [8],
+    "dropout": 0.1,
+}
+TINY_DDPMPP = {
+    "arch": "ddpmpp",
+    "resolution": 16,
+    "model_channels": 16,
+    "channel_mult": [1, 2],
+    "num_blocks": 1,
+    "attn_resolutions": [8],
+    "dropout": 0.1,
+    "augment_dim": 9,
+}
+FRAMEWORKS = {
+    "ddpm": ({"kind": "ddpm", "timesteps": 1000}, 11, 1000),
+    "edm": ({"kind": "edm"}, 4, 18),
+}
+TINY_WRN = {"arch": "wide_resnet", "depth": 10, "widen_factor": 1}
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory) -> dict[str, Path]:
+    """Digits at 16 px: the full splits and a 128-image training subset."""
+    folder = tmp_path_factory.mktemp("digits")
+    splits = load_digits(resolution=16)
+    paths = {}
+    for name, split in splits.items():
+        paths[name] = folder / f"{name}.npz"
+        split.save(paths[name])
+    train = splits["train"]
+    paths["small"] = folder / "small.npz"
+    ImageDataset(train.images[:128], train.labels[:128], train.classes).save(paths["small"])
+    return paths
+
+
+def tiny_checkpoint(path: Path, network: dict, framework: dict) -> Path:
+    """A checkpoint of a randomly initialised tiny network (fine-tuning does not care)."""
+    torch.manual_seed(1)
+    run = normalize_run({"network": network, "framework": framework})
+    weights = build_network(run["network"]).state_dict()
+    save_checkpoint({"run": run, "ema": weights, "model": weights}, path)
+    return path
+
+
+def hooked_feature(network, framework, x0, layer, t, steps) -> torch.Tensor:
+    """What the feature cache sees: a forward hook on the block, mean over (H, W)."""
+    sigma = torch.full((x0.shape[0],), framework.sigma_at_timestep(t, steps), dtype=torch.float64)
+    seen = {}
+    block = network.decoder_blocks()[layer - 1][1]
+    handle = block.register_forward_hook(
+        lambda module, inputs, output: seen.setdefault("f", output)
+    )
+    try:
+        network(*framework.network_inputs(x0, sigma))
+    finally:
+        handle.remove()
+    return seen["f"].mean(dim=(2, 3))
+
+
+@pytest.mark.parametrize("framework", ["ddpm", "edm"])
+@pytest.mark.parametrize("spec", [TINY_UNET, TINY_DDPMPP], ids=["ddpm_unet", "ddpmpp"])
+def test_truncated_features_equal_hooked_activations(spec, framework):
+    framework_spec, t, steps = FRAMEWORKS[framework]
+    diffusion = build_framework(framework_spec)
+    torch.manual_seed(0)
+    network = build_network(spec).eval()
+    x0 = torch.rand(3, 3, 16, 16) * 2 - 1
+    for layer in range(1, len(network.decoder_blocks()) + 1):
+        classifier = TruncatedClassifier(network, diffusion, layer, t, steps, 10).eval()
+        with torch.no_grad():
+            expected = hooked_feature(network, diffusion, x0, layer, t, steps)
+            got = classifier.features(x0)
+            logits = classifier(x0)
+        assert got.shape == expected.shape == (3, classifier.encoder.out_channels)
+        assert torch.equal(got, expected), (layer, (got - expected).abs().max())
+        assert logits.shape == (3, 10)
+        assert classifier.layer_name == network.decoder_blocks()[layer - 1][0]
+
+
+@pytest.mark.parametrize("spec", [TINY_UNET, TINY_DDPMPP], ids=["ddpm_unet", "ddpmpp"])
+def test_truncated_encoders_hold_only_used_blocks(spec):
+    network = build_network(spec)
+    full = dict(network.named_parameters())
+    blocks = [name for name, _ in network.decoder_blocks()]
+    previous = 0
+    for layer in range(1, len(blocks) + 1):
+        encoder = network.truncated(layer)
+        names = set(dict(encoder.named_parameters()))
+        assert names <= set(full)  # the full network's names, shared parameters
+        assert all(encoder.get_parameter(n) is full[n] for n in names)
+        assert previous < count_parameters(encoder) < count_parameters(network)
+        previous = count_parameters(encoder)
+        for later in blocks[layer:]:
+            assert not any(n.startswith(later + ".") for n in names), (layer, later)
+        for earlier in blocks[:layer]:
+            assert any(n.startswith(earlier + ".") for n in names), (layer, earlier)
+        assert not any("conv_out" in n or "aux_" in n or "map_augment" in n for n in names)
+        # every parameter gets a gradient: DDP needs no find_unused_parameters
+        framework = build_framework(FRAMEWORKS["edm"][0])
+        classifier = TruncatedClassifier(network, framework, layer, 4, 18, 10)
+        classifier(torch.rand(2, 3, 16, 16)).sum().backward()
+        unused = [n for n, p in classifier.named_parameters() if p.grad is None]
+        assert not unused, unused
+        network.zero_grad(set_to_none=True)
+    with pytest.raises(ValueError, match="outside"):
+        network.truncated(len(blocks) + 1)
+
+
+def test_lr_schedule_follows_official_warmup_and_cosine():
+    """noisy_classifier_WRN.py: manual warm-up + per-epoch CosineAnnealingLR(T_max=epochs)."""
+    for warmup in (0, 5):
+        config = ClassifierTrainingConfig(epochs=20, lr=0.1, warmup_epochs=warmup)
+        parameter = torch.nn.Parameter(torch.zeros(1))
+        optimizer = torch.optim.SGD([parameter], lr=0.1)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, 20)
+        for epoch in range(20):
+            if epoch + 1 <= warmup:
+                optimizer.param_groups[0]["lr"] = 0.1 * (epoch + 1) / warmup
+            assert lr_at_epoch(epoch, config) == pytest.approx(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+    scaled = ClassifierTrainingConfig(epochs=1, lr=1e-3, batch_size=512, lr_reference_batch=128)
+    assert lr_at_epoch(0, scaled) == pytest.approx(4e-3)  # linear.py: lr × 4 GPUs
+
+
+def test_finetune_learns_digits(digits, tmp_path):
+    checkpoint = tiny_checkpoint(tmp_path / "edm.pt", TINY_DDPMPP, {"kind": "edm"})
+    config = {"epochs": 3, "batch_size": 64, "lr": 1e-3, "hflip": False, "crop_padding": 1}
+    out = tmp_path / "finetune" / "epoch2.json"
+    metrics = tmp_path / "metrics.jsonl"
+    finetune(
+        checkpoint, digits["train"], digits["test"], 2, 4, 18, config, out, metrics,
+        tmp_path / "state", processes=1, device="cpu", progress=False,
+    )  # fmt: skip
+    result = json.loads(out.read_text())
+    print("fine-tuned digits accuracy", result["test_accuracy"])
+    assert result["test_accuracy"] > 35.0  # chance is 10 %
+    assert result["layer"] == 2 and result["layer_name"] == "dec.8x8_block1"
+    assert result["t"] == 4 and result["steps"] == 18
+    assert result["sigma"] == pytest.approx(0.0599, abs=1e-4)  # Table 9's EDM t = 4/18
+    assert result["created_by"] == "finetune" and result["checkpoint"] == str(checkpoint)
+    assert result["config"]["epochs"] == result["epochs"] == 3
+    assert [h["epoch"] for h in result["history"]] == [1, 2, 3]
+    assert len(metrics.read_text().splitlines()) == 3
+    assert not (tmp_path / "state" / PARTIAL_STATE).exists()
+
+
+def small_trainer(paths, identity="a", seed=0) -> ClassifierTrainer:
+    train, test = ImageDataset.load(paths["small"]), ImageDataset.load(paths["test"])
+    config = ClassifierTrainingConfig(
+        epochs=3, batch_size=32, lr=1e-3, warmup_epochs=1, hflip=True, crop_padding=2, seed=seed
+    )
+    framework = build_framework({"kind": "ddpm", "timesteps": 1000})
+
+    def build():
+        return TruncatedClassifier(build_network(TINY_UNET), framework, 2, 11, 1000, 10)
+
+    return ClassifierTrainer(build, train, test, config, CPU, {"id": identity})
+
+
+def test_interrupted_training_resumes_bitwise(digits, tmp_path, monkeypatch):
+    straight = small_trainer(digits)
+    history = straight.run(ClassifierOptions(progress=False))
+
+    state = tmp_path / "state"
+    options = ClassifierOptions(state_dir=state, snapshot_every_steps=3, progress=False)
+    real_step, calls = ClassifierTrainer.step, []
+
+    def interrupted_step(self, permutation):
+        calls.append(1)
+        if len(calls) == 7:  # epoch 2, step 3 of 4; last snapshot at step 6
+            raise KeyboardInterrupt
+        real_step(self, permutation)
+
+    monkeypatch.setattr(ClassifierTrainer, "step", interrupted_step)
+    with pytest.raises(KeyboardInterrupt):
+        small_trainer(digits).run(options)
+    monkeypatch.setattr(ClassifierTrainer, "step", real_step)
+
+    resumed = small_trainer(digits)
+    assert resumed.resume(state)
+    assert resumed.state.step == 6 and resumed.state.epoch == 1
+    resumed_history = resumed.run(options)
+    for name, value in straight.network.state_dict().items():
+        assert torch.equal(resumed.network.state_dict()[name], value), name
+    strip = [{k: v for k, v in h.items() if k != "seconds"} for h in history]
+    assert strip == [{k: v for k, v in h.items() if k != "seconds"} for h in resumed_history]
+    assert straight.network.state_dict().keys() == resumed.network.state_dict().keys()
+
+    other = small_trainer(digits, identity="b")  # another job's partial state is not used
+    assert not other.resume(state)
+
+
+def test_corrupt_partial_state_names_the_file(digits, tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / PARTIAL_STATE).write_bytes(b"\x00" * 64)
+    with pytest.raises(CheckpointError, match=PARTIAL_STATE):
+        small_trainer(digits).resume(state)
+    with pytest.raises(CheckpointError, match=PARTIAL_STATE):
+        train_supervised_wrn(
+            TINY_WRN, digits["small"], digits["test"], {"epochs": 1, "batch_size": 64},
+            tmp_path / "wrn.json", None, state, processes=1, device="cpu", progress=False,
+        )  # fmt: skip
+
+
+def test_wrn_and_scratch_train(digits, tmp_path):
+    config = {"epochs": 1, "batch_size": 64, "optimizer": "sgd", "lr": 0.1, "weight_decay": 5e-4}
+    train_supervised_wrn(
+        TINY_WRN, digits["small"], digits["test"], config, tmp_path / "wrn.json", None,
+        tmp_path / "s1", processes=1, device="cpu", progress=False,
+    )  # fmt: skip
+    wrn = json.loads((tmp_path / "wrn.json").read_text())
+    assert wrn["layer"] is None and wrn["t"] is None and wrn["sigma"] is None
+    assert wrn["network"]["num_classes"] == 10 and wrn["checkpoint"] is None
+    assert wrn["created_by"] == "train_supervised_wrn"
+    assert 0 <= wrn["test_accuracy"] <= 100 and wrn["history"][0]["loss"] > 0
+
+    run = {"network": TINY_UNET, "framework": FRAMEWORKS["ddpm"][0]}
+    config = {"epochs": 1, "batch_size": 64, "lr": 5e-4, "warmup_epochs": 1}
+    train_from_scratch(
+        run, digits["small"], digits["test"], 3, 11, 1000, config, tmp_path / "scratch.json",
+        None, tmp_path / "s2", processes=1, device="cpu", progress=False,
+    )  # fmt: skip
+    scratch = json.loads((tmp_path / "scratch.json").read_text())
+    assert scratch["layer_name"] == "unet.up_blocks.1.resnets.0"
+    assert scratch["checkpoint"] is None and scratch["run"]["network"]["arch"] == "ddpm_unet"
+    with pytest.raises(ConfigError, match="training"):
+        train_from_scratch(
+            {**run, "training": {}}, digits["small"], digits["test"], 3, 11, 1000, config,
+            tmp_path / "x.json", None, tmp_path / "s3", processes=1, device="cpu",
+        )  # fmt: skip
+    with pytest.raises(ConfigError, match="unknown key 'learning_rate'"):
+        train_supervised_wrn(
+            TINY_WRN, digits["small"], digits["test"], {"epochs": 1, "learning_rate": 1.0},
+            tmp_path / "x.json", None, tmp_path / "s3", processes=1, device="cpu",
+        )  # fmt: skip
+
+
+def test_layer_t_comes_from_the_grid_or_the_config(tmp_path):
+    grid = tmp_path / "epoch2.json"
+    grid.write_text(json.dumps({"layer": 6, "layer_name": "x", "t": 4, "steps": 18}))
+    assert resolve_layer_t([str(grid)], None, None) == (6, 4, 18)
+    assert resolve_layer_t([], {"layer": 7, "t": 11}, 1000) == (7, 11, 1000)
+    with pytest.raises(ConfigError, match="layer_t"):
+        resolve_layer_t([], None, 1000)
+
+
+@pytest.mark.slow
+def test_launcher_runs_a_two_process_finetune(digits, tmp_path):
+    """torchrun with 2 gloo workers × 32 images follows one process × 64 images."""
+    network = {**TINY_DDPMPP, "dropout": 0.0}
+    checkpoint = tiny_checkpoint(tmp_path / "edm.pt", network, {"kind": "edm"})
+    config = {"epochs": 1, "batch_size": 64, "lr": 1e-4, "hflip": False}
+    results = []
+    for processes in (1, 2):
+        out = tmp_path / f"{processes}.json"
+        finetune(
+            checkpoint, digits["small"], digits["test"], 2, 4, 18, config, out, None,
+            tmp_path / f"state{processes}", processes=processes, device="cpu", progress=False,
+        )  # fmt: skip
+        results.append(json.loads(out.read_text()))
+    one, two = results
+    assert (one["processes"], two["processes"]) == (1, 2)
+    assert two["history"][0]["loss"] == pytest.approx(one["history"][0]["loss"], rel=1e-3)
+    assert abs(two["test_accuracy"] - one["test_accuracy"]) <= 1.0

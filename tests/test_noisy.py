@@ -1,0 +1,296 @@
+"""Noise-conditional classifiers (paper Sec. 4.1.3, Eq. 5, Figure 6): the MLP head on frozen
+DDAE features and the noise-conditional WideResNet baseline under VP / VE perturbation."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ddae.checkpoints import save_checkpoint
+from ddae.configs import ConfigError
+from ddae.data import ImageDataset, load_digits
+from ddae.diffusion import build_framework
+from ddae.networks import build_network, count_parameters, network_spec
+from ddae.networks.noisy_wide_resnet import NoisyWideResNet
+from ddae.noisy import (
+    CSV_COLUMNS,
+    NoisyHead,
+    TimestepEmbedding,
+    chosen_layer,
+    evaluation_timesteps,
+    train_noisy_head,
+    train_noisy_wrn,
+)
+
+TINY_UNET = {  # tests/smoke/config.yaml
+    "arch": "ddpm_unet",
+    "resolution": 16,
+    "base_channels": 32,
+    "channel_mult": [1, 2],
+    "num_blocks": 1,
+    "attn_resolutions": [8],
+    "dropout": 0.1,
+}
+TINY_DDPMPP = {
+    "arch": "ddpmpp",
+    "resolution": 16,
+    "model_channels": 16,
+    "channel_mult": [1, 2],
+    "num_blocks": 1,
+    "attn_resolutions": [8],
+    "dropout": 0.1,
+    "augment_dim": 9,
+}
+TINY_WRN = {
+    "arch": "noisy_wide_resnet",
+    "depth": 10,
+    "widen_factor": 1,
+    "embedding_dim": 32,
+    "fourier_size": 8,
+}
+QUICK_HEAD = {"epochs": 1, "batch_size": 100, "eval_batch_size": 200, "bf16": False}
+QUICK_WRN = {
+    "epochs": 1,
+    "optimizer": "sgd",
+    "lr": 0.1,
+    "momentum": 0.9,
+    "weight_decay": 5e-4,
+    "batch_size": 100,
+    "warmup_epochs": 1,
+    "hflip": False,
+    "bf16": False,
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory) -> tuple[Path, Path]:
+    """A 300 / 200 subset of the 16×16 digits (keeps every forward pass tiny)."""
+    root = tmp_path_factory.mktemp("digits")
+    splits = load_digits(16)
+    paths = []
+    for name, count in (("train", 300), ("test", 200)):
+        split = splits[name]
+        subset = ImageDataset(split.images[:count], split.labels[:count], split.classes)
+        subset.save(root / f"{name}.npz")
+        paths.append(root / f"{name}.npz")
+    return paths[0], paths[1]
+
+
+def tiny_checkpoint(path: Path, network: dict, framework: dict) -> Path:
+    torch.manual_seed(0)
+    net = build_network(network)
+    run = {"network": network_spec(net), "framework": framework}
+    save_checkpoint({"run": run, "ema": net.state_dict()}, path)
+    return path
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open() as handle:
+        reader = csv.DictReader(handle)
+        assert reader.fieldnames == CSV_COLUMNS
+        return list(reader)
+
+
+# --- test levels --------------------------------------------------------------------------------
+
+
+def test_evaluation_timesteps_follow_the_official_lists():
+    ddpm = build_framework({"kind": "ddpm", "timesteps": 1000})
+    assert evaluation_timesteps(ddpm, 1000) == [1 + 50 * i for i in range(20)]  # 1, 51, …, 951
+    assert evaluation_timesteps(build_framework({"kind": "edm"}), 18) == list(range(1, 19))
+    short = build_framework({"kind": "ddpm", "timesteps": 64})
+    assert evaluation_timesteps(short, 64) == list(range(1, 65, 3))  # arange(0, 64, 3) + 1
+    with pytest.raises(ConfigError, match="T=1000"):
+        evaluation_timesteps(ddpm, 18)
+
+
+def test_chosen_layer_reads_the_grid_choice_or_the_fixed_mapping(tmp_path):
+    choice = tmp_path / "grid.json"
+    choice.write_text(json.dumps({"layer": 7, "t": 11, "layer_name": "x"}))
+    assert chosen_layer([str(choice)], None) == 7
+    assert chosen_layer([], {"layer": 6, "t": 4}) == 6
+    with pytest.raises(ConfigError):
+        chosen_layer([], None)
+
+
+# --- the head ----------------------------------------------------------------------------------
+
+
+def test_timestep_embedding_has_the_official_form():
+    embedding = TimestepEmbedding(64)  # official TimeEmbedding(64): 8 frequencies, 16 → 64 → 64
+    assert embedding.lin1.in_features == 16 and embedding.lin1.out_features == 64
+    assert embedding.lin2.in_features == 64 and embedding.lin2.out_features == 64
+    torch.testing.assert_close(embedding.frequencies[[0, -1]], torch.tensor([1.0, 1e-4]))
+    out = embedding(torch.tensor([1, 500, 1000]))
+    assert out.shape == (3, 64) and not torch.allclose(out[0], out[1])
+    with pytest.raises(ValueError):
+        TimestepEmbedding(8)
+
+
+def test_head_learns_a_noise_conditional_task():
+    """Class signal whose sign flips with t: only a head that reads τ(t) can separate it."""
+    generator = torch.Generator().manual_seed(0)
+    dim, classes, levels = 32, 4, 10
+    means = torch.randn(classes, dim, generator=generator) * 2.0
+
+    def sample(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        y = torch.randint(0, classes, (n,), generator=generator)
+        t = torch.randint(1, levels + 1, (n,), generator=generator)
+        sign = torch.where(t > levels // 2, -1.0, 1.0)[:, None]
+        scale = (1.0 - 0.05 * t)[:, None]  # weaker signal at higher noise
+        noise = torch.randn(n, dim, generator=generator)
+        x = sign * scale * means[y] + noise + means.roll(1, 0)[y]
+        return x, t, y
+
+    torch.manual_seed(0)
+    head = NoisyHead(dim, classes)
+    optimizer = torch.optim.Adam(head.parameters(), lr=3e-3)
+    for _ in range(300):
+        x, t, y = sample(128)
+        loss = F.cross_entropy(head(x, t), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    x, t, y = sample(2000)
+    with torch.no_grad():
+        accuracy = (head(x, t).argmax(dim=1) == y).float().mean().item()
+    assert accuracy > 0.85  # chance: 0.25
+
+
+@pytest.mark.parametrize(
+    ("network", "framework", "steps", "levels", "expected"),
+    [
+        (TINY_UNET, {"kind": "ddpm", "timesteps": 64}, 64, 4, [1, 17, 33, 49]),
+        (TINY_DDPMPP, {"kind": "edm"}, 4, 20, [1, 2, 3, 4]),
+    ],
+    ids=["ddpm_t64", "edm_4_levels"],
+)
+def test_noisy_head_end_to_end_writes_every_level(
+    digits, tmp_path, network, framework, steps, levels, expected
+):
+    checkpoint = tiny_checkpoint(tmp_path / "net.pt", network, framework)
+    out = tmp_path / "noisy" / "epoch1.csv"
+    metrics = tmp_path / "metrics.jsonl"
+    rows = train_noisy_head(
+        checkpoint,
+        *digits,
+        layer=2,
+        steps=steps,
+        config={**QUICK_HEAD, "test_levels": levels},
+        out_csv=out,
+        progress=False,
+        metrics=metrics,
+    )
+    written = read_csv(out)
+    assert [int(r["t"]) for r in written] == expected == [r["t"] for r in rows]
+    assert {int(r["steps"]) for r in written} == {steps}
+    sigmas = [float(r["sigma"]) for r in written]
+    assert sigmas == sorted(sigmas) and len(set(sigmas)) == len(sigmas)
+    fw = build_framework(framework)
+    assert sigmas[0] == pytest.approx(fw.sigma_at_timestep(expected[0], steps))
+    assert all(0.0 <= float(r["test_accuracy"]) <= 100.0 for r in written)
+    assert len(metrics.read_text().splitlines()) == 1
+
+
+def test_noisy_head_rejects_unknown_config_keys(digits, tmp_path):
+    checkpoint = tiny_checkpoint(tmp_path / "net.pt", TINY_UNET, {"kind": "ddpm", "timesteps": 64})
+    with pytest.raises(ConfigError, match="epoch"):
+        train_noisy_head(checkpoint, *digits, 1, 64, {"epoch": 3}, tmp_path / "x.csv")
+
+
+# --- the noise-conditional WideResNet ----------------------------------------------------------
+
+
+def official_port_parameter_count(blocks: int = 4, k: int = 10, classes: int = 10) -> int:
+    """Layer-by-layer count of DDAE's ``wide_28_10_song`` (model/wideresnet_noise_song.py):
+    Fourier W (128, requires_grad=False, not counted), time MLP Linear(256, 512) + Linear(512,
+    512), 3×3 stem 3→16 without bias, per block GN(in) + conv3×3 + GN(out) + conv3×3 (no bias)
+    + Linear(512, out), final GN + Linear; shortcuts are parameter-free."""
+    total = (256 * 512 + 512) + (512 * 512 + 512) + 3 * 16 * 9
+    channels = 16
+    for width in (16 * k, 32 * k, 64 * k):
+        for _ in range(blocks):
+            total += 2 * channels + channels * width * 9 + 2 * width + width * width * 9
+            total += 512 * width + width
+            channels = width
+    return total + 2 * channels + channels * classes + classes
+
+
+def test_wrn_28_10_parameter_count_matches_the_official_port():
+    net = NoisyWideResNet()
+    assert count_parameters(net) == official_port_parameter_count() == 38_913_114
+    unconditional = NoisyWideResNet(NoisyWideResNet.Config(condition=False))
+    assert count_parameters(unconditional) == 36_220_634  # the port's effective network
+    assert build_network(network_spec(net)).config == net.config
+
+
+def test_wrn_output_depends_on_the_noise_condition():
+    torch.manual_seed(0)
+    net = build_network(TINY_WRN).eval()
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        low = net(x, torch.tensor([0.01, 0.01]))
+        high = net(x, torch.tensor([0.9, 0.9]))
+        same = net(x, torch.tensor([0.01, 0.01]))
+    assert low.shape == (2, 10)
+    assert not torch.allclose(low, high, atol=1e-4)
+    torch.testing.assert_close(low, same)
+    blind = build_network({**TINY_WRN, "condition": False}).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(blind(x, torch.zeros(2)), blind(x, torch.ones(2)))
+    # per-image standardisation: an affine change of an image's intensities changes nothing
+    with torch.no_grad():
+        torch.testing.assert_close(
+            net(3 * x + 1, torch.zeros(2)), net(x, torch.zeros(2)), atol=1e-4, rtol=1e-4
+        )
+
+
+@pytest.mark.parametrize(
+    ("perturbation", "framework", "steps", "expected"),
+    [
+        ("vp", {"kind": "ddpm", "timesteps": 1000}, None, [1 + 50 * i for i in range(20)]),
+        ("ve", {"kind": "edm"}, None, list(range(1, 19))),
+    ],
+)
+def test_noisy_wrn_trains_and_tests_every_level(
+    digits, tmp_path, perturbation, framework, steps, expected
+):
+    out = tmp_path / f"noisy_wrn_{perturbation}.csv"
+    rows = train_noisy_wrn(
+        perturbation, TINY_WRN, framework, *digits, QUICK_WRN, out, progress=False, steps=steps
+    )
+    written = read_csv(out)
+    assert [int(r["t"]) for r in written] == expected == [r["t"] for r in rows]
+    fw = build_framework(framework)
+    for row in written:
+        assert float(row["sigma"]) == pytest.approx(
+            fw.sigma_at_timestep(int(row["t"]), int(row["steps"]))
+        )
+        assert 0.0 <= float(row["test_accuracy"]) <= 100.0
+
+
+def test_perturbation_must_match_the_framework(digits, tmp_path):
+    with pytest.raises(ConfigError, match="DDPM"):
+        train_noisy_wrn("vp", TINY_WRN, {"kind": "edm"}, *digits, QUICK_WRN, tmp_path / "x.csv")
+    with pytest.raises(ConfigError, match="num_classes"):
+        train_noisy_wrn(
+            "ve",
+            {**TINY_WRN, "num_classes": 3},
+            {"kind": "edm"},
+            *digits,
+            QUICK_WRN,
+            tmp_path / "x.csv",
+        )

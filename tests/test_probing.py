@@ -1,0 +1,217 @@
+"""Linear probes: learning, joint = one-at-a-time training, grid search and the final probe."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ddae.checkpoints import save_checkpoint
+from ddae.configs import ConfigError
+from ddae.data import ImageDataset, load_digits
+from ddae.features import cache_features
+from ddae.networks import build_network
+from ddae.probing import (
+    GRID_CSV_COLUMNS,
+    ProbeConfig,
+    fit_cached_probes,
+    grid_search,
+    layer_t_from_grid,
+    linear_probe,
+)
+
+TINY_UNET = {
+    "arch": "ddpm_unet",
+    "resolution": 8,
+    "base_channels": 32,
+    "channel_mult": [1, 2],
+    "num_blocks": 1,
+    "attn_resolutions": [4],
+    "dropout": 0.1,
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def synthetic(num_train, num_test, dim, classes, views=2, separable=True, seed=0):
+    """Features (1, K, N, D), labels; separable: class c has +8 on coordinate c (margin ≫ noise)."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.randint(classes, (num_train + num_test,), generator=generator)
+    shape = (views, num_train + num_test, dim)
+    features = torch.randn(shape, generator=generator)
+    if separable:
+        features[:, torch.arange(len(labels)), labels] += 8.0
+    else:
+        labels = labels[torch.randperm(len(labels), generator=generator)]
+    train = features[None, :, :num_train].half()
+    test = features[None, 0, num_train:].half()
+    return train, labels[:num_train], test, labels[num_train:]
+
+
+def test_separable_features_are_learnt_and_shuffled_labels_are_not():
+    config = ProbeConfig(epochs=10, batch_size=32, base_lr=2e-2)
+    train, y, test, y_test = synthetic(600, 400, 16, 10)
+    fit = fit_cached_probes(train, y, test, y_test, [(0, 16)], [(1, 1)], 10, config, "cpu")
+    assert fit.test_accuracy.item() >= 99.0
+    assert fit.history[-1]["train_accuracy"][0] >= 99.0
+    train, y, test, y_test = synthetic(600, 400, 16, 10, separable=False)
+    fit = fit_cached_probes(train, y, test, y_test, [(0, 16)], [(1, 1)], 10, config, "cpu")
+    assert fit.test_accuracy.item() < 20.0  # chance is 10 % (s.e. 1.5 % on 400 images)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "tolerance"), [(torch.float64, 1e-12), (torch.float32, 1e-5)], ids=["f64", "f32"]
+)
+def test_joint_probes_match_probes_trained_one_at_a_time(dtype, tolerance):
+    """Every probe's math is independent of the others: joint = alone up to float rounding.
+
+    Tolerance: max |ΔW| ≤ 1e-12 in float64, ≤ 1e-5 in float32 after 3 epochs (the batched matmul
+    sums the zero-padded columns in another order than a probe alone); same predictions.
+    """
+    slices = [(0, 5), (5, 8), (13, 3)]  # three layers of different widths, D_total = 16
+    ts = [3, 7]
+    trains, tests = [], []
+    for g in range(len(ts)):
+        train, y, test, y_test = synthetic(97, 50, 16, 4, views=3, seed=0)
+        trains.append(train[0] * (g + 1))  # noise levels differ
+        tests.append(test[0] * (g + 1))
+    train, test = torch.stack(trains), torch.stack(tests)
+    config = ProbeConfig(epochs=3, batch_size=32, base_lr=3e-3)  # 97 = 3·32 + 1: partial batch
+    keys = [(t, k + 1) for t in ts for k in range(len(slices))]
+    joint = fit_cached_probes(train, y, test, y_test, slices, keys, 4, config, "cpu", dtype)
+    for g, t in enumerate(ts):
+        for k, (offset, dim) in enumerate(slices):
+            alone = fit_cached_probes(
+                train[g : g + 1, ..., offset : offset + dim],
+                y,
+                test[g : g + 1, :, offset : offset + dim],
+                y_test,
+                [(0, dim)],
+                [(t, k + 1)],
+                4,
+                config,
+                "cpu",
+                dtype,
+            )
+            p = g * len(slices) + k
+            weight = joint.bank.weight.detach()[p]
+            assert (weight[dim:] == 0).all()  # padding never moves
+            diff = (weight[:dim] - alone.bank.weight.detach()[0]).abs().max().item()
+            assert diff <= tolerance, (t, k, diff)
+            bias = (joint.bank.bias.detach()[p] - alone.bank.bias.detach()[0]).abs().max()
+            assert bias.item() <= tolerance
+            assert joint.test_accuracy[p] == alone.test_accuracy[0]
+            for ours, theirs in zip(joint.history, alone.history, strict=True):
+                assert ours["train_loss"][p] == pytest.approx(theirs["train_loss"][0], abs=1e-5)
+
+
+def test_lr_schedule_is_per_epoch_cosine_with_gpu_scaling():
+    """linear.py: lr = lrate × #GPUs (128 per GPU), CosineAnnealingLR(T_max=epochs) per epoch."""
+    config = ProbeConfig(epochs=10, base_lr=1e-3, batch_size=512)
+    optimizer = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=4e-3)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, 10)
+    for epoch in range(10):
+        assert config.lr_at_epoch(epoch) == pytest.approx(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """An untrained tiny DDPM UNet checkpoint (T = 100) and 48 train / 20 test 8×8 digits."""
+    root = tmp_path_factory.mktemp("probing")
+    torch.manual_seed(0)
+    net = build_network(TINY_UNET)
+    run = {"network": TINY_UNET, "framework": {"kind": "ddpm", "timesteps": 100}}
+    save_checkpoint({"run": run, "ema": net.state_dict()}, root / "ckpt.pt")
+    digits = load_digits(8)
+    for split, count in [("train", 48), ("test", 20)]:
+        data = digits[split]
+        ImageDataset(data.images[:count], data.labels[:count], data.classes).save(
+            root / f"{split}.npz"
+        )
+    return root / "ckpt.pt", root / "train.npz", root / "test.npz"
+
+
+def test_grid_search_end_to_end(tiny_run, tmp_path):
+    checkpoint, train, test = tiny_run
+    features = {"views": 2, "batch_size": 24}
+    dirs = [
+        cache_features(checkpoint, train, test, t, 100, features, tmp_path / f"t{t}", "cpu", False)
+        for t in (11, 1)
+    ]
+    probe = {"epochs": 2, "batch_size": 16, "resident_gib": 1e-9}  # one t per group
+    record = grid_search(dirs, probe, tmp_path / "g.csv", tmp_path / "g.json", "cpu", False)
+    with (tmp_path / "g.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == GRID_CSV_COLUMNS
+    assert [(int(r["t"]), int(r["layer"])) for r in rows] == [
+        (t, k) for t in (1, 11) for k in (1, 2, 3, 4)
+    ]
+    assert all(0 <= float(r["test_accuracy"]) <= 100 for r in rows)
+    saved = json.loads((tmp_path / "g.json").read_text())
+    assert saved == record
+    best = max(rows, key=lambda r: float(r["test_accuracy"]))
+    assert saved["test_accuracy"] == float(best["test_accuracy"])
+    assert saved["checkpoint"] == str(checkpoint)
+    assert saved["created_by"] == "ddae.probing.grid_search"
+    assert saved["config"]["epochs"] == 2 and saved["steps"] == 100
+    # The grouping of t directories changes nothing.
+    again = grid_search(
+        dirs, {**probe, "resident_gib": 1.0}, tmp_path / "h.csv", tmp_path / "h.json"
+    )
+    assert (tmp_path / "h.csv").read_text() == (tmp_path / "g.csv").read_text()
+    assert layer_t_from_grid(tmp_path / "g.json", 100) == (again["layer"], again["t"])
+    with pytest.raises(ConfigError, match="steps"):
+        layer_t_from_grid(tmp_path / "g.json", 18)
+
+
+def test_linear_probe_end_to_end(tiny_run, tmp_path):
+    checkpoint, train, test = tiny_run
+    probe = {"epochs": 2, "batch_size": 16, "crop_padding": 2}
+    record = linear_probe(
+        checkpoint,
+        train,
+        test,
+        3,
+        11,
+        100,
+        probe,
+        tmp_path / "l.json",
+        tmp_path / "m.jsonl",
+        "cpu",
+        False,
+    )
+    saved = json.loads((tmp_path / "l.json").read_text())
+    assert saved == record
+    for key in (
+        "test_accuracy",
+        "layer",
+        "layer_name",
+        "t",
+        "steps",
+        "sigma",
+        "epochs",
+        "history",
+        "checkpoint",
+        "config",
+        "created_by",
+    ):
+        assert key in saved
+    assert saved["layer"] == 3 and saved["layer_name"] == "unet.up_blocks.1.resnets.0"
+    assert saved["t"] == 11 and saved["epochs"] == 2 and len(saved["history"]) == 2
+    assert saved["test_accuracy"] == saved["history"][-1]["test_accuracy"]
+    assert saved["history"][0]["lr"] == pytest.approx(1e-3 * 16 / 128)
+    metrics = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
+    assert metrics == saved["history"]
+    with pytest.raises(ConfigError, match="layer"):
+        linear_probe(checkpoint, train, test, 9, 11, 100, probe, tmp_path / "x.json")

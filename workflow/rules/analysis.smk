@@ -1,0 +1,74 @@
+# Why the features are good (paper Sec. 3.3 and 4.1.3): alignment and uniformity of every
+# decoder layer over the checkpoints (Eq. 3-4, Figure 3), and noise-conditional classifiers:
+# an MLP head on frozen DDAE features against noise-conditional WideResNets (Eq. 5, Figure 6).
+
+
+rule align_uniform:
+    input:
+        checkpoint="results/{dataset}/{run}/checkpoints/epoch{epoch}.pt",
+        train=lambda wildcards: dataset_split(wildcards.dataset, "train"),
+        choice=layer_t_choice_final,
+    output:
+        "results/{dataset}/{run}/align_uniform/epoch{epoch}.csv",
+    params:
+        config=lambda wildcards: evaluation_stage(wildcards, "align_uniform"),
+        layer_t=fixed_layer_t,
+        steps=evaluation_steps,
+    resources:
+        gpu=evaluation_gpus,
+        gpu_slot=lambda wildcards: min(evaluation_gpus(wildcards), 1),
+    log:
+        "logs/{dataset}/{run}/align_uniform_epoch{epoch}.log",
+    conda:
+        "../../envs/ddae.yaml"
+    script:
+        "../scripts/align_uniform.py"
+
+
+rule noisy_classifier:
+    input:
+        checkpoint="results/{dataset}/{run}/checkpoints/epoch{epoch}.pt",
+        train=lambda wildcards: dataset_split(wildcards.dataset, "train"),
+        test=lambda wildcards: dataset_split(wildcards.dataset, "test"),
+        choice=layer_t_choice,
+    output:
+        "results/{dataset}/{run}/noisy/epoch{epoch}.csv",
+    params:
+        head=lambda wildcards: evaluation_stage(wildcards, "noisy"),
+        layer_t=fixed_layer_t,
+        steps=evaluation_steps,
+        metrics=lambda wildcards, output: output[0].replace(".csv", ".metrics.jsonl"),
+    resources:
+        gpu=evaluation_gpus,
+        gpu_slot=lambda wildcards: min(evaluation_gpus(wildcards), 1),
+    log:
+        "logs/{dataset}/{run}/noisy_classifier_epoch{epoch}.log",
+    conda:
+        "../../envs/ddae.yaml"
+    script:
+        "../scripts/noisy_classifier.py"
+
+
+rule noisy_wrn:
+    input:
+        train=lambda wildcards: dataset_split(wildcards.dataset, "train"),
+        test=lambda wildcards: dataset_split(wildcards.dataset, "test"),
+    output:
+        "results/{dataset}/baselines/noisy_wrn_{perturbation}.csv",
+    params:
+        perturbation=lambda wildcards: wildcards.perturbation,
+        network=lambda wildcards: noisy_baseline(wildcards)["network"],
+        framework=lambda wildcards: noisy_baseline(wildcards)[wildcards.perturbation],
+        training=lambda wildcards: noisy_baseline(wildcards)["training"],
+        metrics=lambda wildcards, output: output[0].replace(".csv", ".metrics.jsonl"),
+    wildcard_constraints:
+        perturbation="vp|ve",
+    resources:
+        gpu=lambda wildcards: noisy_baseline(wildcards)["gpus"],
+        gpu_slot=lambda wildcards: min(noisy_baseline(wildcards)["gpus"], 1),
+    log:
+        "logs/{dataset}/noisy_wrn_{perturbation}.log",
+    conda:
+        "../../envs/ddae.yaml"
+    script:
+        "../scripts/noisy_wrn.py"

@@ -1,0 +1,177 @@
+# Inputs and params of the tables and figures (workflow/rules/report.smk): which result files
+# each one reads. Pure Python, no torch.
+
+MODELS = TABLES.get("models", {})
+FIGURES = config.get("figures", {})
+
+
+def final_epoch(run):
+    return PRETRAINING[run]["epochs"][-1]
+
+
+def stage_file(run, stage, epoch=None):
+    """A run's result file of one evaluation stage, or None when the run has no such stage."""
+    if stage not in evaluation(run):
+        return None
+    directory, epoch = run_directory(run), epoch or final_epoch(run)
+    return {
+        "fid": f"{directory}/fid/epoch{epoch}.json",
+        "linear_probe": f"{directory}/linear/epoch{epoch}.json",
+        "finetune": f"{directory}/finetune/epoch{epoch}.json",
+        "scratch": f"{directory}/scratch.json",
+        "grid": f"{directory}/grid/epoch{epoch}.csv",
+        "align_uniform": f"{directory}/align_uniform/epoch{epoch}.csv",
+        "noisy": f"{directory}/noisy/epoch{epoch}.csv",
+    }[stage]
+
+
+def baseline_file(dataset, name):
+    """results/<dataset>/baselines/<name>, or None when the dataset has no such baseline."""
+    spec = SUPERVISED.get(dataset)
+    if spec is None or (name.startswith("noisy") and "noisy" not in spec):
+        return None
+    return f"results/{dataset}/baselines/{name}"
+
+
+def paper_key(run):
+    """The paper model a run stands for (tables.models), or None."""
+    return next((key for key, value in MODELS.items() if value == run), None)
+
+
+def model_runs():
+    """(paper model key, run) for the DDAE models of tables.models."""
+    return [(key, run) for key, run in MODELS.items() if not key.endswith("_wrn")]
+
+
+def comparison_results():
+    """Result files of every paper model (Tables 2-4): linear, fine-tune, FID, supervised."""
+    results = {}
+    for key, run in model_runs():
+        results[key] = {
+            "linear": stage_file(run, "linear_probe"),
+            "finetune": stage_file(run, "finetune"),
+            "fid": stage_file(run, "fid"),
+        }
+    for key, dataset in MODELS.items():
+        if key.endswith("_wrn"):
+            results[key] = {"supervised": baseline_file(dataset, "wrn.json")}
+    return results
+
+
+def settings_columns(stage):
+    """Tables 6-8: the settings each job actually used, with the paper model they stand for."""
+    columns = [
+        {"label": key, "config": evaluation(run)[stage], "paper": key if stage != "scratch" else "ddae"}
+        for key, run in model_runs()
+        if stage in evaluation(run)
+    ]
+    if stage == "scratch":
+        columns += [
+            {"label": f"{dataset} WRN-28-10", "config": spec["training"], "paper": "wrn"}
+            for dataset, spec in SUPERVISED.items()
+        ]
+    return columns
+
+
+def grid_runs():
+    return [(key, run) for key, run in model_runs() if "grid" in evaluation(run)]
+
+
+def table9_columns():
+    return [
+        {"label": key, "grid": stage_file(run, "grid"), "paper": key} for key, run in grid_runs()
+    ]
+
+
+def layer_choice_runs():
+    return [
+        {
+            "label": run,
+            "align_uniform": stage_file(run, "align_uniform"),
+            "grid": stage_file(run, "grid"),
+            "paper": paper_key(run),
+        }
+        for run in PRETRAINING
+        if {"align_uniform", "grid"} <= set(evaluation(run))
+    ]
+
+
+def figure2_grids():
+    return {label: stage_file(run, "grid") for label, run in FIGURES.get("figure2", {}).items()}
+
+
+def figure2_paper():
+    """Figure 2 panels that stand for a paper model get its Table 9 pair marked."""
+    lines = FIGURES.get("figure2", {}).items()
+    return {label: paper_key(run) for label, run in lines if paper_key(run)}
+
+
+def figure3_series():
+    return {
+        label: {epoch: stage_file(run, "align_uniform", epoch) for epoch in evaluated_epochs(run)}
+        for label, run in FIGURES.get("figure3", {}).items()
+    }
+
+
+def figure4_series():
+    return {
+        label: [
+            {
+                "epoch": epoch,
+                "fid": stage_file(run, "fid", epoch),
+                "linear": stage_file(run, "linear_probe", epoch),
+            }
+            for epoch in evaluated_epochs(run)
+        ]
+        for label, run in FIGURES.get("figure4", {}).items()
+    }
+
+
+def figure5_panels():
+    panels = {}
+    for key, run in model_runs():
+        dataset = PRETRAINING[run]["dataset"]
+        panel = panels.setdefault(
+            dataset,
+            {"models": {}, "wrn": baseline_file(dataset, "wrn.json"), "paper_wrn": None},
+        )
+        panel["models"][key] = {
+            "fid": stage_file(run, "fid"),
+            "linear": stage_file(run, "linear_probe"),
+            "finetune": stage_file(run, "finetune"),
+            "scratch": stage_file(run, "scratch"),
+            "paper": key,
+        }
+        panel["paper_wrn"] = f"{key.rsplit('_', 1)[0]}_wrn"
+    return panels
+
+
+def figure6_panels():
+    panels = {}
+    for key, run in model_runs():
+        if "noisy" not in evaluation(run):
+            continue
+        perturbation = "vp" if PRETRAINING[run]["framework"]["kind"] == "ddpm" else "ve"
+        dataset = PRETRAINING[run]["dataset"]
+        title = f"{dataset}, {perturbation.upper()} ({key})"
+        panels[title] = {
+            "DDAE + MLP head": stage_file(run, "noisy"),
+            "WRN-28-10": baseline_file(dataset, f"noisy_wrn_{perturbation}.csv"),
+        }
+    return panels
+
+
+def files_in(value):
+    """Every result path inside a nested params mapping (so the DAG sees them as inputs)."""
+    if isinstance(value, dict):
+        return [path for item in value.values() for path in files_in(item)]
+    if isinstance(value, list):
+        return [path for item in value for path in files_in(item)]
+    return [value] if isinstance(value, str) and value.startswith("results/") else []
+
+
+def report_targets():
+    names = ["table2", "table3", "table4", "table6", "table7", "table8", "table9", "layer_choice"]
+    tables = [f"results/{name}.{ext}" for name in names for ext in ("csv", "md")]
+    figures = [f"results/figure{n}.{ext}" for n in range(2, 7) for ext in ("png", "pdf")]
+    return tables + figures

@@ -1,0 +1,19 @@
+"""Noise-conditional MLP head on frozen DDAE features, accuracy per noise level (Figure 6)."""
+
+from ddae.joblog import logging_to
+from ddae.noisy import chosen_layer, train_noisy_head
+
+sm = snakemake  # noqa: F821 (injected by Snakemake)
+with logging_to(sm.log[0]):
+    train_noisy_head(
+        checkpoint=sm.input.checkpoint,
+        train_path=sm.input.train,
+        test_path=sm.input.test,
+        layer=chosen_layer(sm.input.choice, sm.params.layer_t),
+        steps=int(sm.params.steps),
+        config=dict(sm.params.head),
+        out_csv=sm.output[0],
+        device="cuda" if int(sm.resources.gpu) > 0 else "cpu",
+        progress=False,
+        metrics=getattr(sm.params, "metrics", None),
+    )
