@@ -9,6 +9,7 @@
 # Stages live in workflow/rules/ in DAG order; the logic lives in the `ddae` package.
 
 import os
+import re
 
 from snakemake.utils import min_version, validate
 
@@ -37,6 +38,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/common_report.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/pretrain.smk"
+include: "workflow/rules/official.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/classify.smk"
 include: "workflow/rules/analysis.smk"

@@ -62,21 +62,83 @@ def test_lint_is_clean():
     assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
 
 
-def test_paper_config_plans_every_pretraining_job(tmp_path):
-    output = snakemake(workdir_with(tmp_path, PAPER_CONFIG), "-n")
-    jobs = planned_jobs(output)
-    for run, spec in PAPER_CONFIG["pretraining"].items():
-        assert jobs["pretrain", run] == len(spec["epochs"]), run
-    assert sum(n for (rule, _), n in jobs.items() if rule == "pretrain") == 64
+@pytest.fixture(scope="module")
+def paper_plan(tmp_path_factory) -> tuple[str, Counter]:
+    """The dry run of the paper's config.yaml: (output, (rule, run) job counts)."""
+    output = snakemake(workdir_with(tmp_path_factory.mktemp("paper"), PAPER_CONFIG), "-n")
+    return output, planned_jobs(output)
+
+
+def test_paper_config_plans_every_pretraining_job(paper_plan):
+    output, jobs = paper_plan
+    runs = PAPER_CONFIG["pretraining"]
+    for run, spec in runs.items():
+        if "source" in spec:
+            assert jobs["pretrain", run] == 0 and jobs["import_official", run] == 1, run
+        else:
+            assert jobs["pretrain", run] == len(spec["epochs"]), run
+    # 8 trained CIFAR-10 runs (6 x 6 Figure 4 checkpoints + 2 x 5 DDPM++) + 2 x 5 Tiny-ImageNet
+    assert sum(n for (rule, _), n in jobs.items() if rule == "pretrain") == 56
+    # Ho et al.'s DDPM and EDM's DDPM++ on CIFAR-10 and DiT-XL/2 twice come from their authors
+    assert sum(n for (rule, _), n in jobs.items() if rule == "import_official") == 4
+    assert jobs["download_official_file", None] == 2  # the EDM pickle, the DiT state dict
+    assert jobs["download_official_folder", None] == 2  # diffusers folders: DDPM, SD VAE
     assert jobs["prepare_dataset", None] == 2
     assert jobs["download_cifar10", None] == jobs["download_tiny_imagenet", None] == 1
     assert jobs["table5", None] == 1
     # the first epoch of a run starts from scratch, later ones from the previous checkpoint
-    assert "results/cifar10/cifar10_ddpm/checkpoints/epoch150.pt" in output
+    assert "results/cifar10/cifar10_ddpm_t512/checkpoints/epoch150.pt" in output
     block = output[
-        output.index("output: results/cifar10/cifar10_ddpm/checkpoints/epoch250.pt") - 400 :
+        output.index("output: results/cifar10/cifar10_ddpm_t512/checkpoints/epoch250.pt") - 400 :
     ]
-    assert "results/cifar10/cifar10_ddpm/checkpoints/epoch150.pt" in block.split("output:")[0]
+    assert "results/cifar10/cifar10_ddpm_t512/checkpoints/epoch150.pt" in block.split("output:")[0]
+
+
+def test_paper_config_plans_every_evaluation(paper_plan):
+    _, jobs = paper_plan
+    runs = PAPER_CONFIG["pretraining"]
+
+    def evaluated(run):
+        spec = runs[run]["evaluation"]
+        return len(runs[run]["epochs"]) if spec.get("checkpoints") == "all" else 1
+
+    def grid_size(run):
+        grid = runs[run]["evaluation"]["grid_t"]
+        return len(range(grid["start"], grid["stop"] + 1, grid["every"]))
+
+    for run, spec in runs.items():
+        stages = spec["evaluation"]
+        dit = spec["network"]["arch"] == "dit"
+        assert jobs["sample_fid", run] == (evaluated(run) if "fid" in stages else 0), run
+        linear = "dit_linear_probe" if dit else "linear_probe"
+        assert jobs[linear, run] == (evaluated(run) if "linear_probe" in stages else 0), run
+        assert jobs["grid_search", run] == (evaluated(run) if "grid" in stages else 0), run
+        cache = "cache_dit_features" if dit else "cache_features"
+        expected = evaluated(run) * grid_size(run) if "grid" in stages else 0
+        assert jobs[cache, run] == expected, run
+        assert jobs["align_uniform", run] == (evaluated(run) if "align_uniform" in stages else 0)
+        finetune = "dit_finetune" if dit else "finetune"
+        assert jobs[finetune, run] == ("finetune" in stages), run
+        assert jobs["scratch", run] == ("scratch" in stages), run
+        assert jobs["cache_latents", run] == dit, run
+    # Table 9's timesteps are on the searched grids
+    table9 = {
+        "cifar10_ddpm": 11,
+        "cifar10_edm": 4,
+        "tiny_imagenet_ddpm": 45,
+        "tiny_imagenet_edm": 14,
+        "cifar10_dit": 121,
+        "tiny_imagenet_dit": 91,
+    }
+    for run, t in table9.items():
+        grid = runs[run]["evaluation"]["grid_t"]
+        assert t in range(grid["start"], grid["stop"] + 1, grid["every"]), run
+    assert jobs["fid_reference", None] == 2 and jobs["download_inception", None] == 1
+    assert jobs["supervised_wrn", None] == 2 and jobs["noisy_wrn", None] == 2
+    for name in ("table2", "table3", "table4", "table6", "table7", "table8", "table9"):
+        assert jobs[name, None] == 1, name
+    for n in range(2, 7):
+        assert jobs[f"figure{n}", None] == 1
 
 
 def test_table5_target_plans_only_table5(tmp_path):
@@ -108,7 +170,7 @@ def test_slurm_profile_plans(tmp_path):
         workdir_with(tmp_path, PAPER_CONFIG), "-n", "--profile", str(REPO / "profiles" / "slurm")
     )
     jobs = planned_jobs(output)
-    assert sum(n for (rule, _), n in jobs.items() if rule == "pretrain") == 64
+    assert sum(n for (rule, _), n in jobs.items() if rule == "pretrain") == 56
     assert "gpu=4" in output and "gpu_slot=1" in output  # a 4-GPU job keeps its 4 GPUs
 
 
@@ -133,8 +195,40 @@ def test_slurm_profile_plans(tmp_path):
             lambda c: c["pretraining"]["cifar10_edm"].update(epochs=[500, 100]),
             r"pretraining.cifar10_edm.epochs: must increase strictly",
         ),
+        (
+            lambda c: c["pretraining"]["cifar10_edm"]["evaluation"]["linear_probe"].update(lr=1),
+            r"'lr' was unexpected.*"
+            r"On instance\['pretraining'\]\['cifar10_edm'\]\['evaluation'\]\['linear_probe'\]",
+        ),
+        (
+            lambda c: c["pretraining"]["cifar10_ddpm_t64"]["evaluation"].update(steps=1000),
+            r"pretraining.cifar10_ddpm_t64.evaluation.steps: DDPM timesteps count out of T = 64",
+        ),
+        (
+            lambda c: c["pretraining"]["cifar10_edm"].update(epochs=[2000, 4000]),
+            r"pretraining.cifar10_edm.epochs: a run with a source has one checkpoint",
+        ),
+        (
+            lambda c: c["tables"]["models"].update(cifar10_edm="cifar10_emd"),
+            r"tables.models.cifar10_edm: no pretraining entry 'cifar10_emd'",
+        ),
+        (
+            lambda c: c["fid"].update(extractor="inceptionv3"),
+            r"'inceptionv3' is not one of \['inception', 'random_conv'\]",
+        ),
     ],
-    ids=["training-key", "network-key", "top-level-key", "resolution", "epochs"],
+    ids=[
+        "training-key",
+        "network-key",
+        "top-level-key",
+        "resolution",
+        "epochs",
+        "probe-key",
+        "ddpm-steps",
+        "official-epochs",
+        "table-model",
+        "fid-extractor",
+    ],
 )
 def test_bad_config_stops_before_any_job(tmp_path, edit, message):
     config = unshared(PAPER_CONFIG)
@@ -161,6 +255,8 @@ def test_smoke_run_produces_every_checkpoint(smoke_run):
     from ddae.checkpoints import load_checkpoint
 
     for run, spec in SMOKE_CONFIG["pretraining"].items():
+        if "source" in spec:
+            continue
         for epoch in spec["epochs"]:
             checkpoint = load_checkpoint(
                 smoke_run / f"results/digits/{run}/checkpoints/epoch{epoch}.pt"
@@ -178,6 +274,81 @@ def test_smoke_run_produces_every_checkpoint(smoke_run):
         in (smoke_run / "results/table5.md").read_text()
     )
     assert "Nothing to be done" in snakemake(smoke_run, "-n")
+
+
+def is_png(path: Path) -> bool:
+    return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_smoke_run_produces_every_evaluation_table_and_figure(smoke_run):
+    results = smoke_run / "results"
+    for run, spec in SMOKE_CONFIG["pretraining"].items():
+        stages = spec.get("evaluation", {})
+        epochs = spec["epochs"] if stages.get("checkpoints") == "all" else spec["epochs"][-1:]
+        directory = results / spec["dataset"] / run
+        for epoch in epochs:
+            if "fid" in stages:
+                fid = json.loads((directory / f"fid/epoch{epoch}.json").read_text())
+                assert fid["extractor"] == "random_conv" and fid["samples"] == 256
+                assert fid["fid"] > 0 and is_png(directory / f"fid/epoch{epoch}.png")
+            if "grid" in stages:
+                grid = pd.read_csv(directory / f"grid/epoch{epoch}.csv")
+                grid_t = stages["grid_t"]
+                ts = range(grid_t["start"], grid_t["stop"] + 1, grid_t["every"])
+                assert sorted(set(grid["t"])) == list(ts)
+                assert grid["test_accuracy"].between(0, 100).all()
+                best = json.loads((directory / f"grid/epoch{epoch}.json").read_text())
+                assert best["test_accuracy"] == grid["test_accuracy"].max()
+                assert not (directory / f"features/epoch{epoch}").exists() or not any(
+                    (directory / f"features/epoch{epoch}").iterdir()
+                ), "feature caches are temporary"
+            if "linear_probe" in stages:
+                linear = json.loads((directory / f"linear/epoch{epoch}.json").read_text())
+                assert len(linear["history"]) == stages["linear_probe"]["epochs"]
+                assert linear["checkpoint"].endswith(f"{run}/checkpoints/epoch{epoch}.pt")
+                if stages.get("layer_t", "grid") != "grid":
+                    assert linear["layer"] == stages["layer_t"]["layer"]
+                    assert linear["t"] == stages["layer_t"]["t"]
+            if "align_uniform" in stages:
+                table = pd.read_csv(directory / f"align_uniform/epoch{epoch}.csv")
+                assert (table["alignment"] >= 0).all() and (table["uniformity"] <= 0).all()
+        final = spec["epochs"][-1]
+        if "finetune" in stages:
+            finetune = json.loads((directory / f"finetune/epoch{final}.json").read_text())
+            assert len(finetune["history"]) == stages["finetune"]["epochs"]
+        if "scratch" in stages:
+            assert json.loads((directory / "scratch.json").read_text())["checkpoint"] is None
+        if "noisy" in stages:
+            noisy = pd.read_csv(directory / f"noisy/epoch{final}.csv")
+            assert list(noisy.columns) == ["t", "steps", "sigma", "test_accuracy"]
+    baselines = results / "digits" / "baselines"
+    assert 10 < json.loads((baselines / "wrn.json").read_text())["test_accuracy"] <= 100
+    for perturbation in ("vp", "ve"):
+        assert len(pd.read_csv(baselines / f"noisy_wrn_{perturbation}.csv")) > 1
+    for name in ("table2", "table3", "table4", "table6", "table7", "table8", "table9"):
+        assert len(pd.read_csv(results / f"{name}.csv")) > 0, name
+        assert (results / f"{name}.md").read_text().startswith(f"Table {name[5:]}"), name
+    table2 = pd.read_csv(results / "table2.csv")
+    fid = table2[(table2["quantity"] == "FID") & (table2["status"] != "n/a")]
+    ours = fid[fid["measured"].notna()]
+    assert len(ours) and (ours["status"] == "measured, not Inception").all()
+    assert ours["difference"].isna().all()  # an offline-extractor FID is not compared
+    for n in range(2, 7):
+        assert is_png(results / f"figure{n}.png"), n
+        assert (results / f"figure{n}.pdf").read_bytes().startswith(b"%PDF"), n
+    assert (results / "layer_choice.md").exists()
+
+
+@pytest.mark.slow
+def test_smoke_report_has_every_table_and_figure(smoke_run):
+    report = smoke_run / "report.html"
+    snakemake(smoke_run, "--report", str(report))
+    html = report.read_text(errors="replace")
+    for n in range(2, 7):
+        assert f"figure{n}.png" in html, n
+    for name in ("table2", "table3", "table4", "table6", "table7", "table8", "table9"):
+        assert f"{name}.csv" in html, name
 
 
 def rerun_plan(workdir: Path, edit) -> Counter:
@@ -211,6 +382,20 @@ def test_changing_one_runs_lr_reruns_only_that_run(smoke_run):
 )
 def test_changing_unused_values_reruns_nothing(smoke_run, edit):
     assert rerun_plan(smoke_run, edit) == Counter()
+
+
+@pytest.mark.slow
+def test_changing_a_probe_setting_reruns_only_that_probe_and_what_reads_it(smoke_run):
+    jobs = rerun_plan(
+        smoke_run,
+        lambda c: c["pretraining"]["digits_ddpm_t64"]["evaluation"]["linear_probe"].update(
+            epochs=4
+        ),
+    )
+    # both checkpoints (Figure 4 plots them); Table 6 lists only the paper models' settings
+    assert jobs == Counter(
+        {("linear_probe", "digits_ddpm_t64"): 2, ("figure4", None): 1, ("all", None): 1}
+    )
 
 
 @pytest.mark.slow

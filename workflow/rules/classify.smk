@@ -14,6 +14,8 @@ rule finetune:
     output:
         json="results/{dataset}/{run}/finetune/epoch{epoch}.json",
         metrics="results/{dataset}/{run}/finetune/epoch{epoch}.metrics.jsonl",
+    wildcard_constraints:
+        run=runs_pattern(PIXEL_RUNS),
     params:
         training=lambda wildcards: evaluation_stage(wildcards, "finetune"),
         layer_t=fixed_layer_t,

@@ -34,8 +34,17 @@ def check_config():
         epochs = run["epochs"]
         if list(epochs) != sorted(set(epochs)):
             raise ValueError(f"{where}.epochs: must increase strictly, got {epochs}")
+        source = run.get("source", {})
+        if not source and "training" not in run:
+            raise ValueError(f"{where}.training: a run trained here needs its training settings")
+        if source and len(epochs) != 1:
+            raise ValueError(f"{where}.epochs: a run with a source has one checkpoint, got {epochs}")
+        if (run["network"]["arch"] == "dit") != (source.get("official", source.get("stand_in"))
+                                                 == "dit"):
+            raise ValueError(f"{where}.source: a DiT network comes from an official DiT "
+                             "checkpoint (or its stand-in), and only a DiT network does")
         resolution = DATASETS[run["dataset"]]["resolution"]
-        if run["network"].get("resolution") != resolution:
+        if run["network"]["arch"] != "dit" and run["network"].get("resolution") != resolution:
             raise ValueError(
                 f"{where}.network.resolution: {run['network'].get('resolution')} differs from "
                 f"datasets.{run['dataset']}.resolution {resolution}"
@@ -126,29 +135,8 @@ def run_slice(wildcards):
     return {key: run[key] for key in RUN_SLICE_KEYS if key in run}
 
 
-def previous_checkpoint(wildcards):
-    """The checkpoint a pretrain job continues from: the run's previous listed epoch."""
-    run = pretraining_run(wildcards)
-    epoch = int(wildcards.epoch)
-    if epoch not in run["epochs"]:
-        raise ValueError(
-            f"epoch {epoch} is not in pretraining.{wildcards.run}.epochs {run['epochs']}"
-        )
-    earlier = [e for e in run["epochs"] if e < epoch]
-    return [checkpoint_path(wildcards.run, earlier[-1])] if earlier else []
-
-
 def pretraining_gpus(wildcards):
     return pretraining_run(wildcards)["gpus"]
-
-
-def pretraining_runtime(wildcards):
-    """Walltime in minutes for the epochs one job trains, with a margin."""
-    run = pretraining_run(wildcards)
-    epoch = int(wildcards.epoch)
-    earlier = [e for e in run["epochs"] if e < epoch]
-    span = epoch - (earlier[-1] if earlier else 0)
-    return int(30 + 1.2 * span * run["minutes_per_epoch"])
 
 
 def table5_columns():
@@ -281,3 +269,57 @@ def noisy_baseline(wildcards):
     if spec is None:
         raise ValueError(f"supervised.{wildcards.dataset} has no noisy baseline in config")
     return spec
+
+
+# --- checkpoint sources (paper Appendix A): trained here, official, or a smoke stand-in -------
+
+# Where each official download lands (files for pickles/state dicts, folders for diffusers).
+OFFICIAL_FILES = {
+    "edm": "edm-cifar10-32x32-uncond-vp.pkl",
+    "dit": "DiT-XL-2-256x256.pt",
+}
+OFFICIAL_FOLDERS = {
+    "ddpm": "ddpm-cifar10-32",
+    "vae": "sd-vae-ft-mse",
+}
+
+
+def run_source(run):
+    return PRETRAINING[run].get("source", {})
+
+
+OFFICIAL_RUNS = [run for run in PRETRAINING if "official" in run_source(run)]
+STAND_IN_RUNS = [run for run in PRETRAINING if "stand_in" in run_source(run)]
+TRAINED_RUNS = [run for run in PRETRAINING if not run_source(run)]
+DIT_RUNS = [run for run, spec in PRETRAINING.items() if spec["network"]["arch"] == "dit"]
+PIXEL_RUNS = [run for run in PRETRAINING if run not in DIT_RUNS]
+
+
+def runs_pattern(runs):
+    """A wildcard constraint matching exactly these run names (nothing when empty)."""
+    return "|".join(runs) if runs else "(?!)"
+
+
+def official_kind_of(name):
+    """The official kind (ddpm, edm, dit, vae) whose download is called `name`."""
+    return next(k for k, v in {**OFFICIAL_FILES, **OFFICIAL_FOLDERS}.items() if v == name)
+
+
+def official_download(kind):
+    return f"resources/downloads/official/{OFFICIAL_FILES.get(kind) or OFFICIAL_FOLDERS[kind]}"
+
+
+def official_source(wildcards):
+    return official_download(pretraining_run(wildcards)["source"]["official"])
+
+
+def dit_network(wildcards):
+    """The DiT network spec an official DiT import is checked against (None otherwise)."""
+    run = pretraining_run(wildcards)
+    return run["network"] if run["network"]["arch"] == "dit" else None
+
+
+def vae_source(wildcards):
+    """The VAE a DiT run encodes with: the SD VAE ft-MSE, or the smoke run's stand-in."""
+    vae = evaluation(wildcards.run).get("vae", "sd_vae_ft_mse")
+    return "results/stand_in/vae" if vae == "stand_in" else official_download("vae")

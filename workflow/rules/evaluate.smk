@@ -74,6 +74,8 @@ rule cache_features:
     output:
         # deleted once its grid search is done: at paper scale one t is ~3 GB per view set
         temp(directory("results/{dataset}/{run}/features/epoch{epoch}/t{t}")),
+    wildcard_constraints:
+        run=runs_pattern(PIXEL_RUNS),
     params:
         features=lambda wildcards: evaluation_stage(wildcards, "features"),
         t=lambda wildcards: int(wildcards.t),
@@ -117,6 +119,8 @@ rule linear_probe:
     output:
         json="results/{dataset}/{run}/linear/epoch{epoch}.json",
         metrics="results/{dataset}/{run}/linear/epoch{epoch}.metrics.jsonl",
+    wildcard_constraints:
+        run=runs_pattern(PIXEL_RUNS),
     params:
         probe=lambda wildcards: evaluation_stage(wildcards, "linear_probe"),
         layer_t=fixed_layer_t,

@@ -12,4 +12,5 @@ with logging_to(sm.log[0]):
         epoch=int(sm.params.epoch),
         url=sm.params.get("url"),
         network=sm.params.get("network"),
+        expected=sm.params.get("expected"),
     )

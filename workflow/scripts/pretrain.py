@@ -16,5 +16,6 @@ with logging_to(sm.log[0]):
             metrics=sm.params.metrics,
             processes=max(sm.resources.gpu, 1),
             device="cuda" if sm.resources.gpu > 0 else "cpu",
+            snapshot_every_seconds=float(sm.resources.snapshot_seconds),
         )
     )

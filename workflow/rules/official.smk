@@ -1,0 +1,192 @@
+# Official checkpoints (paper Appendix A): "For CIFAR-10, we retrieve official checkpoints from
+# their codebases" (Ho et al.'s DDPM, EDM's DDPM++), and the ImageNet DiT-XL/2 with the Stable
+# Diffusion VAE for the transfer rows of Tables 3-4. A run with `source: {official: ...}` gets
+# its checkpoint by download (a localrule, checksummed, under resources/) and conversion into
+# the project's own format, which every later stage reads unchanged. `source: {stand_in: ...}`
+# (the smoke run) writes a randomly initialised network of the configured shape instead, so the
+# transfer stages run offline; it is labelled a stand-in in the checkpoint and in no way trained.
+# DiT runs work on cached VAE latents: latents once per run, then features, grid search, linear
+# probe and fine-tuning as for the pixel-space networks (evaluate.smk, classify.smk).
+
+
+localrules:
+    download_official_file,
+    download_official_folder,
+
+
+rule download_official_file:
+    output:
+        "resources/downloads/official/{file}",
+    wildcard_constraints:
+        file="|".join(re.escape(name) for name in OFFICIAL_FILES.values()),
+    params:
+        kind=lambda wildcards: official_kind_of(wildcards.file),
+    log:
+        "logs/download_official_{file}.log",
+    conda:
+        "../../envs/ddae.yaml"
+    script:
+        "../scripts/download_official.py"
+
+
+rule download_official_folder:
+    output:
+        directory("resources/downloads/official/{folder}"),
+    wildcard_constraints:
+        folder="|".join(OFFICIAL_FOLDERS.values()),
+    params:
+        kind=lambda wildcards: official_kind_of(wildcards.folder),
+    log:
+        "logs/download_official_{folder}.log",
+    conda:
+        "../../envs/ddae.yaml"
+    script:
+        "../scripts/download_official.py"
+
+
+rule import_official:
+    input:
+        source=official_source,
+    output:
+        "results/{dataset}/{run}/checkpoints/epoch{epoch}.pt",
+    wildcard_constraints:
+        run=runs_pattern(OFFICIAL_RUNS),
+    params:
+        kind=lambda wildcards: pretraining_run(wildcards)["source"]["official"],
+        epoch=lambda wildcards: int(wildcards.epoch),
+        expected=lambda wildcards: {
+            key: pretraining_run(wildcards)[key] for key in ("network", "framework")
+        },
+        network=lambda wildcards: dit_network(wildcards),
+    log:
+        "logs/{dataset}/{run}/import_official_epoch{epoch}.log",
+    conda:
+        "../../envs/ddae.yaml"
+    script:
+        "../scripts/import_official.py"
+
+
+rule stand_in_checkpoint:
+    output:
+        "results/{dataset}/{run}/checkpoints/epoch{epoch}.pt",
+    wildcard_constraints:
+        run=runs_pattern(STAND_IN_RUNS),
+    params:
+        kind=lambda wildcards: pretraining_run(wildcards)["source"]["stand_in"],
+        spec=lambda wildcards: pretraining_run(wildcards)["network"],
+        seed=lambda wildcards: pretraining_run(wildcards)["source"].get("seed", 0),
+    log:
+        "logs/{dataset}/{run}/stand_in_epoch{epoch}.log",
+    conda:
+        "../../envs/ddae.yaml"
+    script:
+        "../scripts/stand_in.py"
+
+
+rule stand_in_vae:
+    output:
+        directory("results/stand_in/vae"),
+    params:
+        kind="vae",
+        spec={},
+        seed=0,
+    log:
+        "logs/stand_in_vae.log",
+    conda:
+        "../../envs/ddae.yaml"
+    script:
+        "../scripts/stand_in.py"
+
+
+rule cache_latents:
+    input:
+        vae=vae_source,
+        train=lambda wildcards: dataset_split(wildcards.dataset, "train"),
+        test=lambda wildcards: dataset_split(wildcards.dataset, "test"),
+    output:
+        directory("results/{dataset}/{run}/latents"),
+    params:
+        latents=lambda wildcards: evaluation_stage(wildcards, "latents"),
+    resources:
+        gpu=evaluation_gpus,
+        gpu_slot=lambda wildcards: min(evaluation_gpus(wildcards), 1),
+    log:
+        "logs/{dataset}/{run}/cache_latents.log",
+    conda:
+        "../../envs/ddae.yaml"
+    script:
+        "../scripts/cache_latents.py"
+
+
+rule cache_dit_features:
+    input:
+        checkpoint="results/{dataset}/{run}/checkpoints/epoch{epoch}.pt",
+        latents="results/{dataset}/{run}/latents",
+    output:
+        temp(directory("results/{dataset}/{run}/features/epoch{epoch}/t{t}")),
+    wildcard_constraints:
+        run=runs_pattern(DIT_RUNS),
+    params:
+        features=lambda wildcards: evaluation_stage(wildcards, "features"),
+        t=lambda wildcards: int(wildcards.t),
+        steps=evaluation_steps,
+    resources:
+        gpu=evaluation_gpus,
+        gpu_slot=lambda wildcards: min(evaluation_gpus(wildcards), 1),
+    log:
+        "logs/{dataset}/{run}/cache_features_epoch{epoch}_t{t}.log",
+    conda:
+        "../../envs/ddae.yaml"
+    script:
+        "../scripts/cache_dit_features.py"
+
+
+rule dit_linear_probe:
+    input:
+        checkpoint="results/{dataset}/{run}/checkpoints/epoch{epoch}.pt",
+        latents="results/{dataset}/{run}/latents",
+        choice=layer_t_choice,
+    output:
+        json="results/{dataset}/{run}/linear/epoch{epoch}.json",
+        metrics="results/{dataset}/{run}/linear/epoch{epoch}.metrics.jsonl",
+    wildcard_constraints:
+        run=runs_pattern(DIT_RUNS),
+    params:
+        probe=lambda wildcards: evaluation_stage(wildcards, "linear_probe"),
+        layer_t=fixed_layer_t,
+        steps=evaluation_steps,
+    resources:
+        gpu=evaluation_gpus,
+        gpu_slot=lambda wildcards: min(evaluation_gpus(wildcards), 1),
+    log:
+        "logs/{dataset}/{run}/linear_probe_epoch{epoch}.log",
+    conda:
+        "../../envs/ddae.yaml"
+    script:
+        "../scripts/dit_linear_probe.py"
+
+
+rule dit_finetune:
+    input:
+        checkpoint="results/{dataset}/{run}/checkpoints/epoch{epoch}.pt",
+        latents="results/{dataset}/{run}/latents",
+        choice=layer_t_choice,
+    output:
+        json="results/{dataset}/{run}/finetune/epoch{epoch}.json",
+        metrics="results/{dataset}/{run}/finetune/epoch{epoch}.metrics.jsonl",
+    wildcard_constraints:
+        run=runs_pattern(DIT_RUNS),
+    params:
+        training=lambda wildcards: evaluation_stage(wildcards, "finetune"),
+        layer_t=fixed_layer_t,
+        steps=evaluation_steps,
+        state_dir=lambda wildcards: partial_state(wildcards, f"finetune_epoch{wildcards.epoch}"),
+    resources:
+        gpu=training_gpus,
+        gpu_slot=lambda wildcards: min(training_gpus(wildcards), 1),
+    log:
+        "logs/{dataset}/{run}/finetune_epoch{epoch}.log",
+    conda:
+        "../../envs/ddae.yaml"
+    script:
+        "../scripts/dit_finetune.py"

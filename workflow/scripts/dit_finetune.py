@@ -1,0 +1,21 @@
+"""Fine-tune the truncated DiT on cached VAE latents (paper Sec. 4.2, Table 7 DiT rows)."""
+
+from ddae.finetune import finetune_dit, resolve_layer_t
+from ddae.joblog import logging_to
+
+sm = snakemake  # noqa: F821 (injected by Snakemake)
+with logging_to(sm.log[0]):
+    layer, t, steps = resolve_layer_t(sm.input.choice, sm.params.layer_t, sm.params.steps)
+    finetune_dit(
+        checkpoint=sm.input.checkpoint,
+        latent_dir=sm.input.latents,
+        layer=layer,
+        t=t,
+        steps=steps,
+        config=dict(sm.params.training),
+        out_json=sm.output.json,
+        metrics_path=sm.output.metrics,
+        state_dir=sm.params.state_dir,
+        processes=max(int(sm.resources.gpu), 1),
+        device="cuda" if int(sm.resources.gpu) > 0 else "cpu",
+    )
