@@ -17,7 +17,11 @@ sample one version per epoch" (Appendix A). The official code (FutureXiang/ddae
   (T = 1000, linear β) — consumed unchanged by `ddae.probing.grid_search`.
 * `dit_linear_probe`: the final probe of Tables 3/4 (Table 6: 30 epochs) with the frozen DiT in
   the loop, as the official ``DiT/linear.py``: each epoch every image uses one randomly chosen
-  latent copy and fresh noise; result JSON as `ddae.probing.linear_probe`.
+  latent copy and fresh noise; the loop is `ddae.probing.probe_in_the_loop`, shared with
+  `ddae.probing.linear_probe`; result JSON as `ddae.probing.linear_probe`.
+* `LatentData`: the `ddae.classifier_training.ClassifierData` source of DiT fine-tuning
+  (`ddae.finetune.finetune_dit`, Table 7): one random latent version per image and epoch
+  (`epoch_copies`), no further augmentation, the test latents for evaluation.
 
 Layer numbering: "layer k/28" is ``decoder_blocks()[k − 1]`` = DiT ``blocks.<k−1>`` = the official
 code's 0-indexed ``layer-<k−1>`` (see `ddae.networks.dit`). Timesteps follow this project's

@@ -30,6 +30,7 @@ import json
 import logging
 import math
 import re
+import shutil
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -39,10 +40,11 @@ from typing import Any
 import torch
 
 from ddae.checkpoints import save_checkpoint
+from ddae.configs import ConfigError, to_mapping
 from ddae.data import _atomic_output
-from ddae.diffusion import build_framework
+from ddae.diffusion import build_framework, framework_config
 from ddae.edm_pickle import load_edm_pickle, module_state_dict, submodule
-from ddae.networks import build_network, network_spec
+from ddae.networks import build_network, network_config, network_spec
 from ddae.networks.ddpm_unet import DDPMUNet
 from ddae.networks.dit import DiT
 
@@ -195,16 +197,78 @@ def _provenance(kind: str, paths: list[Path], url: str | None, importer: str) ->
     }
 
 
+def _normalised(spec: Mapping[str, Any], tag: str, where: str) -> dict[str, Any]:
+    """``spec`` with every default filled in: what ``network_spec(build_network(spec))`` gives
+    (every network keeps the Config it is built from), without building the network."""
+    config = network_config(spec, where) if tag == "arch" else framework_config(spec, where)
+    return {tag: spec[tag], **to_mapping(config)}
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and math.isclose(a, b)
+    return _plain(a) == _plain(b)
+
+
+def check_expected(
+    kind: str,
+    network: Mapping[str, Any],
+    framework: Mapping[str, Any],
+    expected: Mapping[str, Any],
+    where: str,
+) -> None:
+    """Compare an imported checkpoint's network and framework with the run's config.
+
+    ``expected`` is ``{"network": spec, "framework": spec}`` (either may be left out), as in
+    config.yaml; both sides are normalised with defaults filled in and compared key by key (in
+    sorted order). The first difference raises `OfficialImportError` naming the key and both
+    values. The DDPM ``dropout`` is a training setting the diffusers folder does not record:
+    it is ignored for ``ddpm``.
+    """
+    if not isinstance(expected, Mapping):
+        raise OfficialImportError(f"expected: a mapping {{network, framework}}, got {expected!r}")
+    unknown = sorted(set(expected) - {"network", "framework"})
+    if unknown:
+        raise OfficialImportError(
+            f"expected: unknown key {unknown[0]!r} (allowed: framework, network)"
+        )
+    ignored = {"dropout"} if kind == "ddpm" else set()
+    for part, tag, found in (("network", "arch", network), ("framework", "kind", framework)):
+        if part not in expected:
+            continue
+        try:
+            want = _normalised(expected[part], tag, f"expected.{part}")
+        except ConfigError as error:
+            raise OfficialImportError(str(error)) from error
+        have = _normalised(found, tag, part)
+        keys = [tag] + sorted((set(want) | set(have)) - {tag})
+        for key in keys:
+            if part == "network" and key in ignored:
+                continue
+            if key not in have or key not in want or not _same(have[key], want[key]):
+                raise OfficialImportError(
+                    f"{where}: {part}.{key} of the imported checkpoint is "
+                    f"{have.get(key, '<missing>')!r}, the config expects "
+                    f"{want.get(key, '<missing>')!r}"
+                )
+
+
 def _write(
     network: torch.nn.Module,
     framework: Mapping[str, Any],
     dest: str | Path,
     epoch: int,
     source: dict[str, Any],
+    expected: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Save ``network`` as a ddae checkpoint with identical model and EMA weights."""
+    """Save ``network`` as a ddae checkpoint with identical model and EMA weights.
+
+    With ``expected`` (`check_expected`) nothing is written unless network and framework match.
+    """
     spec = network_spec(network)
     build_framework(framework)  # validate
+    if expected is not None:
+        check_expected(source["kind"], spec, framework, expected, str(dest))
     state = network.state_dict()
     payload = {
         "run": {"network": spec, "framework": dict(framework)},
@@ -214,7 +278,7 @@ def _write(
         "source": source,
     }
     save_checkpoint(payload, dest)
-    log.info("wrote %s from %s", dest, source["files"])
+    log.info("wrote %s from %s", dest, source.get("files") or source["kind"])
     return Path(dest)
 
 
@@ -296,7 +360,12 @@ def _ddpm_framework_from_scheduler(path: Path) -> dict[str, Any]:
 
 
 def import_ddpm_diffusers(
-    folder: str | Path, dest: str | Path, *, epoch: int = 0, url: str | None = None
+    folder: str | Path,
+    dest: str | Path,
+    *,
+    epoch: int = 0,
+    url: str | None = None,
+    expected: Mapping[str, Any] | None = None,
 ) -> Path:
     """Convert a diffusers ``UNet2DModel`` folder (google/ddpm-cifar10-32) to a checkpoint."""
     from diffusers import UNet2DModel
@@ -321,7 +390,7 @@ def import_ddpm_diffusers(
     weights = sorted(folder.glob("diffusion_pytorch_model.*"))
     files = [config_path, *weights] + ([scheduler] if scheduler.is_file() else [])
     provenance = _provenance("ddpm", files, url, "ddae.official.import_ddpm_diffusers")
-    return _write(network, framework, dest, epoch, provenance)
+    return _write(network, framework, dest, epoch, provenance, expected)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -397,7 +466,12 @@ def ddpmpp_config_from_edm(init_kwargs: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def import_edm_pickle(
-    pickle_path: str | Path, dest: str | Path, *, epoch: int = 0, url: str | None = None
+    pickle_path: str | Path,
+    dest: str | Path,
+    *,
+    epoch: int = 0,
+    url: str | None = None,
+    expected: Mapping[str, Any] | None = None,
 ) -> Path:
     """Convert EDM's ``{"ema": EDMPrecond(SongUNet), ...}`` pickle to a checkpoint."""
     pickle_path = Path(pickle_path)
@@ -430,7 +504,7 @@ def import_edm_pickle(
     provenance["edm_precond_kwargs"] = {
         k: _plain(v.item() if hasattr(v, "item") else v) for k, v in precond_kwargs.items()
     }
-    return _write(network, framework, dest, epoch, provenance)
+    return _write(network, framework, dest, epoch, provenance, expected)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -475,6 +549,7 @@ def import_dit(
     network: Mapping[str, Any] | None = None,
     epoch: int = 0,
     url: str | None = None,
+    expected: Mapping[str, Any] | None = None,
 ) -> Path:
     """Convert the original DiT state dict (DiT-XL-2-256x256.pt) to a checkpoint.
 
@@ -485,10 +560,10 @@ def import_dit(
     state = torch.load(state_path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and isinstance(state.get("ema"), dict):
         state = state["ema"]  # DiT training checkpoints; the released file is a plain state dict
-    expected = build_network(dict(network or DIT_XL_2))
-    assert isinstance(expected, DiT)
-    expected_spec = network_spec(expected)
-    found_spec = dit_config_from_state(state, expected.config.num_heads)
+    model = build_network(dict(network or DIT_XL_2))
+    assert isinstance(model, DiT)
+    expected_spec = network_spec(model)
+    found_spec = dit_config_from_state(state, model.config.num_heads)
     for key, value in found_spec.items():
         if key == "class_dropout_prob":
             continue
@@ -498,11 +573,11 @@ def import_dit(
                 f"{expected_spec[key]!r}"
             )
     try:
-        expected.load_state_dict(state, strict=True)
+        model.load_state_dict(state, strict=True)
     except RuntimeError as error:
         raise OfficialImportError(f"{state_path}: weights do not match dit: {error}") from error
     provenance = _provenance("dit", [state_path], url, "ddae.official.import_dit")
-    return _write(expected, DDPM_FRAMEWORK, dest, epoch, provenance)
+    return _write(model, DDPM_FRAMEWORK, dest, epoch, provenance, expected)
 
 
 IMPORTERS = {"ddpm": import_ddpm_diffusers, "edm": import_edm_pickle, "dit": import_dit}
@@ -516,8 +591,15 @@ def import_official(
     epoch: int = 0,
     url: str | None = None,
     network: Mapping[str, Any] | None = None,
+    expected: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Convert the official ``kind`` (``ddpm``, ``edm``, ``dit``) at ``source`` into ``dest``."""
+    """Convert the official ``kind`` (``ddpm``, ``edm``, ``dit``) at ``source`` into ``dest``.
+
+    ``expected`` = ``{"network": spec, "framework": spec}`` (the run's config.yaml entry): the
+    imported network spec and framework must match it key by key, defaults filled in
+    (`check_expected`); otherwise `OfficialImportError` names the first differing key and
+    nothing is written.
+    """
     if kind not in IMPORTERS:
         raise OfficialImportError(
             f"unknown official import {kind!r} (choose from {sorted(IMPORTERS)})"
@@ -525,5 +607,140 @@ def import_official(
     if network is not None and kind != "dit":
         raise OfficialImportError(f"network: only the dit import takes a network spec, not {kind}")
     if kind == "dit":
-        return import_dit(source, dest, network=network, epoch=epoch, url=url)
-    return IMPORTERS[kind](source, dest, epoch=epoch, url=url)
+        return import_dit(source, dest, network=network, epoch=epoch, url=url, expected=expected)
+    return IMPORTERS[kind](source, dest, epoch=epoch, url=url, expected=expected)
+
+
+# ---------------------------------------------------------------------------------------------
+# Stand-ins for the CPU smoke run (no downloads): random weights in the official formats
+# ---------------------------------------------------------------------------------------------
+
+STAND_IN_NOTE = "randomly initialised stand-in for the official checkpoint; not trained"
+
+# A VAE with the SD layout scaled down: 4 encoder levels (spatial factor 8, as `ddae.latents`
+# assumes), 4 latent channels, 8 channels per level, one ResNet per level.
+STAND_IN_VAE: dict[str, Any] = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
+    "block_out_channels": [8, 8, 8, 8],
+    "layers_per_block": 1,
+    "latent_channels": 4,
+    "norm_num_groups": 4,
+    "sample_size": 32,
+}
+
+STAND_IN_VAE_LOGVAR_SHIFT = 10.0
+STAND_IN_SCALE = 0.18215  # the SD latent scaling `ddae.latents.LatentCacheConfig.scale` applies
+
+
+def _stand_in_dit(dest: Path, spec: Mapping[str, Any], seed: int) -> Path:
+    spec = dict(spec)
+    arch = spec.setdefault("arch", "dit")
+    if arch != "dit":
+        raise OfficialImportError(f"spec.arch: a dit stand-in needs arch 'dit', got {arch!r}")
+    try:
+        network_config(spec, "spec")
+    except ConfigError as error:
+        raise OfficialImportError(str(error)) from error
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        network = build_network(spec)
+        assert isinstance(network, DiT)
+        # DiT's adaLN-Zero init makes every block the identity: initialise the zero-initialised
+        # modulation and output linears like DiT's other linears (Xavier) so the blocks differ.
+        with torch.no_grad():
+            for block in network.blocks:
+                torch.nn.init.xavier_uniform_(block.adaLN_modulation[-1].weight)
+            torch.nn.init.xavier_uniform_(network.final_layer.adaLN_modulation[-1].weight)
+            torch.nn.init.xavier_uniform_(network.final_layer.linear.weight)
+    source = {
+        "kind": "stand-in",
+        "stands_in_for": "dit",
+        "seed": seed,
+        "note": STAND_IN_NOTE,
+        "init": "DiT initialisation, but Xavier instead of zeros for adaLN and final linears",
+        "importer": "ddae.official.write_stand_in",
+    }
+    return _write(network, DDPM_FRAMEWORK, dest, 0, source)
+
+
+def _stand_in_vae(dest: Path, spec: Mapping[str, Any], seed: int) -> Path:
+    from diffusers import AutoencoderKL
+
+    unknown = sorted(set(spec) - set(STAND_IN_VAE))
+    if unknown:
+        raise OfficialImportError(
+            f"spec: unknown VAE key {unknown[0]!r} (allowed: {', '.join(sorted(STAND_IN_VAE))})"
+        )
+    config = {**STAND_IN_VAE, **spec}
+    if len(config["down_block_types"]) != 4:
+        raise OfficialImportError(
+            "spec.down_block_types: the latent cache assumes a spatial factor of 8 (4 levels)"
+        )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        vae = AutoencoderKL(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+        )
+        # At random init the posterior mean is small (std ≈ 0.2) and its log-variance ≈ 0, so
+        # a sampled latent would be mostly noise. Like a trained SD VAE, whose 0.18215-scaled
+        # latents have about unit std and a narrow posterior: scale the mean outputs so that
+        # 0.18215 × mean has unit std on uniform-noise images, and shift the log-variance so
+        # that σ ≈ e^-5.
+        latent = config["latent_channels"]
+        side = config["sample_size"]
+        probe = torch.rand(8, config["in_channels"], side, side) * 2 - 1
+        with torch.no_grad():
+            moments = vae.quant_conv(vae.encoder(probe))
+            gain = 1.0 / (STAND_IN_SCALE * float(moments[:, :latent].std()))
+            vae.quant_conv.weight[:latent] *= gain
+            vae.quant_conv.bias[:latent] *= gain
+            vae.quant_conv.bias[latent:] -= STAND_IN_VAE_LOGVAR_SHIFT
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        vae.save_pretrained(tmp, safe_serialization=True)
+        provenance = {
+            "kind": "stand-in",
+            "stands_in_for": "vae",
+            "seed": seed,
+            "init": "diffusers AutoencoderKL initialisation; posterior mean rescaled to unit "
+            f"std × {STAND_IN_SCALE} on uniform noise, log-variance shifted by "
+            f"-{STAND_IN_VAE_LOGVAR_SHIFT}",
+        }
+        (tmp / "stand_in.json").write_text(
+            json.dumps({**provenance, "note": STAND_IN_NOTE, "config": config}, indent=2) + "\n"
+        )
+        if dest.exists():
+            shutil.rmtree(dest)
+        tmp.replace(dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("wrote a random VAE stand-in (seed %d) to %s", seed, dest)
+    return dest
+
+
+def write_stand_in(
+    kind: str, dest: str | Path, spec: Mapping[str, Any] | None = None, seed: int = 0
+) -> Path:
+    """Write a randomly initialised stand-in for an official checkpoint (CPU smoke runs).
+
+    ``dit``: a ddae checkpoint (``dest`` a file) of a DiT with network ``spec`` (``arch`` may be
+    left out) under the DDPM framework (T = 1000, linear β), the same as `import_dit` writes;
+    ``source`` = ``{"kind": "stand-in", "seed", "note": STAND_IN_NOTE, ...}``. ``vae``: a
+    diffusers ``AutoencoderKL`` folder (``dest`` a directory) that `ddae.latents.load_vae`
+    loads, `STAND_IN_VAE` updated by ``spec`` (may be empty): spatial factor 8, so the latent
+    config's ``image_size`` fixes the latent side (32 px → 4×4, 64 px → 8×8), plus a
+    ``stand_in.json`` with the seed and note. Weights are a fixed function of ``seed``.
+    """
+    dest = Path(dest)
+    spec = dict(spec or {})
+    if kind == "dit":
+        return _stand_in_dit(dest, spec, int(seed))
+    if kind == "vae":
+        return _stand_in_vae(dest, spec, int(seed))
+    raise OfficialImportError(f"unknown stand-in kind {kind!r} (choose from ['dit', 'vae'])")

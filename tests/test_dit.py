@@ -14,8 +14,17 @@ import numpy as np
 import pytest
 import torch
 
-from ddae.checkpoints import load_network
+from ddae.checkpoints import load_checkpoint, load_network
+from ddae.classifier_training import (
+    PARTIAL_STATE,
+    ClassifierOptions,
+    ClassifierTrainer,
+    ClassifierTrainingConfig,
+)
+from ddae.configs import ConfigError
 from ddae.data import ImageDataset, apply_crop_flip, load_digits, to_model_range
+from ddae.diffusion import build_framework
+from ddae.distributed import World
 from ddae.features import (
     AUGMENT_STREAM,
     TRAIN,
@@ -23,8 +32,10 @@ from ddae.features import (
     per_item_crop_flip,
     per_item_normal,
 )
+from ddae.finetune import TruncatedClassifier, finetune_dit
 from ddae.latents import (
     POSTERIOR_STREAM,
+    LatentData,
     cache_dit_features,
     cache_latents,
     dit_linear_probe,
@@ -35,7 +46,7 @@ from ddae.latents import (
 )
 from ddae.networks import build_network, count_parameters, network_spec
 from ddae.networks.dit import DiT, dit_parameter_count
-from ddae.official import import_official
+from ddae.official import STAND_IN_NOTE, import_official, write_stand_in
 from ddae.probing import grid_search
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -280,3 +291,193 @@ def test_dit_matches_diffusers_implementation_under_weight_mapping() -> None:
     with torch.no_grad():
         expected = theirs(x, timestep=t, class_labels=y).sample
         assert torch.allclose(ours.forward_full(x, t.float(), y), expected, atol=1e-4)
+
+
+# --- fine-tuning on cached latents (Table 7, DiT rows) ----------------------------------------
+
+
+@pytest.mark.parametrize("layer", [1, 2, 3])
+def test_truncated_dit_feature_equals_hooked_block_token_mean(layer: int) -> None:
+    """Fine-tuning features: clean latents, t fixed, null label, token mean of block k (exact)."""
+    net = _randomised(build_network({**TINY_DIT, "input_size": 8, "patch_size": 1}))
+    framework = build_framework({"kind": "ddpm", "timesteps": 1000})
+    x0 = torch.randn(3, 4, 8, 8)
+    classifier = TruncatedClassifier(net, framework, layer, 121, 1000, 10).eval()
+    sigma = torch.full((3,), framework.sigma_at_timestep(121, 1000), dtype=torch.float64)
+    seen = {}
+    name, block = net.decoder_blocks()[layer - 1]
+    handle = block.register_forward_hook(lambda m, i, o: seen.setdefault("tokens", o))
+    with torch.no_grad():
+        net(*framework.network_inputs(x0, sigma))  # null class label by default
+        got = classifier.features(x0)
+    handle.remove()
+    assert classifier.layer_name == name and got.shape == (3, 32)
+    assert torch.equal(got, seen["tokens"].mean(dim=1))
+
+
+@pytest.fixture(scope="module")
+def stand_in_latents(tmp_path_factory) -> dict[str, Path]:
+    """Stand-in VAE and DiT (`write_stand_in`) and 2 latent versions of 48 + 24 digits."""
+    folder = tmp_path_factory.mktemp("latents")
+    train_path, test_path = _tiny_splits(folder)
+    vae = write_stand_in("vae", folder / "vae", {}, seed=0)
+    latents = cache_latents(
+        vae,
+        train_path,
+        test_path,
+        {"views": 2, "image_size": 32, "batch_size": 48, "seed": 1},
+        folder / "latents",
+        progress=False,
+    )
+    checkpoint = write_stand_in("dit", folder / "dit.pt", TINY_DIT, seed=0)
+    return {"latents": latents, "checkpoint": checkpoint, "vae": vae}
+
+
+def test_dit_finetune_on_latents_writes_the_result(stand_in_latents, tmp_path: Path) -> None:
+    paths = stand_in_latents
+    out, metrics = tmp_path / "finetune" / "epoch0.json", tmp_path / "m.jsonl"
+    config = {"epochs": 2, "batch_size": 16, "lr": 8e-5, "optimizer": "adam"}
+    finetune_dit(
+        paths["checkpoint"], paths["latents"], 2, 121, 1000, config, out, metrics,
+        tmp_path / "state", processes=1, device="cpu", progress=False,
+    )  # fmt: skip
+    result = json.loads(out.read_text())
+    assert result["created_by"] == "finetune_dit" and result["checkpoint"] == str(
+        paths["checkpoint"]
+    )
+    assert result["latents"] == str(paths["latents"]) and "train" not in result
+    assert result["layer"] == 2 and result["layer_name"] == "blocks.1"
+    assert (result["t"], result["steps"], result["epochs"]) == (121, 1000, 2)
+    assert result["config"]["hflip"] is False and result["config"]["crop_padding"] == 0
+    assert [h["epoch"] for h in result["history"]] == [1, 2]
+    assert 0.0 <= result["test_accuracy"] <= 100.0 and result["history"][0]["loss"] > 0
+    assert len(metrics.read_text().splitlines()) == 2
+    assert not (tmp_path / "state" / PARTIAL_STATE).exists()
+    with pytest.raises(ConfigError, match="already augmented"):
+        finetune_dit(
+            paths["checkpoint"], paths["latents"], 2, 121, 1000, {**config, "hflip": True},
+            out, None, tmp_path / "s2", processes=1, device="cpu",
+        )  # fmt: skip
+    wrong = write_stand_in("dit", tmp_path / "wide.pt", {**TINY_DIT, "input_size": 8}, seed=0)
+    with pytest.raises(ConfigError, match="latents"):
+        finetune_dit(
+            wrong, paths["latents"], 2, 121, 1000, config, out, None, tmp_path / "s3",
+            processes=1, device="cpu",
+        )  # fmt: skip
+
+
+def test_latent_epochs_use_one_cached_version_per_image(stand_in_latents) -> None:
+    cache = load_latents(stand_in_latents["latents"])
+    data = LatentData(cache, epochs=3, seed=0, device="cpu")
+    indices = torch.arange(10, 26)
+    chosen = set()
+    for epoch in range(3):
+        x, labels = data.train_batch(indices, epoch, torch.Generator(), slice(4, 12))
+        rows = indices[4:12]
+        assert torch.equal(labels, torch.from_numpy(cache.train_labels[rows.numpy()]))
+        for row, latent in zip(rows.tolist(), x, strict=True):
+            versions = [
+                k
+                for k in range(2)
+                if torch.equal(latent, torch.from_numpy(cache.train[k, row].astype(np.float32)))
+            ]
+            assert versions, (epoch, row)  # an unmodified cached version: no flip or crop
+            chosen.update(versions)
+    assert chosen == {0, 1}
+    x, labels = data.test_batch(torch.tensor([3, 0]))
+    assert torch.equal(x[1], torch.from_numpy(cache.test[0].astype(np.float32)))
+
+
+def test_dit_finetune_resumes_bitwise(stand_in_latents, tmp_path: Path, monkeypatch) -> None:
+    net, framework, _ = load_network(stand_in_latents["checkpoint"])
+    config = ClassifierTrainingConfig(
+        epochs=2, batch_size=16, lr=1e-3, hflip=False, crop_padding=0, seed=0
+    )
+    cpu = World(rank=0, size=1, device=torch.device("cpu"))
+
+    def trainer() -> ClassifierTrainer:
+        data = LatentData(load_latents(stand_in_latents["latents"]), 2, 0, "cpu")
+
+        def build() -> torch.nn.Module:
+            fresh, _, _ = load_network(stand_in_latents["checkpoint"])
+            return TruncatedClassifier(fresh, framework, 2, 121, 1000, 10)
+
+        return ClassifierTrainer(build, data, None, config, cpu, {"id": "dit"})
+
+    straight = trainer()
+    history = straight.run(ClassifierOptions(progress=False))
+    state = tmp_path / "state"
+    options = ClassifierOptions(state_dir=state, snapshot_every_steps=2, progress=False)
+    real_step, calls = ClassifierTrainer.step, []
+
+    def interrupted_step(self, permutation):
+        calls.append(1)
+        if len(calls) == 5:  # epoch 2, step 2 of 3; last snapshot after step 4 (epoch 2, 1)
+            raise KeyboardInterrupt
+        real_step(self, permutation)
+
+    monkeypatch.setattr(ClassifierTrainer, "step", interrupted_step)
+    with pytest.raises(KeyboardInterrupt):
+        trainer().run(options)
+    monkeypatch.setattr(ClassifierTrainer, "step", real_step)
+    resumed = trainer()
+    assert resumed.resume(state) and resumed.state.step == 4 and resumed.state.epoch == 1
+    resumed_history = resumed.run(options)
+    for name, value in straight.network.state_dict().items():
+        assert torch.equal(resumed.network.state_dict()[name], value), name
+
+    def strip(h):
+        return [{k: v for k, v in e.items() if k != "seconds"} for e in h]
+
+    assert strip(history) == strip(resumed_history)
+
+
+def test_stand_in_dit_checkpoint_and_vae(stand_in_latents, tmp_path: Path) -> None:
+    payload = load_checkpoint(stand_in_latents["checkpoint"])
+    assert payload["source"]["kind"] == "stand-in" and payload["source"]["seed"] == 0
+    assert payload["source"]["note"] == STAND_IN_NOTE
+    net, framework, run = load_network(stand_in_latents["checkpoint"])
+    assert run["network"] == network_spec(build_network(TINY_DIT))
+    assert run["framework"]["kind"] == "ddpm" and framework.config.timesteps == 1000
+    # not the identity blocks of adaLN-Zero: the blocks change the tokens
+    x, labels = torch.randn(2, 4, 4, 4), torch.tensor([5.0, 120.0])
+    with torch.no_grad():
+        one, two = net.truncated(1)(x, labels), net.truncated(2)(x, labels)
+    assert not torch.allclose(one, two)
+    again = write_stand_in("dit", tmp_path / "again.pt", TINY_DIT, seed=0)
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(
+            load_checkpoint(again)["ema"].values(), payload["ema"].values(), strict=True
+        )
+    )
+    vae = load_vae(stand_in_latents["vae"])
+    assert json.loads((stand_in_latents["vae"] / "stand_in.json").read_text())["seed"] == 0
+    latents = load_latents(stand_in_latents["latents"])
+    assert latents.train.shape == (2, 48, 4, 4, 4) and np.isfinite(latents.train).all()
+    assert vae.config.latent_channels == 4
+    spread = float(latents.train.astype(np.float32).std())
+    assert 0.3 < spread < 3.0, spread  # like SD latents × 0.18215: about unit std, not noise
+    other = write_stand_in("vae", tmp_path / "vae1", {}, seed=1)
+    assert (other / "diffusion_pytorch_model.safetensors").read_bytes() != (
+        stand_in_latents["vae"] / "diffusion_pytorch_model.safetensors"
+    ).read_bytes()
+
+
+@pytest.mark.slow
+def test_dit_finetune_two_processes_follow_one(stand_in_latents, tmp_path: Path) -> None:
+    """torchrun with 2 gloo workers × 8 latents follows one process × 16 latents."""
+    config = {"epochs": 1, "batch_size": 16, "lr": 1e-4}
+    results = []
+    for processes in (1, 2):
+        out = tmp_path / f"{processes}.json"
+        finetune_dit(
+            stand_in_latents["checkpoint"], stand_in_latents["latents"], 2, 121, 1000, config,
+            out, None, tmp_path / f"state{processes}", processes=processes, device="cpu",
+            progress=False,
+        )  # fmt: skip
+        results.append(json.loads(out.read_text()))
+    one, two = results
+    assert (one["processes"], two["processes"]) == (1, 2)
+    assert two["history"][0]["loss"] == pytest.approx(one["history"][0]["loss"], rel=1e-4)
+    assert two["test_accuracy"] == pytest.approx(one["test_accuracy"], abs=100 / 24 + 1e-9)

@@ -396,3 +396,84 @@ def test_download_verifies_checksum(tmp_path: Path) -> None:
     with pytest.raises(OfficialImportError, match="expected"):
         download_official("edm", tmp_path / "bad.pkl", url=url, checksum="0" * 64)
     assert not (tmp_path / "bad.pkl").exists()
+
+
+# --- the expected run of config.yaml ----------------------------------------------------------
+
+TINY_UNET = {
+    "arch": "ddpm_unet",
+    "resolution": 16,
+    "base_channels": 32,
+    "channel_mult": [1, 2],
+    "num_blocks": 1,
+    "attn_resolutions": [8],
+    "dropout": 0.1,
+}
+
+
+def test_import_checks_the_expected_network_and_framework(tmp_path: Path) -> None:
+    folder = tmp_path / "ddpm"
+    _diffusers_ddpm_folder(folder)
+    # defaults filled in on both sides; the DDPM dropout is a training setting and ignored
+    expected = {"network": {**TINY_UNET, "dropout": 0.0}, "framework": {"kind": "ddpm"}}
+    dest = tmp_path / "ok.pt"
+    import_official("ddpm", folder, dest, expected=expected)
+    assert load_network(dest)[2]["network"]["base_channels"] == 32
+    bad = tmp_path / "bad.pt"
+    wider = {**expected, "network": {**TINY_UNET, "base_channels": 64}}
+    with pytest.raises(OfficialImportError, match=r"network\.base_channels .* 32, .* 64"):
+        import_official("ddpm", folder, bad, expected=wider)
+    shorter = {**expected, "framework": {"kind": "ddpm", "timesteps": 512}}
+    with pytest.raises(OfficialImportError, match=r"framework\.timesteps .* 1000, .* 512"):
+        import_official("ddpm", folder, bad, expected=shorter)
+    with pytest.raises(OfficialImportError, match=r"framework\.kind .* 'ddpm', .* 'edm'"):
+        import_official("ddpm", folder, bad, expected={"framework": {"kind": "edm"}})
+    with pytest.raises(OfficialImportError, match="unknown key 'training'"):
+        import_official("ddpm", folder, bad, expected={**expected, "training": {}})
+    assert not bad.exists()
+
+    pkl = tmp_path / "edm.pkl"
+    _edm_pickle(pkl, tmp_path / "marker")
+    edm_run = {"network": TINY_DDPMPP, "framework": {"kind": "edm", "sigma_data": 0.5}}
+    import_official("edm", pkl, tmp_path / "edm.pt", expected=edm_run)
+    with pytest.raises(OfficialImportError, match=r"network\.dropout .* 0\.1, .* 0\.13"):
+        import_official(
+            "edm",
+            pkl,
+            bad,
+            expected={**edm_run, "network": {**TINY_DDPMPP, "dropout": 0.13}},
+        )
+    assert not bad.exists()
+
+
+def test_dit_import_checks_the_expected_run(tmp_path: Path) -> None:
+    spec = {
+        "arch": "dit",
+        "input_size": 8,
+        "hidden_size": 32,
+        "depth": 3,
+        "num_heads": 4,
+        "num_classes": 10,
+    }
+    torch.manual_seed(0)
+    state_path = tmp_path / "DiT-tiny.pt"
+    torch.save(build_network(spec).state_dict(), state_path)
+    run = {"network": spec, "framework": {"kind": "ddpm", "timesteps": 1000}}
+    import_official("dit", state_path, tmp_path / "ok.pt", network=spec, expected=run)
+    with pytest.raises(OfficialImportError, match=r"network\.num_heads .* 4, .* 8"):
+        import_official(
+            "dit",
+            state_path,
+            tmp_path / "bad.pt",
+            network=spec,
+            expected={**run, "network": {**spec, "num_heads": 8}},
+        )
+    with pytest.raises(OfficialImportError, match=r"framework\.beta_max"):
+        import_official(
+            "dit",
+            state_path,
+            tmp_path / "bad.pt",
+            network=spec,
+            expected={**run, "framework": {"kind": "ddpm", "beta_max": 0.01}},
+        )
+    assert not (tmp_path / "bad.pt").exists()
