@@ -33,18 +33,7 @@ from ddae.features import TRAIN, DecoderFeatures, image_inputs, iter_features
 from ddae.networks import build_network, count_parameters
 
 CONFIG = Path(__file__).resolve().parents[1] / "config.yaml"
-TINY = {
-    "network": {
-        "arch": "ddpm_unet",
-        "resolution": 16,
-        "base_channels": 32,
-        "channel_mult": [1, 2],
-        "num_blocks": 1,
-        "attn_resolutions": [8],
-        "dropout": 0.1,
-    },
-    "framework": {"kind": "ddpm", "timesteps": 1000},
-}
+SMOKE_CONFIG = Path(__file__).resolve().parents[1] / "tests" / "smoke" / "config.yaml"
 TIMESTEP = {"ddpm": (11, 1000), "edm": (4, 18)}  # Table 9: DDPM 11/1000, EDM 4/18
 
 
@@ -126,7 +115,11 @@ def main() -> None:
         runs = yaml.safe_load(args.config.read_text())["pretraining"]
         networks = {name: runs[name] for name in ("cifar10_ddpm", "cifar10_edm")}
     else:
-        networks = {"tiny_ddpm_unet_16px": TINY}
+        networks = {
+            "tiny_ddpm_unet_16px": yaml.safe_load(SMOKE_CONFIG.read_text())["pretraining"][
+                "digits_ddpm"
+            ]
+        }
     precisions = [False, True] if device.type == "cuda" else [False]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"device {name}, batch {batch}, {batches} timed batches, torch {torch.__version__}")

@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 from torch import nn
 
 from ddae.checkpoints import load_network, save_checkpoint
@@ -41,15 +42,8 @@ from ddae.features import DecoderFeatures, cache_features
 from ddae.networks import build_network
 from ddae.probing import grid_search
 
-TINY = {
-    "arch": "ddpm_unet",
-    "resolution": 16,
-    "base_channels": 32,
-    "channel_mult": [1, 2],
-    "num_blocks": 1,
-    "attn_resolutions": [8],
-    "dropout": 0.1,
-}
+SMOKE_CONFIG = Path(__file__).resolve().parents[1] / "tests" / "smoke" / "config.yaml"
+TINY = yaml.safe_load(SMOKE_CONFIG.read_text())["pretraining"]["digits_ddpm"]["network"]
 BATCH = 128  # official: 128 per GPU (one "GPU" here); base lr 1e-3
 LR = 1e-3
 

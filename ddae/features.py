@@ -422,10 +422,7 @@ def write_feature_cache(
     meta.json (t, steps, checkpoint, created_by, ...). Returns the final directory.
     """
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.mkdir()
-    try:
+    with staged_dir(out_dir) as tmp:
         blocks = net.decoder_blocks()
         common = {
             "framework": framework,
@@ -492,11 +489,22 @@ def write_feature_cache(
             **meta,
         }
         (tmp / META_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    return out_dir
+
+
+@contextlib.contextmanager
+def staged_dir(out_dir: Path) -> Iterator[Path]:
+    """A fresh temporary sibling of ``out_dir`` to write into: moved onto ``out_dir`` when the
+    block ends without error, removed otherwise (a reader never sees a half-written cache)."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.mkdir()
+    try:
+        yield tmp
         _replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return out_dir
 
 
 def _replace_dir(source: Path, target: Path) -> None:
@@ -564,18 +572,8 @@ def cache_features(
 def load_feature_cache(path: str | Path) -> FeatureCache:
     """Open a directory written by `write_feature_cache` (arrays memory-mapped read-only)."""
     path = Path(path)
-    try:
-        meta = json.loads((path / META_FILE).read_text())
-        cache = FeatureCache(
-            path=path,
-            train=np.load(path / "train.npy", mmap_mode="r"),
-            test=np.load(path / "test.npy", mmap_mode="r"),
-            train_labels=np.load(path / "train_labels.npy"),
-            test_labels=np.load(path / "test_labels.npy"),
-            meta=meta,
-        )
-    except (OSError, ValueError, KeyError) as error:
-        raise FeatureError(f"{path}: not a readable feature cache ({error})") from error
+    cache = open_cache_dir(path, FeatureCache, FeatureError, "feature")
+    meta = cache.meta
     total = sum(layer["dim"] for layer in meta["layers"])
     views, num_train = meta["views"], len(cache.train_labels)
     if cache.train.shape != (views, num_train, total) or cache.test.shape != (
@@ -586,6 +584,23 @@ def load_feature_cache(path: str | Path) -> FeatureCache:
             f"{path}: arrays {cache.train.shape}, {cache.test.shape} do not match meta.json"
         )
     return cache
+
+
+def open_cache_dir(path: Path, cache_type: type, error_type: type[Exception], what: str) -> Any:
+    """``cache_type(path, train, test, train_labels, test_labels, meta)`` of a cache directory:
+    meta.json, the train/test arrays memory-mapped read-only and the labels; ``error_type`` when
+    something is missing or unreadable."""
+    try:
+        return cache_type(
+            path=path,
+            train=np.load(path / "train.npy", mmap_mode="r"),
+            test=np.load(path / "test.npy", mmap_mode="r"),
+            train_labels=np.load(path / "train_labels.npy"),
+            test_labels=np.load(path / "test_labels.npy"),
+            meta=json.loads((path / META_FILE).read_text()),
+        )
+    except (OSError, ValueError, KeyError) as error:
+        raise error_type(f"{path}: not a readable {what} cache ({error})") from error
 
 
 def feature_bytes(cache: FeatureCache) -> int:

@@ -27,7 +27,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -137,11 +137,32 @@ def _scratch_run(run: Mapping[str, Any], where: str = "run") -> dict[str, Any]:
     }
 
 
-def _submit(job: ClassifierJob) -> None:
+def _submit(
+    created_by: str,
+    config: Mapping[str, Any] | ClassifierTrainingConfig,
+    out_json: str | Path,
+    metrics_path: str | Path | None,
+    state_dir: str | Path,
+    **fields: Any,
+) -> None:
+    """Assemble the `ClassifierJob` (paths as strings, the config as a mapping), check its
+    config and run it, in this process or under torchrun."""
     from ddae.launch import run_job  # ddae.launch imports this module
 
+    job = ClassifierJob(
+        created_by=created_by,
+        config=_config_mapping(config),
+        out_json=str(out_json),
+        metrics=str(metrics_path) if metrics_path is not None else None,
+        state_dir=str(state_dir),
+        **fields,
+    )
     from_mapping(ClassifierTrainingConfig, job.config, f"{job.created_by}.config")
     run_job("classifier", job)
+
+
+def _config_mapping(config: Mapping[str, Any] | ClassifierTrainingConfig) -> dict[str, Any]:
+    return to_mapping(config) if isinstance(config, ClassifierTrainingConfig) else dict(config)
 
 
 def finetune(
@@ -164,17 +185,20 @@ def finetune(
     ``options``: snapshot_every_seconds, snapshot_every_steps, eval_every, progress.
     """
     _submit(
-        ClassifierJob(
-            created_by="finetune",
-            checkpoint=str(checkpoint),
-            layer=layer,
-            t=t,
-            steps=steps,
-            **_common(train_path, test_path, config, out_json, metrics_path, state_dir),
-            processes=processes,
-            device=device,
-            **options,
-        )
+        "finetune",
+        config,
+        out_json,
+        metrics_path,
+        state_dir,
+        checkpoint=str(checkpoint),
+        train=str(train_path),
+        test=str(test_path),
+        layer=layer,
+        t=t,
+        steps=steps,
+        processes=processes,
+        device=device,
+        **options,
     )
 
 
@@ -203,8 +227,7 @@ def finetune_dit(
     here and must stay off. The test latents are evaluated after every epoch. Result JSON as
     `finetune` plus ``latents``; resumable and multi-process in the same way.
     """
-    mapping = to_mapping(config) if isinstance(config, ClassifierTrainingConfig) else dict(config)
-    mapping = {"hflip": False, "crop_padding": 0, **mapping}
+    mapping = {"hflip": False, "crop_padding": 0, **_config_mapping(config)}
     if mapping["hflip"] or mapping["crop_padding"]:
         raise ConfigError(
             "training.hflip/crop_padding: the cached latent versions are already augmented "
@@ -212,21 +235,19 @@ def finetune_dit(
             "hflip: false and crop_padding: 0"
         )
     _submit(
-        ClassifierJob(
-            created_by="finetune_dit",
-            checkpoint=str(checkpoint),
-            latents=str(latent_dir),
-            layer=layer,
-            t=t,
-            steps=steps,
-            config=mapping,
-            out_json=str(out_json),
-            metrics=str(metrics_path) if metrics_path is not None else None,
-            state_dir=str(state_dir),
-            processes=processes,
-            device=device,
-            **options,
-        )
+        "finetune_dit",
+        mapping,
+        out_json,
+        metrics_path,
+        state_dir,
+        checkpoint=str(checkpoint),
+        latents=str(latent_dir),
+        layer=layer,
+        t=t,
+        steps=steps,
+        processes=processes,
+        device=device,
+        **options,
     )
 
 
@@ -247,17 +268,20 @@ def train_from_scratch(
 ) -> None:
     """Train the same truncated encoder from a random initialisation (Table 8, Figure 5)."""
     _submit(
-        ClassifierJob(
-            created_by="train_from_scratch",
-            run=_scratch_run(run),
-            layer=layer,
-            t=t,
-            steps=steps,
-            **_common(train_path, test_path, config, out_json, metrics_path, state_dir),
-            processes=processes,
-            device=device,
-            **options,
-        )
+        "train_from_scratch",
+        config,
+        out_json,
+        metrics_path,
+        state_dir,
+        run=_scratch_run(run),
+        train=str(train_path),
+        test=str(test_path),
+        layer=layer,
+        t=t,
+        steps=steps,
+        processes=processes,
+        device=device,
+        **options,
     )
 
 
@@ -280,53 +304,18 @@ def train_supervised_wrn(
         )
     network_config(network, "network")
     _submit(
-        ClassifierJob(
-            created_by="train_supervised_wrn",
-            network=dict(network),
-            **_common(train_path, test_path, config, out_json, metrics_path, state_dir),
-            processes=processes,
-            device=device,
-            **options,
-        )
+        "train_supervised_wrn",
+        config,
+        out_json,
+        metrics_path,
+        state_dir,
+        network=dict(network),
+        train=str(train_path),
+        test=str(test_path),
+        processes=processes,
+        device=device,
+        **options,
     )
-
-
-def _common(
-    train_path: str | Path,
-    test_path: str | Path,
-    config: Mapping[str, Any] | ClassifierTrainingConfig,
-    out_json: str | Path,
-    metrics_path: str | Path | None,
-    state_dir: str | Path,
-) -> dict[str, Any]:
-    mapping = to_mapping(config) if isinstance(config, ClassifierTrainingConfig) else dict(config)
-    return {
-        "train": str(train_path),
-        "test": str(test_path),
-        "config": mapping,
-        "out_json": str(out_json),
-        "metrics": str(metrics_path) if metrics_path is not None else None,
-        "state_dir": str(state_dir),
-    }
-
-
-def resolve_layer_t(
-    choice: Sequence[str | Path], layer_t: Mapping[str, Any] | None, steps: int | None
-) -> tuple[int, int, int]:
-    """(layer, t, steps) from a grid-search JSON (``choice``, one file) or the config."""
-    if choice:
-        if len(choice) != 1:
-            raise ConfigError(f"expected one grid-search choice file, got {list(choice)}")
-        data = json.loads(Path(choice[0]).read_text())
-        try:
-            return int(data["layer"]), int(data["t"]), int(data["steps"])
-        except KeyError as error:
-            raise ConfigError(f"{choice[0]}: grid choice has no {error.args[0]!r}") from error
-    if not isinstance(layer_t, Mapping) or set(layer_t) != {"layer", "t"}:
-        raise ConfigError(f"layer_t: expected {{layer, t}} when there is no grid, got {layer_t!r}")
-    if steps is None:
-        raise ConfigError("steps: required when layer_t is given")
-    return int(layer_t["layer"]), int(layer_t["t"]), int(steps)
 
 
 # --- the job, in every worker -----------------------------------------------------------------

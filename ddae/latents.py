@@ -34,9 +34,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +57,9 @@ from ddae.features import (
     InputsFor,
     image_inputs,
     item_seeds,
+    open_cache_dir,
     per_item_normal,
+    staged_dir,
     write_feature_cache,
 )
 from ddae.probing import VIEW_STREAM, LinearProbeConfig, _write_json, probe_in_the_loop
@@ -198,12 +197,9 @@ def cache_latents(
     vae = load_vae(vae_dir, device)
     train, test = ImageDataset.load(train_path), ImageDataset.load(test_path)
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.mkdir()
     side = cfg.image_size // 8
     channels = int(vae.config.latent_channels)
-    try:
+    with staged_dir(out_dir) as tmp:
         train_array = open_memmap(
             tmp / "train.npy", "w+", LATENT_DTYPE, (cfg.views, len(train), channels, side, side)
         )
@@ -263,12 +259,6 @@ def cache_latents(
             "created_by": "ddae.latents.cache_latents",
         }
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("cached %d latent versions of %s in %s", cfg.views, train_path, out_dir)
     return out_dir
 
@@ -276,18 +266,8 @@ def cache_latents(
 def load_latents(path: str | Path) -> LatentCache:
     """Open a directory written by `cache_latents` (arrays memory-mapped read-only)."""
     path = Path(path)
-    try:
-        meta = json.loads((path / META_FILE).read_text())
-        cache = LatentCache(
-            path=path,
-            train=np.load(path / "train.npy", mmap_mode="r"),
-            test=np.load(path / "test.npy", mmap_mode="r"),
-            train_labels=np.load(path / "train_labels.npy"),
-            test_labels=np.load(path / "test_labels.npy"),
-            meta=meta,
-        )
-    except (OSError, ValueError, KeyError) as error:
-        raise LatentError(f"{path}: not a readable latent cache ({error})") from error
+    cache = open_cache_dir(path, LatentCache, LatentError, "latent")
+    meta = cache.meta
     expected = (meta["views"], meta["num_train"], *meta["latent_shape"])
     if cache.train.shape != expected or len(cache.test) != meta["num_test"]:
         raise LatentError(f"{path}: arrays {cache.train.shape} do not match meta.json {expected}")

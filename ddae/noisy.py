@@ -46,7 +46,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -302,26 +302,53 @@ def train_noisy_head(
         bar.close()
 
         head.eval()
-        rows = []
-        for t_level in levels:
-            level_generator = _level_generator(device, cfg.seed, t_level)
-            hits = 0
-            for chunk in torch.arange(len(test_images), device=device).split(cfg.eval_batch_size):
-                x0 = to_model_range(test_images[chunk])
-                t = torch.full((len(chunk),), t_level, dtype=torch.long, device=device)
-                eps = torch.randn(x0.shape, generator=level_generator, device=device)
-                with torch.no_grad():
-                    logits = head(forward_features(features, x0, t, eps), t)
-                hits += int((logits.argmax(dim=1) == test_labels[chunk]).sum())
-            rows.append(_row(t_level, steps, float(sigmas[t_level - 1]), hits, len(test_images)))
+
+        def head_logits(x0: Tensor, t_level: int, eps: Tensor) -> Tensor:
+            t = torch.full((len(x0),), t_level, dtype=torch.long, device=device)
+            return head(forward_features(features, x0, t, eps), t)
+
+        rows = _accuracy_per_level(
+            head_logits,
+            test_images,
+            test_labels,
+            levels,
+            [float(sigmas[t_level - 1]) for t_level in levels],
+            steps,
+            cfg.eval_batch_size,
+            cfg.seed,
+            device,
+        )
     write_accuracy_csv(rows, out_csv)
     return rows
 
 
-def _row(t: int, steps: int, sigma: float, hits: int, total: int) -> dict[str, Any]:
-    accuracy = 100.0 * hits / total
-    log.info("t=%d/%d sigma=%.4g: test accuracy %.2f", t, steps, sigma, accuracy)
-    return {"t": t, "steps": steps, "sigma": sigma, "test_accuracy": accuracy}
+def _accuracy_per_level(
+    logits_for: Callable[[Tensor, int, Tensor], Tensor],
+    test_images: Tensor,
+    test_labels: Tensor,
+    levels: Sequence[int],
+    sigmas: Sequence[float],
+    steps: int,
+    batch_size: int,
+    seed: int,
+    device: torch.device,
+) -> list[dict[str, Any]]:
+    """Test accuracy at every noise level: ``logits_for(x0, t, ε)`` on the test images in
+    batches, with ε seeded per (seed, level); rows ``t, steps, sigma, test_accuracy``."""
+    rows = []
+    for t_level, sigma in zip(levels, sigmas, strict=True):
+        level_generator = _level_generator(device, seed, t_level)
+        hits = 0
+        for chunk in torch.arange(len(test_images), device=device).split(batch_size):
+            x0 = to_model_range(test_images[chunk])
+            eps = torch.randn(x0.shape, generator=level_generator, device=device)
+            with torch.no_grad():
+                logits = logits_for(x0, t_level, eps)
+            hits += int((logits.argmax(dim=1) == test_labels[chunk]).sum())
+        accuracy = 100.0 * hits / len(test_images)
+        log.info("t=%d/%d sigma=%.4g: test accuracy %.2f", t_level, steps, sigma, accuracy)
+        rows.append({"t": t_level, "steps": steps, "sigma": sigma, "test_accuracy": accuracy})
+    return rows
 
 
 # --- the noise-conditional WideResNet baseline -------------------------------------------------
@@ -476,18 +503,15 @@ def train_noisy_wrn(
     bar.close()
 
     model.eval()
-    rows = []
-    for t_level in levels:
-        level_generator = _level_generator(device, cfg.seed, t_level)
-        hits = 0
-        for chunk in torch.arange(len(test_images), device=device).split(500):
-            x0 = to_model_range(test_images[chunk])
-            level, condition = noise.test_level(t_level, len(chunk), device)
-            eps = torch.randn(x0.shape, generator=level_generator, device=device)
-            with torch.no_grad(), _autocast(device, cfg.bf16):
-                logits = model(prepare(noise.apply(x0, level, eps)), condition)
-            hits += int((logits.argmax(dim=1) == test_labels[chunk]).sum())
-        sigma = diffusion.sigma_at_timestep(t_level, steps)
-        rows.append(_row(t_level, steps, sigma, hits, len(test_images)))
+
+    def wrn_logits(x0: Tensor, t_level: int, eps: Tensor) -> Tensor:
+        level, condition = noise.test_level(t_level, len(x0), device)
+        with _autocast(device, cfg.bf16):
+            return model(prepare(noise.apply(x0, level, eps)), condition)
+
+    sigmas = [diffusion.sigma_at_timestep(t_level, steps) for t_level in levels]
+    rows = _accuracy_per_level(
+        wrn_logits, test_images, test_labels, levels, sigmas, steps, 500, cfg.seed, device
+    )
     write_accuracy_csv(rows, out_csv)
     return rows

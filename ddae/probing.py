@@ -613,7 +613,30 @@ def probe_in_the_loop(
 
 def layer_t_from_grid(path: str | Path, steps: int) -> tuple[int, int]:
     """(layer, t) of a `grid_search` JSON, checking that its ``steps`` matches ``steps``."""
-    record = json.loads(Path(path).read_text())
-    if int(record["steps"]) != int(steps):
-        raise ConfigError(f"{path}: grid search used steps={record['steps']}, config says {steps}")
-    return int(record["layer"]), int(record["t"])
+    layer, t, _ = resolve_layer_t([path], None, steps)
+    return layer, t
+
+
+def resolve_layer_t(
+    choice: Sequence[str | Path], layer_t: Mapping[str, Any] | None, steps: int | None
+) -> tuple[int, int, int]:
+    """(layer, t, steps) from a `grid_search` JSON (``choice``, one file) or the config's fixed
+    ``layer_t`` {layer, t} (e.g. Table 9); a grid's steps must match ``steps`` when given."""
+    if choice:
+        if len(choice) != 1:
+            raise ConfigError(f"expected one grid-search choice file, got {list(choice)}")
+        record = json.loads(Path(choice[0]).read_text())
+        try:
+            layer, t, grid_steps = int(record["layer"]), int(record["t"]), int(record["steps"])
+        except KeyError as error:
+            raise ConfigError(f"{choice[0]}: grid choice has no {error.args[0]!r}") from error
+        if steps is not None and grid_steps != int(steps):
+            raise ConfigError(
+                f"{choice[0]}: grid search used steps={grid_steps}, config says {steps}"
+            )
+        return layer, t, grid_steps
+    if not isinstance(layer_t, Mapping) or set(layer_t) != {"layer", "t"}:
+        raise ConfigError(f"layer_t: expected {{layer, t}} when there is no grid, got {layer_t!r}")
+    if steps is None:
+        raise ConfigError("steps: required when layer_t is given")
+    return int(layer_t["layer"]), int(layer_t["t"]), int(steps)

@@ -8,35 +8,15 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_DDPMPP, TINY_UNET, digits_subset, tiny_checkpoint
 from scipy.special import i0
 
 from ddae.alignment import CSV_COLUMNS, align_uniform, alignment, uniformity
-from ddae.checkpoints import load_network, save_checkpoint
+from ddae.checkpoints import load_network
 from ddae.configs import ConfigError
-from ddae.data import ImageDataset, load_digits
-from ddae.networks import build_network
 
-TINY_DDPM_UNET = {
-    "arch": "ddpm_unet",
-    "resolution": 16,
-    "base_channels": 32,
-    "channel_mult": [1, 2],
-    "num_blocks": 1,
-    "attn_resolutions": [8],
-    "dropout": 0.1,
-}
-TINY_DDPMPP = {
-    "arch": "ddpmpp",
-    "resolution": 16,
-    "model_channels": 16,
-    "channel_mult": [1, 2],
-    "num_blocks": 1,
-    "attn_resolutions": [8],
-    "dropout": 0.1,
-    "augment_dim": 9,
-}
 RUNS = {
-    "ddpm": {"network": TINY_DDPM_UNET, "framework": {"kind": "ddpm", "timesteps": 100}},
+    "ddpm": {"network": TINY_UNET, "framework": {"kind": "ddpm", "timesteps": 100}},
     "edm": {"network": TINY_DDPMPP, "framework": {"kind": "edm"}},
 }
 
@@ -87,22 +67,16 @@ def test_collapsed_features_have_uniformity_zero():
 
 @pytest.fixture(scope="module")
 def train_npz(tmp_path_factory):
-    train = load_digits(resolution=16)["train"]
-    path = tmp_path_factory.mktemp("data") / "train.npz"
-    ImageDataset(train.images[:20], train.labels[:20], train.classes).save(path)
-    return path
+    return digits_subset(tmp_path_factory.mktemp("data") / "train.npz", count=20)
 
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
     folder = tmp_path_factory.mktemp("checkpoints")
-    paths = {}
-    for name, run in RUNS.items():
-        torch.manual_seed(0)
-        network = build_network(run["network"])
-        paths[name] = folder / f"{name}.pt"
-        save_checkpoint({"run": run, "ema": network.state_dict()}, paths[name])
-    return paths
+    return {
+        name: tiny_checkpoint(folder / f"{name}.pt", run["network"], run["framework"])
+        for name, run in RUNS.items()
+    }
 
 
 def read_rows(path):

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_DDPMPP_8PX, TINY_UNET_8PX, tiny_probe_run
 
-from ddae.checkpoints import save_checkpoint
-from ddae.data import ImageDataset, load_digits
+from ddae.data import load_digits
 from ddae.diffusion import build_framework
 from ddae.features import (
     TRAIN,
@@ -26,34 +26,7 @@ from ddae.features import (
 )
 from ddae.networks import build_network
 
-TINY_UNET = {
-    "arch": "ddpm_unet",
-    "resolution": 8,
-    "base_channels": 32,
-    "channel_mult": [1, 2],
-    "num_blocks": 1,
-    "attn_resolutions": [4],
-    "dropout": 0.1,
-}
-TINY_DDPMPP = {
-    "arch": "ddpmpp",
-    "resolution": 8,
-    "model_channels": 8,
-    "channel_mult": [1, 2],
-    "num_blocks": 1,
-    "attn_resolutions": [4],
-    "dropout": 0.1,
-    "augment_dim": 9,
-}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The tiny convolutions run far faster single-threaded on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_net(spec):
@@ -75,7 +48,7 @@ def all_hooks(net) -> int:
     return sum(len(m._forward_hooks) for m in net.modules())
 
 
-@pytest.mark.parametrize("spec", [TINY_UNET, TINY_DDPMPP], ids=["ddpm_unet", "ddpmpp"])
+@pytest.mark.parametrize("spec", [TINY_UNET_8PX, TINY_DDPMPP_8PX], ids=["ddpm_unet", "ddpmpp"])
 def test_pooled_dims_match_decoder_blocks_and_hooks_are_removed(spec):
     net = tiny_net(spec)
     x = torch.randn(3, 3, 8, 8)
@@ -108,7 +81,7 @@ def test_pooled_dims_match_decoder_blocks_and_hooks_are_removed(spec):
 
 
 def test_hooks_are_removed_after_an_exception():
-    net = tiny_net(TINY_UNET)
+    net = tiny_net(TINY_UNET_8PX)
     with pytest.raises(ZeroDivisionError), DecoderFeatures(net):
         assert all_hooks(net) > 0
         _ = 1 / 0
@@ -149,7 +122,7 @@ def test_token_features_are_averaged_over_tokens():
 
 def extract(net, framework, images, batch_size, seed=0, view=0):
     inputs = image_inputs(images, hflip=True, crop_padding=2, key=(seed, TRAIN))
-    rows = torch.zeros(len(images), sum(expected_dims(TINY_UNET)))
+    rows = torch.zeros(len(images), sum(expected_dims(TINY_UNET_8PX)))
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(batch_size))
     batches = iter_features(
         framework,
@@ -168,7 +141,7 @@ def extract(net, framework, images, batch_size, seed=0, view=0):
 
 
 def test_features_do_not_depend_on_batch_size_or_order():
-    net = tiny_net(TINY_UNET)
+    net = tiny_net(TINY_UNET_8PX)
     framework = build_framework({"kind": "ddpm", "timesteps": 100})
     images = load_digits(8)["test"].images[:12]
     a = extract(net, framework, images, batch_size=12)
@@ -205,28 +178,18 @@ def test_item_seeds_are_distinct_and_stable():
 
 
 @pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory) -> tuple[Path, Path, Path]:
+def tiny_run(tmp_path_factory) -> tuple[Path, Path, Path]:
     """An untrained tiny DDPM UNet checkpoint and 24 train / 10 test 8×8 digits."""
-    root = tmp_path_factory.mktemp("features")
-    net = tiny_net(TINY_UNET)
-    run = {"network": TINY_UNET, "framework": {"kind": "ddpm", "timesteps": 100}}
-    save_checkpoint({"run": run, "ema": net.state_dict()}, root / "ckpt.pt")
-    digits = load_digits(8)
-    for split, count in [("train", 24), ("test", 10)]:
-        data = digits[split]
-        ImageDataset(data.images[:count], data.labels[:count], data.classes).save(
-            root / f"{split}.npz"
-        )
-    return root / "ckpt.pt", root / "train.npz", root / "test.npz"
+    return tiny_probe_run(tmp_path_factory.mktemp("features"), 24, 10)
 
 
-def test_cache_features_writes_fp16_views_and_meta(tiny_checkpoint, tmp_path):
-    checkpoint, train, test = tiny_checkpoint
+def test_cache_features_writes_fp16_views_and_meta(tiny_run, tmp_path):
+    checkpoint, train, test = tiny_run
     config = {"views": 3, "batch_size": 7, "seed": 4}
     out = cache_features(checkpoint, train, test, 11, 100, config, tmp_path / "t11", progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t11"]  # no temporary leftovers
     cache = load_feature_cache(out)
-    dims = expected_dims(TINY_UNET)
+    dims = expected_dims(TINY_UNET_8PX)
     assert cache.train.dtype == np.float16 and cache.test.dtype == np.float16
     assert cache.train.shape == (3, 24, sum(dims)) and cache.test.shape == (10, sum(dims))
     assert np.isfinite(cache.train).all() and np.isfinite(cache.test).all()
@@ -250,8 +213,8 @@ def test_cache_features_writes_fp16_views_and_meta(tiny_checkpoint, tmp_path):
     np.testing.assert_allclose(again.test, cache.test, rtol=2e-3, atol=1e-4)
 
 
-def test_unknown_config_keys_fail(tiny_checkpoint, tmp_path):
-    checkpoint, train, test = tiny_checkpoint
+def test_unknown_config_keys_fail(tiny_run, tmp_path):
+    checkpoint, train, test = tiny_run
     with pytest.raises(ValueError, match="vews"):
         cache_features(checkpoint, train, test, 1, 100, {"vews": 2}, tmp_path / "x")
     assert not any(tmp_path.iterdir())

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_DDPMPP, digits_subset, tiny_checkpoint
 from PIL import Image
 from torch import nn
 
-from ddae.checkpoints import save_checkpoint
 from ddae.configs import ConfigError
-from ddae.data import ImageDataset, load_digits
+from ddae.data import load_digits
 from ddae.feature_extractors import (
     INCEPTION_FILENAME,
     CleanFIDInception,
@@ -32,18 +32,6 @@ from ddae.fid import (
     save_statistics,
     write_reference_statistics,
 )
-from ddae.networks import build_network
-from ddae.training import normalize_run
-
-TINY_DDPMPP = {
-    "arch": "ddpmpp",
-    "resolution": 16,
-    "model_channels": 16,
-    "channel_mult": [1, 2],
-    "num_blocks": 1,
-    "attn_resolutions": [8],
-    "dropout": 0.0,
-}
 
 
 def random_stats(rng: np.random.Generator, n: int, d: int, shift: float = 0.0):
@@ -201,13 +189,11 @@ def test_random_conv_is_deterministic_and_offline():
 def tiny_run(tmp_path_factory) -> tuple[Path, Path]:
     """A random-weight EDM DDPM++ checkpoint and a 64-image training split, both at 16 px."""
     folder = tmp_path_factory.mktemp("run")
-    torch.manual_seed(0)
-    run = normalize_run({"network": TINY_DDPMPP, "framework": {"kind": "edm"}})
-    network = build_network(run["network"])
-    save_checkpoint({"run": run, "ema": network.state_dict()}, folder / "epoch1.pt")
-    train = load_digits(16)["train"]
-    ImageDataset(train.images[:64], train.labels[:64], train.classes).save(folder / "train.npz")
-    return folder / "epoch1.pt", folder / "train.npz"
+    network = {**TINY_DDPMPP, "dropout": 0.0}
+    return (
+        tiny_checkpoint(folder / "epoch1.pt", network, {"kind": "edm"}),
+        digits_subset(folder / "train.npz", count=64),
+    )
 
 
 SAMPLING = {"samples": 5, "sampler": "heun", "steps": 2, "batch_size": 3, "seed": 3}  # 3 evals

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_DDPMPP, TINY_UNET, digits_subset, tiny_checkpoint
 
-from ddae.checkpoints import CheckpointError, save_checkpoint
+from ddae.checkpoints import CheckpointError
 from ddae.classifier_training import (
     PARTIAL_STATE,
     ClassifierOptions,
@@ -17,41 +18,20 @@ from ddae.classifier_training import (
     lr_at_epoch,
 )
 from ddae.configs import ConfigError
-from ddae.data import ImageDataset, load_digits
+from ddae.data import ImageDataset
 from ddae.diffusion import build_framework
 from ddae.distributed import World
 from ddae.finetune import (
     TruncatedClassifier,
     finetune,
-    resolve_layer_t,
     train_from_scratch,
     train_supervised_wrn,
 )
 from ddae.networks import build_network, count_parameters
-from ddae.training import normalize_run
+from ddae.probing import resolve_layer_t
 
 CPU = World(rank=0, size=1, device=torch.device("cpu"))
 
-# tiny specs of tests/smoke/config.yaml
-TINY_UNET = {
-    "arch": "ddpm_unet",
-    "resolution": 16,
-    "base_channels": 32,
-    "channel_mult": [1, 2],
-    "num_blocks": 1,
-    "attn_resolutions": [8],
-    "dropout": 0.1,
-}
-TINY_DDPMPP = {
-    "arch": "ddpmpp",
-    "resolution": 16,
-    "model_channels": 16,
-    "channel_mult": [1, 2],
-    "num_blocks": 1,
-    "attn_resolutions": [8],
-    "dropout": 0.1,
-    "augment_dim": 9,
-}
 FRAMEWORKS = {
     "ddpm": ({"kind": "ddpm", "timesteps": 1000}, 11, 1000),
     "edm": ({"kind": "edm"}, 4, 18),
@@ -63,24 +43,9 @@ TINY_WRN = {"arch": "wide_resnet", "depth": 10, "widen_factor": 1}
 def digits(tmp_path_factory) -> dict[str, Path]:
     """Digits at 16 px: the full splits and a 128-image training subset."""
     folder = tmp_path_factory.mktemp("digits")
-    splits = load_digits(resolution=16)
-    paths = {}
-    for name, split in splits.items():
-        paths[name] = folder / f"{name}.npz"
-        split.save(paths[name])
-    train = splits["train"]
-    paths["small"] = folder / "small.npz"
-    ImageDataset(train.images[:128], train.labels[:128], train.classes).save(paths["small"])
+    paths = {name: digits_subset(folder / f"{name}.npz", name) for name in ("train", "test")}
+    paths["small"] = digits_subset(folder / "small.npz", count=128)
     return paths
-
-
-def tiny_checkpoint(path: Path, network: dict, framework: dict) -> Path:
-    """A checkpoint of a randomly initialised tiny network (fine-tuning does not care)."""
-    torch.manual_seed(1)
-    run = normalize_run({"network": network, "framework": framework})
-    weights = build_network(run["network"]).state_dict()
-    save_checkpoint({"run": run, "ema": weights, "model": weights}, path)
-    return path
 
 
 def hooked_feature(network, framework, x0, layer, t, steps) -> torch.Tensor:
@@ -165,7 +130,9 @@ def test_lr_schedule_follows_official_warmup_and_cosine():
 
 
 def test_finetune_learns_digits(digits, tmp_path):
-    checkpoint = tiny_checkpoint(tmp_path / "edm.pt", TINY_DDPMPP, {"kind": "edm"})
+    checkpoint = tiny_checkpoint(
+        tmp_path / "edm.pt", TINY_DDPMPP, {"kind": "edm"}, seed=1, model=True
+    )
     config = {"epochs": 3, "batch_size": 64, "lr": 1e-3, "hflip": False, "crop_padding": 1}
     out = tmp_path / "finetune" / "epoch2.json"
     metrics = tmp_path / "metrics.jsonl"
@@ -282,6 +249,9 @@ def test_layer_t_comes_from_the_grid_or_the_config(tmp_path):
     grid = tmp_path / "epoch2.json"
     grid.write_text(json.dumps({"layer": 6, "layer_name": "x", "t": 4, "steps": 18}))
     assert resolve_layer_t([str(grid)], None, None) == (6, 4, 18)
+    assert resolve_layer_t([str(grid)], None, 18) == (6, 4, 18)
+    with pytest.raises(ConfigError, match="steps=18, config says 1000"):
+        resolve_layer_t([str(grid)], None, 1000)
     assert resolve_layer_t([], {"layer": 7, "t": 11}, 1000) == (7, 11, 1000)
     with pytest.raises(ConfigError, match="layer_t"):
         resolve_layer_t([], None, 1000)
@@ -291,7 +261,7 @@ def test_layer_t_comes_from_the_grid_or_the_config(tmp_path):
 def test_launcher_runs_a_two_process_finetune(digits, tmp_path):
     """torchrun with 2 gloo workers × 32 images follows one process × 64 images."""
     network = {**TINY_DDPMPP, "dropout": 0.0}
-    checkpoint = tiny_checkpoint(tmp_path / "edm.pt", network, {"kind": "edm"})
+    checkpoint = tiny_checkpoint(tmp_path / "edm.pt", network, {"kind": "edm"}, seed=1, model=True)
     config = {"epochs": 1, "batch_size": 64, "lr": 1e-4, "hflip": False}
     results = []
     for processes in (1, 2):

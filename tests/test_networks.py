@@ -39,13 +39,7 @@ PARAMETER_COUNTS = {  # DESIGN.md section 5, counted on the official implementat
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Tiny forwards are dominated by thread start-up and contention on a shared 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TINY_DDPMPP, TINY_UNET, digits_subset, tiny_checkpoint
 
-from ddae.checkpoints import save_checkpoint
 from ddae.configs import ConfigError
-from ddae.data import ImageDataset, load_digits
 from ddae.diffusion import build_framework
 from ddae.networks import build_network, count_parameters, network_spec
 from ddae.networks.noisy_wide_resnet import NoisyWideResNet
@@ -27,25 +26,6 @@ from ddae.noisy import (
     train_noisy_wrn,
 )
 
-TINY_UNET = {  # tests/smoke/config.yaml
-    "arch": "ddpm_unet",
-    "resolution": 16,
-    "base_channels": 32,
-    "channel_mult": [1, 2],
-    "num_blocks": 1,
-    "attn_resolutions": [8],
-    "dropout": 0.1,
-}
-TINY_DDPMPP = {
-    "arch": "ddpmpp",
-    "resolution": 16,
-    "model_channels": 16,
-    "channel_mult": [1, 2],
-    "num_blocks": 1,
-    "attn_resolutions": [8],
-    "dropout": 0.1,
-    "augment_dim": 9,
-}
 TINY_WRN = {
     "arch": "noisy_wide_resnet",
     "depth": 10,
@@ -67,34 +47,17 @@ QUICK_WRN = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory) -> tuple[Path, Path]:
     """A 300 / 200 subset of the 16×16 digits (keeps every forward pass tiny)."""
     root = tmp_path_factory.mktemp("digits")
-    splits = load_digits(16)
-    paths = []
-    for name, count in (("train", 300), ("test", 200)):
-        split = splits[name]
-        subset = ImageDataset(split.images[:count], split.labels[:count], split.classes)
-        subset.save(root / f"{name}.npz")
-        paths.append(root / f"{name}.npz")
-    return paths[0], paths[1]
-
-
-def tiny_checkpoint(path: Path, network: dict, framework: dict) -> Path:
-    torch.manual_seed(0)
-    net = build_network(network)
-    run = {"network": network_spec(net), "framework": framework}
-    save_checkpoint({"run": run, "ema": net.state_dict()}, path)
-    return path
+    return (
+        digits_subset(root / "train.npz", "train", 300),
+        digits_subset(root / "test.npz", "test", 200),
+    )
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_DDPMPP, TINY_UNET
 from torch import nn
 
 from ddae.checkpoints import load_checkpoint, load_network
@@ -31,17 +32,6 @@ from ddae.official import (
 )
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-TINY_DDPMPP = {
-    "arch": "ddpmpp",
-    "resolution": 16,
-    "model_channels": 16,
-    "channel_mult": [1, 2],
-    "num_blocks": 1,
-    "attn_resolutions": [8],
-    "dropout": 0.1,
-    "augment_dim": 9,
-}
 
 
 # --- DDPM: diffusers folder -------------------------------------------------------------------
@@ -399,16 +389,6 @@ def test_download_verifies_checksum(tmp_path: Path) -> None:
 
 
 # --- the expected run of config.yaml ----------------------------------------------------------
-
-TINY_UNET = {
-    "arch": "ddpm_unet",
-    "resolution": 16,
-    "base_channels": 32,
-    "channel_mult": [1, 2],
-    "num_blocks": 1,
-    "attn_resolutions": [8],
-    "dropout": 0.1,
-}
 
 
 def test_import_checks_the_expected_network_and_framework(tmp_path: Path) -> None:

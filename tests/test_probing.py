@@ -8,12 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_probe_run
 
-from ddae.checkpoints import save_checkpoint
 from ddae.configs import ConfigError
-from ddae.data import ImageDataset, load_digits
 from ddae.features import cache_features
-from ddae.networks import build_network
 from ddae.probing import (
     GRID_CSV_COLUMNS,
     ProbeConfig,
@@ -23,23 +21,7 @@ from ddae.probing import (
     linear_probe,
 )
 
-TINY_UNET = {
-    "arch": "ddpm_unet",
-    "resolution": 8,
-    "base_channels": 32,
-    "channel_mult": [1, 2],
-    "num_blocks": 1,
-    "attn_resolutions": [4],
-    "dropout": 0.1,
-}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def synthetic(num_train, num_test, dim, classes, views=2, separable=True, seed=0):
@@ -128,18 +110,7 @@ def test_lr_schedule_is_per_epoch_cosine_with_gpu_scaling():
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> tuple[Path, Path, Path]:
     """An untrained tiny DDPM UNet checkpoint (T = 100) and 48 train / 20 test 8×8 digits."""
-    root = tmp_path_factory.mktemp("probing")
-    torch.manual_seed(0)
-    net = build_network(TINY_UNET)
-    run = {"network": TINY_UNET, "framework": {"kind": "ddpm", "timesteps": 100}}
-    save_checkpoint({"run": run, "ema": net.state_dict()}, root / "ckpt.pt")
-    digits = load_digits(8)
-    for split, count in [("train", 48), ("test", 20)]:
-        data = digits[split]
-        ImageDataset(data.images[:count], data.labels[:count], data.classes).save(
-            root / f"{split}.npz"
-        )
-    return root / "ckpt.pt", root / "train.npz", root / "test.npz"
+    return tiny_probe_run(tmp_path_factory.mktemp("probing"), 48, 20)
 
 
 def test_grid_search_end_to_end(tiny_run, tmp_path):

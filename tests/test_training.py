@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_DDPMPP, TINY_UNET, digits_subset
 
 from ddae.checkpoints import CheckpointError, load_checkpoint, load_network
 from ddae.data import ImageDataset, load_digits
@@ -31,27 +32,8 @@ from ddae.training import (
 
 CPU = World(rank=0, size=1, device=torch.device("cpu"))
 
-TINY_DDPM_UNET = {
-    "arch": "ddpm_unet",
-    "resolution": 16,
-    "base_channels": 32,
-    "channel_mult": [1, 2],
-    "num_blocks": 1,
-    "attn_resolutions": [8],
-    "dropout": 0.1,
-}
-TINY_DDPMPP = {
-    "arch": "ddpmpp",
-    "resolution": 16,
-    "model_channels": 16,
-    "channel_mult": [1, 2],
-    "num_blocks": 1,
-    "attn_resolutions": [8],
-    "dropout": 0.1,
-    "augment_dim": 9,
-}
 DDPM_RUN = {
-    "network": TINY_DDPM_UNET,
+    "network": TINY_UNET,
     "framework": {"kind": "ddpm", "timesteps": 100},
     "training": {"batch_size": 16, "lr": 1e-3, "warmup_epochs": 2, "ema_decay": 0.9},
 }
@@ -72,10 +54,7 @@ EDM_RUN = {
 @pytest.fixture(scope="module")
 def digits16(tmp_path_factory) -> Path:
     """64 training digits at 16×16 (4 steps per epoch at batch 16)."""
-    train = load_digits(resolution=16)["train"]
-    path = tmp_path_factory.mktemp("data") / "train.npz"
-    ImageDataset(train.images[:64], train.labels[:64], train.classes).save(path)
-    return path
+    return digits_subset(tmp_path_factory.mktemp("data") / "train.npz", count=64)
 
 
 def assert_same_weights(a: dict, b: dict) -> None:
@@ -270,7 +249,7 @@ def test_config_errors_name_the_key():
     with pytest.raises(ValueError, match=r"run.training: unknown key 'learning_rate'"):
         normalize_run({**DDPM_RUN, "training": {"learning_rate": 1e-4}})
     with pytest.raises(ValueError, match=r"run.network.channel_mult\[1\]: expected an integer"):
-        normalize_run({**DDPM_RUN, "network": {**TINY_DDPM_UNET, "channel_mult": [1, "2"]}})
+        normalize_run({**DDPM_RUN, "network": {**TINY_UNET, "channel_mult": [1, "2"]}})
     with pytest.raises(ValueError, match="augment_dim"):
         normalize_run({**DDPM_RUN, "training": {"augment_p": 0.12}})
 
@@ -285,7 +264,7 @@ def test_two_process_ddp_matches_one_process(digits16, tmp_path):
     to the gradients and the two runs agree to float32 rounding.
     """
     training = {**DDPM_RUN["training"], "adam_eps": 1e-4}
-    run = {"network": {**TINY_DDPM_UNET, "dropout": 0.0}, "framework": DDPM_RUN["framework"]}
+    run = {"network": {**TINY_UNET, "dropout": 0.0}, "framework": DDPM_RUN["framework"]}
     common = {
         "run": {**run, "training": training},
         "dataset": str(digits16),

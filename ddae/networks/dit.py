@@ -308,8 +308,7 @@ class DiT(nn.Module):
         class_labels: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """ε̂ for latents ``x`` (B, C, H, W) at 0-based DDPM steps ``noise_labels`` (B,)."""
-        if augment_labels is not None:
-            raise ValueError("DiT has no augmentation input; augment_labels must be None")
+        _no_augment_labels(augment_labels)
         return self.forward_full(x, noise_labels, class_labels)[:, : self.in_channels]
 
     def decoder_blocks(self) -> list[tuple[str, nn.Module]]:
@@ -339,6 +338,10 @@ class DiTEncoder(nn.Module):
     layer are not part of it.
     """
 
+    # the DiT's own input embedding (null class label by default) on the shared modules
+    null_labels = DiT.null_labels
+    embed = DiT.embed
+
     def __init__(self, dit: DiT, layer: int) -> None:
         super().__init__()
         if not 1 <= layer <= dit.config.depth:
@@ -361,20 +364,17 @@ class DiTEncoder(nn.Module):
         augment_labels: torch.Tensor | None = None,
         class_labels: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        if augment_labels is not None:
-            raise ValueError("DiT has no augmentation input; augment_labels must be None")
-        if class_labels is None:
-            class_labels = torch.full(
-                (x.shape[0],), self.config.num_classes, dtype=torch.long, device=x.device
-            )
-        tokens = self.x_embedder(x) + self.pos_embed
-        c = self.t_embedder(noise_labels.reshape(-1).expand(x.shape[0])) + self.y_embedder(
-            class_labels
-        )
+        _no_augment_labels(augment_labels)
+        tokens, c = self.embed(x, noise_labels, class_labels)
         for block in self.blocks:
             tokens = block(tokens, c)  # (B, N, hidden)
         batch, _, hidden = tokens.shape
         return tokens.transpose(1, 2).reshape(batch, hidden, self.grid, self.grid)
+
+
+def _no_augment_labels(augment_labels: torch.Tensor | None) -> None:
+    if augment_labels is not None:
+        raise ValueError("DiT has no augmentation input; augment_labels must be None")
 
 
 def dit_parameter_count(config: DiT.Config) -> int:

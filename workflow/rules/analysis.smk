@@ -19,6 +19,8 @@ rule align_uniform:
         gpu_slot=lambda wildcards: min(evaluation_gpus(wildcards), 1),
     log:
         "logs/{dataset}/{run}/align_uniform_epoch{epoch}.log",
+    benchmark:
+        "logs/{dataset}/{run}/align_uniform_epoch{epoch}.benchmark.tsv",
     conda:
         "../../envs/ddae.yaml"
     script:
@@ -43,6 +45,8 @@ rule noisy_classifier:
         gpu_slot=lambda wildcards: min(evaluation_gpus(wildcards), 1),
     log:
         "logs/{dataset}/{run}/noisy_classifier_epoch{epoch}.log",
+    benchmark:
+        "logs/{dataset}/{run}/noisy_classifier_epoch{epoch}.benchmark.tsv",
     conda:
         "../../envs/ddae.yaml"
     script:
@@ -68,6 +72,8 @@ rule noisy_wrn:
         gpu_slot=lambda wildcards: min(noisy_baseline(wildcards)["gpus"], 1),
     log:
         "logs/{dataset}/noisy_wrn_{perturbation}.log",
+    benchmark:
+        "logs/{dataset}/noisy_wrn_{perturbation}.benchmark.tsv",
     conda:
         "../../envs/ddae.yaml"
     script:

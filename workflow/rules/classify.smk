@@ -26,6 +26,8 @@ rule finetune:
         gpu_slot=lambda wildcards: min(training_gpus(wildcards), 1),
     log:
         "logs/{dataset}/{run}/finetune_epoch{epoch}.log",
+    benchmark:
+        "logs/{dataset}/{run}/finetune_epoch{epoch}.benchmark.tsv",
     conda:
         "../../envs/ddae.yaml"
     script:
@@ -53,6 +55,8 @@ rule scratch:
         gpu_slot=lambda wildcards: min(training_gpus(wildcards), 1),
     log:
         "logs/{dataset}/{run}/scratch.log",
+    benchmark:
+        "logs/{dataset}/{run}/scratch.benchmark.tsv",
     conda:
         "../../envs/ddae.yaml"
     script:
@@ -75,6 +79,8 @@ rule supervised_wrn:
         gpu_slot=lambda wildcards: min(supervised_baseline(wildcards)["gpus"], 1),
     log:
         "logs/{dataset}/supervised_wrn.log",
+    benchmark:
+        "logs/{dataset}/supervised_wrn.benchmark.tsv",
     conda:
         "../../envs/ddae.yaml"
     script:

@@ -12,6 +12,8 @@ rule download_cifar10:
         directory(DOWNLOADED_SOURCES["cifar10"]),
     log:
         "logs/download_cifar10.log",
+    benchmark:
+        "logs/download_cifar10.benchmark.tsv",
     conda:
         "../../envs/ddae.yaml"
     script:
@@ -23,6 +25,8 @@ rule download_tiny_imagenet:
         DOWNLOADED_SOURCES["tiny_imagenet"],
     log:
         "logs/download_tiny_imagenet.log",
+    benchmark:
+        "logs/download_tiny_imagenet.benchmark.tsv",
     conda:
         "../../envs/ddae.yaml"
     script:
@@ -39,6 +43,8 @@ rule prepare_dataset:
         resolution=lambda wildcards: DATASETS[wildcards.dataset]["resolution"],
     log:
         "logs/prepare_{dataset}.log",
+    benchmark:
+        "logs/prepare_{dataset}.benchmark.tsv",
     conda:
         "../../envs/ddae.yaml"
     script:

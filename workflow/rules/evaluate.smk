@@ -18,6 +18,8 @@ rule download_inception:
         checksum="f58cb9b6ec323ed63459aa4fb441fe750cfe39fafad6da5cb504a16f19e958f4",
     log:
         "logs/download_inception.log",
+    benchmark:
+        "logs/download_inception.benchmark.tsv",
     conda:
         "../../envs/ddae.yaml"
     script:
@@ -38,6 +40,8 @@ rule fid_reference:
         gpu_slot=min(FID.get("gpus", 1), 1),
     log:
         "logs/{dataset}/fid_reference.log",
+    benchmark:
+        "logs/{dataset}/fid_reference.benchmark.tsv",
     conda:
         "../../envs/ddae.yaml"
     script:
@@ -60,6 +64,8 @@ rule sample_fid:
         gpu_slot=lambda wildcards: min(evaluation_gpus(wildcards), 1),
     log:
         "logs/{dataset}/{run}/sample_fid_epoch{epoch}.log",
+    benchmark:
+        "logs/{dataset}/{run}/sample_fid_epoch{epoch}.benchmark.tsv",
     conda:
         "../../envs/ddae.yaml"
     script:
@@ -85,6 +91,8 @@ rule cache_features:
         gpu_slot=lambda wildcards: min(evaluation_gpus(wildcards), 1),
     log:
         "logs/{dataset}/{run}/cache_features_epoch{epoch}_t{t}.log",
+    benchmark:
+        "logs/{dataset}/{run}/cache_features_epoch{epoch}_t{t}.benchmark.tsv",
     conda:
         "../../envs/ddae.yaml"
     script:
@@ -104,6 +112,8 @@ rule grid_search:
         gpu_slot=lambda wildcards: min(evaluation_gpus(wildcards), 1),
     log:
         "logs/{dataset}/{run}/grid_search_epoch{epoch}.log",
+    benchmark:
+        "logs/{dataset}/{run}/grid_search_epoch{epoch}.benchmark.tsv",
     conda:
         "../../envs/ddae.yaml"
     script:
@@ -130,6 +140,8 @@ rule linear_probe:
         gpu_slot=lambda wildcards: min(evaluation_gpus(wildcards), 1),
     log:
         "logs/{dataset}/{run}/linear_probe_epoch{epoch}.log",
+    benchmark:
+        "logs/{dataset}/{run}/linear_probe_epoch{epoch}.benchmark.tsv",
     conda:
         "../../envs/ddae.yaml"
     script:

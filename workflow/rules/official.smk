@@ -23,6 +23,8 @@ rule download_official_file:
         kind=lambda wildcards: official_kind_of(wildcards.file),
     log:
         "logs/download_official_{file}.log",
+    benchmark:
+        "logs/download_official_{file}.benchmark.tsv",
     conda:
         "../../envs/ddae.yaml"
     script:
@@ -38,6 +40,8 @@ rule download_official_folder:
         kind=lambda wildcards: official_kind_of(wildcards.folder),
     log:
         "logs/download_official_{folder}.log",
+    benchmark:
+        "logs/download_official_{folder}.benchmark.tsv",
     conda:
         "../../envs/ddae.yaml"
     script:
@@ -60,6 +64,8 @@ rule import_official:
         network=lambda wildcards: dit_network(wildcards),
     log:
         "logs/{dataset}/{run}/import_official_epoch{epoch}.log",
+    benchmark:
+        "logs/{dataset}/{run}/import_official_epoch{epoch}.benchmark.tsv",
     conda:
         "../../envs/ddae.yaml"
     script:
@@ -77,6 +83,8 @@ rule stand_in_checkpoint:
         seed=lambda wildcards: pretraining_run(wildcards)["source"].get("seed", 0),
     log:
         "logs/{dataset}/{run}/stand_in_epoch{epoch}.log",
+    benchmark:
+        "logs/{dataset}/{run}/stand_in_epoch{epoch}.benchmark.tsv",
     conda:
         "../../envs/ddae.yaml"
     script:
@@ -92,6 +100,8 @@ rule stand_in_vae:
         seed=0,
     log:
         "logs/stand_in_vae.log",
+    benchmark:
+        "logs/stand_in_vae.benchmark.tsv",
     conda:
         "../../envs/ddae.yaml"
     script:
@@ -112,6 +122,8 @@ rule cache_latents:
         gpu_slot=lambda wildcards: min(evaluation_gpus(wildcards), 1),
     log:
         "logs/{dataset}/{run}/cache_latents.log",
+    benchmark:
+        "logs/{dataset}/{run}/cache_latents.benchmark.tsv",
     conda:
         "../../envs/ddae.yaml"
     script:
@@ -135,6 +147,8 @@ rule cache_dit_features:
         gpu_slot=lambda wildcards: min(evaluation_gpus(wildcards), 1),
     log:
         "logs/{dataset}/{run}/cache_features_epoch{epoch}_t{t}.log",
+    benchmark:
+        "logs/{dataset}/{run}/cache_features_epoch{epoch}_t{t}.benchmark.tsv",
     conda:
         "../../envs/ddae.yaml"
     script:
@@ -160,6 +174,8 @@ rule dit_linear_probe:
         gpu_slot=lambda wildcards: min(evaluation_gpus(wildcards), 1),
     log:
         "logs/{dataset}/{run}/linear_probe_epoch{epoch}.log",
+    benchmark:
+        "logs/{dataset}/{run}/linear_probe_epoch{epoch}.benchmark.tsv",
     conda:
         "../../envs/ddae.yaml"
     script:
@@ -186,6 +202,8 @@ rule dit_finetune:
         gpu_slot=lambda wildcards: min(training_gpus(wildcards), 1),
     log:
         "logs/{dataset}/{run}/finetune_epoch{epoch}.log",
+    benchmark:
+        "logs/{dataset}/{run}/finetune_epoch{epoch}.benchmark.tsv",
     conda:
         "../../envs/ddae.yaml"
     script:

@@ -43,6 +43,8 @@ rule pretrain:
         snapshot_seconds=snapshot_seconds,
     log:
         "logs/{dataset}/{run}/pretrain_epoch{epoch}.log",
+    benchmark:
+        "logs/{dataset}/{run}/pretrain_epoch{epoch}.benchmark.tsv",
     conda:
         "../../envs/ddae.yaml"
     script:
@@ -62,3 +64,5 @@ use rule pretrain as pretrain_segment with:
         snapshot_seconds=snapshot_seconds,
     log:
         "logs/{dataset}/{run}/pretrain_segment_epoch{epoch}.log",
+    benchmark:
+        "logs/{dataset}/{run}/pretrain_segment_epoch{epoch}.benchmark.tsv",

@@ -13,6 +13,8 @@ rule table2:
         results=comparison_results(),
     log:
         "logs/table2.log",
+    benchmark:
+        "logs/table2.benchmark.tsv",
     conda:
         "../../envs/ddae.yaml"
     script:
@@ -29,6 +31,8 @@ rule table3:
         results=comparison_results(),
     log:
         "logs/table3.log",
+    benchmark:
+        "logs/table3.benchmark.tsv",
     conda:
         "../../envs/ddae.yaml"
     script:
@@ -45,6 +49,8 @@ rule table4:
         results=comparison_results(),
     log:
         "logs/table4.log",
+    benchmark:
+        "logs/table4.benchmark.tsv",
     conda:
         "../../envs/ddae.yaml"
     script:
@@ -59,6 +65,8 @@ rule table6:
         columns=settings_columns("linear_probe"),
     log:
         "logs/table6.log",
+    benchmark:
+        "logs/table6.benchmark.tsv",
     conda:
         "../../envs/ddae.yaml"
     script:
@@ -73,6 +81,8 @@ rule table7:
         columns=settings_columns("finetune"),
     log:
         "logs/table7.log",
+    benchmark:
+        "logs/table7.benchmark.tsv",
     conda:
         "../../envs/ddae.yaml"
     script:
@@ -87,6 +97,8 @@ rule table8:
         columns=settings_columns("scratch"),
     log:
         "logs/table8.log",
+    benchmark:
+        "logs/table8.benchmark.tsv",
     conda:
         "../../envs/ddae.yaml"
     script:
@@ -104,6 +116,8 @@ rule table9:
         columns=table9_columns(),
     log:
         "logs/table9.log",
+    benchmark:
+        "logs/table9.benchmark.tsv",
     conda:
         "../../envs/ddae.yaml"
     script:
@@ -122,6 +136,8 @@ rule layer_choice:
         runs=layer_choice_runs(),
     log:
         "logs/layer_choice.log",
+    benchmark:
+        "logs/layer_choice.benchmark.tsv",
     conda:
         "../../envs/ddae.yaml"
     script:
@@ -139,6 +155,8 @@ rule figure2:
         paper=figure2_paper(),
     log:
         "logs/figure2.log",
+    benchmark:
+        "logs/figure2.benchmark.tsv",
     conda:
         "../../envs/ddae.yaml"
     script:
@@ -155,6 +173,8 @@ rule figure3:
         series=figure3_series(),
     log:
         "logs/figure3.log",
+    benchmark:
+        "logs/figure3.benchmark.tsv",
     conda:
         "../../envs/ddae.yaml"
     script:
@@ -171,6 +191,8 @@ rule figure4:
         series=figure4_series(),
     log:
         "logs/figure4.log",
+    benchmark:
+        "logs/figure4.benchmark.tsv",
     conda:
         "../../envs/ddae.yaml"
     script:
@@ -187,6 +209,8 @@ rule figure5:
         panels=figure5_panels(),
     log:
         "logs/figure5.log",
+    benchmark:
+        "logs/figure5.benchmark.tsv",
     conda:
         "../../envs/ddae.yaml"
     script:
@@ -203,6 +227,8 @@ rule figure6:
         panels=figure6_panels(),
     log:
         "logs/figure6.log",
+    benchmark:
+        "logs/figure6.benchmark.tsv",
     conda:
         "../../envs/ddae.yaml"
     script:

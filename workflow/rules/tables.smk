@@ -9,6 +9,8 @@ rule table5:
         columns=table5_columns(),
     log:
         "logs/table5.log",
+    benchmark:
+        "logs/table5.benchmark.tsv",
     conda:
         "../../envs/ddae.yaml"
     script:

@@ -2,15 +2,12 @@
 
 from ddae.alignment import align_uniform
 from ddae.joblog import logging_to
-from ddae.probing import layer_t_from_grid
+from ddae.probing import resolve_layer_t
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with logging_to(sm.log[0]):
-    steps = int(sm.params.steps)
-    if sm.input.get("choice"):  # [grid json]: the grid search's best t
-        _, t = layer_t_from_grid(sm.input.choice[0], steps)
-    else:  # a fixed choice from the config, e.g. Table 9
-        t = int(sm.params.layer_t["t"])
+    # [grid json]: the grid search's best t; else the config's, e.g. Table 9
+    _, t, steps = resolve_layer_t(sm.input.get("choice"), sm.params.layer_t, sm.params.steps)
     align_uniform(
         checkpoint=sm.input.checkpoint,
         train_path=sm.input.train,

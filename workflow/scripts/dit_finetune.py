@@ -1,7 +1,8 @@
 """Fine-tune the truncated DiT on cached VAE latents (paper Sec. 4.2, Table 7 DiT rows)."""
 
-from ddae.finetune import finetune_dit, resolve_layer_t
+from ddae.finetune import finetune_dit
 from ddae.joblog import logging_to
+from ddae.probing import resolve_layer_t
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with logging_to(sm.log[0]):

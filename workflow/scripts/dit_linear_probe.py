@@ -2,15 +2,12 @@
 
 from ddae.joblog import logging_to
 from ddae.latents import dit_linear_probe
-from ddae.probing import layer_t_from_grid
+from ddae.probing import resolve_layer_t
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with logging_to(sm.log[0]):
-    steps = int(sm.params.steps)
-    if sm.input.choice:  # [grid json]: use the grid search's best (layer, t)
-        layer, t = layer_t_from_grid(sm.input.choice[0], steps)
-    else:  # a fixed choice from the config, e.g. Table 9 (DiT CIFAR-10 12/28, t 121/1000)
-        layer, t = int(sm.params.layer_t["layer"]), int(sm.params.layer_t["t"])
+    # [grid json]: the grid search's best (layer, t); else the config's, e.g. Table 9
+    layer, t, steps = resolve_layer_t(sm.input.choice, sm.params.layer_t, sm.params.steps)
     dit_linear_probe(
         checkpoint=sm.input.checkpoint,
         latent_dir=sm.input.latents,

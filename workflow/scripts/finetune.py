@@ -1,7 +1,8 @@
 """Fine-tune the truncated DDAE encoder of one checkpoint (paper Sec. 4.1, Table 7)."""
 
-from ddae.finetune import finetune, resolve_layer_t
+from ddae.finetune import finetune
 from ddae.joblog import logging_to
+from ddae.probing import resolve_layer_t
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with logging_to(sm.log[0]):

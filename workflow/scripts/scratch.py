@@ -1,7 +1,8 @@
 """Train the truncated DDAE encoder from scratch (paper Table 8, Figure 5 "Scratch")."""
 
-from ddae.finetune import resolve_layer_t, train_from_scratch
+from ddae.finetune import train_from_scratch
 from ddae.joblog import logging_to
+from ddae.probing import resolve_layer_t
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with logging_to(sm.log[0]):
