@@ -368,7 +368,13 @@ def test_changing_one_runs_lr_reruns_only_that_run(smoke_run):
     jobs = rerun_plan(
         smoke_run, lambda c: c["pretraining"]["digits_ddpm"]["training"].update(lr=5e-4)
     )
-    assert jobs == Counter({("pretrain", "digits_ddpm"): 2, ("all", None): 1})
+    run = "digits_ddpm"  # both checkpoints, every evaluation stage of the run and what reads them
+    expected = {("pretrain", run): 2, ("sample_fid", run): 2, ("cache_features", run): 2 * 4}
+    expected |= {(rule, run): 2 for rule in ("grid_search", "linear_probe", "align_uniform")}
+    expected |= {(rule, run): 1 for rule in ("finetune", "scratch", "noisy_classifier")}
+    readers = ["table2", "table3", "table4", "table9", "layer_choice", "all"]
+    expected |= {(name, None): 1 for name in readers + [f"figure{n}" for n in range(2, 7)]}
+    assert jobs == Counter(expected)
 
 
 @pytest.mark.slow
@@ -409,4 +415,13 @@ def test_longer_epoch_list_reuses_every_checkpoint(smoke_run):
     jobs = rerun_plan(
         smoke_run, lambda c: c["pretraining"]["digits_ddpm_t64"].update(epochs=[1, 2, 3])
     )
-    assert jobs == Counter({("pretrain", "digits_ddpm_t64"): 1, ("all", None): 1})
+    run = "digits_ddpm_t64"  # one more checkpoint, evaluated, and Figure 4 redrawn with it
+    assert jobs == Counter(
+        {
+            ("pretrain", run): 1,
+            ("sample_fid", run): 1,
+            ("linear_probe", run): 1,
+            ("figure4", None): 1,
+            ("all", None): 1,
+        }
+    )
