@@ -145,7 +145,7 @@ def table5_columns():
         {
             "label": column["label"],
             "network": PRETRAINING[column["run"]]["network"],
-            "epochs": PRETRAINING[column["run"]]["epochs"][-1],
+            "epochs": final_epoch(column["run"]),
             "paper": column.get("paper", {}),
         }
         for column in TABLES.get("table5", [])
@@ -206,20 +206,23 @@ def feature_directories(wildcards):
     ]
 
 
-def layer_t_choice(wildcards):
-    """The grid-search result that picks (layer, t) for this checkpoint, if the run uses it."""
-    if evaluation(wildcards.run).get("layer_t", "grid") != "grid":
+def grid_choice(run, epoch):
+    """The grid-search winner of one checkpoint, if the run picks (layer, t) by grid search."""
+    if evaluation(run).get("layer_t", "grid") != "grid":
         return []
-    epoch = getattr(wildcards, "epoch", None) or PRETRAINING[wildcards.run]["epochs"][-1]
-    return [f"{run_directory(wildcards.run)}/grid/epoch{epoch}.json"]
+    return [stage_file(run, "grid", epoch).replace(".csv", ".json")]
+
+
+def layer_t_choice(wildcards):
+    """The grid-search result that picks (layer, t) for this checkpoint (for rules without an
+    epoch, scratch: the final checkpoint's)."""
+    return grid_choice(wildcards.run, getattr(wildcards, "epoch", None))
 
 
 def layer_t_choice_final(wildcards):
-    """Like `layer_t_choice`, but always the final checkpoint's grid search: alignment and
-    uniformity follow one (layer, t) through training (Figure 3)."""
-    if evaluation(wildcards.run).get("layer_t", "grid") != "grid":
-        return []
-    return [f"{run_directory(wildcards.run)}/grid/epoch{PRETRAINING[wildcards.run]['epochs'][-1]}.json"]
+    """Always the final checkpoint's grid search: alignment and uniformity follow one (layer, t)
+    through training (Figure 3)."""
+    return grid_choice(wildcards.run, None)
 
 
 def fixed_layer_t(wildcards):
@@ -228,26 +231,48 @@ def fixed_layer_t(wildcards):
     return None if layer_t == "grid" else layer_t
 
 
+def final_epoch(run):
+    return PRETRAINING[run]["epochs"][-1]
+
+
+# Result files of the evaluation stages: per evaluated checkpoint, or of the final one only.
+CHECKPOINT_STAGES = ("fid", "grid", "linear_probe", "align_uniform")
+FINAL_STAGES = ("finetune", "scratch", "noisy")
+
+
+def stage_file(run, stage, epoch=None):
+    """A run's result file of one evaluation stage (epoch: the final one unless given), or None
+    when the run has no such stage."""
+    if stage not in evaluation(run):
+        return None
+    directory, epoch = run_directory(run), epoch or final_epoch(run)
+    return {
+        "fid": f"{directory}/fid/epoch{epoch}.json",
+        "linear_probe": f"{directory}/linear/epoch{epoch}.json",
+        "finetune": f"{directory}/finetune/epoch{epoch}.json",
+        "scratch": f"{directory}/scratch.json",
+        "grid": f"{directory}/grid/epoch{epoch}.csv",
+        "align_uniform": f"{directory}/align_uniform/epoch{epoch}.csv",
+        "noisy": f"{directory}/noisy/epoch{epoch}.csv",
+    }[stage]
+
+
 def evaluation_targets():
     """Every evaluation output the config asks for."""
-    targets = []
-    for run, spec in PRETRAINING.items():
-        stages = evaluation(run)
-        directory = run_directory(run)
-        for epoch in evaluated_epochs(run) if stages else []:
-            if "fid" in stages:
-                targets += [f"{directory}/fid/epoch{epoch}.json"]
-            if "grid" in stages:
-                targets += [f"{directory}/grid/epoch{epoch}.csv"]
-            if "linear_probe" in stages:
-                targets += [f"{directory}/linear/epoch{epoch}.json"]
-        final = spec["epochs"][-1]
-        if "finetune" in stages:
-            targets += [f"{directory}/finetune/epoch{final}.json"]
-        if "scratch" in stages:
-            targets += [f"{directory}/scratch.json"]
-    targets += [f"results/{dataset}/baselines/wrn.json" for dataset in SUPERVISED]
-    return targets
+    targets = [
+        stage_file(run, stage, epoch)
+        for run in PRETRAINING
+        for epoch in evaluated_epochs(run)
+        for stage in CHECKPOINT_STAGES
+        if stage in evaluation(run)
+    ]
+    targets += [
+        stage_file(run, stage)
+        for run in PRETRAINING
+        for stage in FINAL_STAGES
+        if stage in evaluation(run)
+    ]
+    return targets + [f"results/{dataset}/baselines/wrn.json" for dataset in SUPERVISED]
 
 
 def partial_state(wildcards, name):

@@ -5,26 +5,6 @@ MODELS = TABLES.get("models", {})
 FIGURES = config.get("figures", {})
 
 
-def final_epoch(run):
-    return PRETRAINING[run]["epochs"][-1]
-
-
-def stage_file(run, stage, epoch=None):
-    """A run's result file of one evaluation stage, or None when the run has no such stage."""
-    if stage not in evaluation(run):
-        return None
-    directory, epoch = run_directory(run), epoch or final_epoch(run)
-    return {
-        "fid": f"{directory}/fid/epoch{epoch}.json",
-        "linear_probe": f"{directory}/linear/epoch{epoch}.json",
-        "finetune": f"{directory}/finetune/epoch{epoch}.json",
-        "scratch": f"{directory}/scratch.json",
-        "grid": f"{directory}/grid/epoch{epoch}.csv",
-        "align_uniform": f"{directory}/align_uniform/epoch{epoch}.csv",
-        "noisy": f"{directory}/noisy/epoch{epoch}.csv",
-    }[stage]
-
-
 def baseline_file(dataset, name):
     """results/<dataset>/baselines/<name>, or None when the dataset has no such baseline."""
     spec = SUPERVISED.get(dataset)
