@@ -69,9 +69,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def load_network(
-    path: str | Path, weights: str = "ema", map_location: str | torch.device = "cpu"
+    path: str | Path,
+    weights: str = "ema",
+    map_location: str | torch.device = "cpu",
+    frozen: bool = False,
 ) -> tuple[nn.Module, Framework, dict[str, Any]]:
-    """Rebuild (network, framework, run config) from a checkpoint; ``weights`` is ema or model."""
+    """Rebuild (network, framework, run config) from a checkpoint; ``weights`` is ema or model.
+
+    The network is in eval mode; ``frozen`` also turns off its gradients (feature extraction).
+    """
     payload = load_checkpoint(path, map_location)
     if weights not in payload:
         raise CheckpointError(f"{path}: checkpoint has no {weights!r} weights")
@@ -83,6 +89,8 @@ def load_network(
         raise CheckpointError(
             f"{path}: weights do not match its network config: {error}"
         ) from error
+    if frozen:
+        network.requires_grad_(False)
     return network.to(map_location).eval(), build_framework(run["framework"]), run
 
 

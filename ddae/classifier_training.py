@@ -53,6 +53,7 @@ from ddae.checkpoints import (
 from ddae.configs import ConfigError
 from ddae.data import ImageDataset, augment_batch, epoch_permutation, to_model_range
 from ddae.distributed import World, barrier, gather_objects, mean_across
+from ddae.results import append_jsonl
 from ddae.training import TrainingError
 
 log = logging.getLogger(__name__)
@@ -446,9 +447,7 @@ class ClassifierTrainer:
         }
         s.history.append(record)
         if options.metrics_path is not None and self.world.is_main:
-            options.metrics_path.parent.mkdir(parents=True, exist_ok=True)
-            with options.metrics_path.open("a") as handle:
-                handle.write(json.dumps(record) + "\n")
+            append_jsonl(options.metrics_path, record)
         s.epoch, s.epoch_step = s.epoch + 1, 0
         self.loss_sum = torch.zeros((), device=self.device)
         self.correct = torch.zeros((), dtype=torch.int64, device=self.device)

@@ -24,10 +24,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import os
 import pickle
 import urllib.request
-import uuid
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -37,6 +35,8 @@ from typing import BinaryIO
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from ddae.results import atomic_output
 
 SPLITS = ("train", "test")
 DATASET_SUFFIX = ".npz"
@@ -88,7 +88,7 @@ class ImageDataset:
             "labels": self.labels.cpu().numpy(),
             "classes": np.asarray(self.classes, dtype=np.str_),
         }
-        with _atomic_output(Path(path)) as handle:
+        with atomic_output(Path(path)) as handle:
             np.savez(handle, **arrays)
 
     @classmethod
@@ -127,24 +127,6 @@ def _validate(images: torch.Tensor, labels: torch.Tensor, classes: list[str]) ->
             f"labels must lie in [0, {len(classes)}), got range "
             f"[{int(labels.min())}, {int(labels.max())}]"
         )
-
-
-@contextlib.contextmanager
-def _atomic_output(path: Path) -> Iterator[BinaryIO]:
-    """Yield a temporary file beside `path`; on success it replaces `path` in one rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A unique name opened with "x" (not mkstemp, whose files are private 0600): the result gets
-    # the usual umask permissions.
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with temporary.open("xb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
 
 
 def split_path(directory: str | Path, split: str) -> Path:
@@ -469,7 +451,7 @@ def _save_stream_verified(
 ) -> None:
     """Copy `stream` to `dest` via a temporary file, hashing on the way; rename only if valid."""
     digest = hashlib.md5()
-    with _atomic_output(dest) as handle:
+    with atomic_output(dest) as handle:
         while chunk := stream.read(chunk_size):
             digest.update(chunk)
             handle.write(chunk)

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ddae.data import _atomic_output
+from ddae.results import atomic_output
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ def download_inception(
     algorithm = _checksum_algorithm(checksum)
     dest = Path(dest)
     digest = hashlib.new(algorithm)
-    with urllib.request.urlopen(url, timeout=timeout_s) as response, _atomic_output(dest) as out:
+    with urllib.request.urlopen(url, timeout=timeout_s) as response, atomic_output(dest) as out:
         while chunk := response.read(chunk_size):
             digest.update(chunk)
             out.write(chunk)

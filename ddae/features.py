@@ -536,8 +536,7 @@ def cache_features(
     """
     cfg = from_mapping(FeatureCacheConfig, config, "features")
     device = torch.device(device)
-    net, framework, _ = load_network(checkpoint, "ema", map_location=device)
-    net.requires_grad_(False)
+    net, framework, _ = load_network(checkpoint, "ema", map_location=device, frozen=True)
     sigma = framework.sigma_at_timestep(t, steps)
     train, test = ImageDataset.load(train_path), ImageDataset.load(test_path)
     return write_feature_cache(

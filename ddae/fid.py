@@ -23,7 +23,6 @@ an FID against a reference made by another extractor is refused.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -38,8 +37,9 @@ from tqdm import tqdm
 
 from ddae.checkpoints import load_network
 from ddae.configs import from_mapping, to_mapping
-from ddae.data import ImageDataset, _atomic_output
+from ddae.data import ImageDataset
 from ddae.feature_extractors import FeatureError, build_extractor
+from ddae.results import atomic_output, write_json
 from ddae.sampling import generate
 
 log = logging.getLogger(__name__)
@@ -171,7 +171,7 @@ def save_statistics(
     path: str | Path, stats: FeatureStatistics, extractor: str, source: str | Path
 ) -> None:
     """Write mu, sigma, count, extractor and source (the images' file) as an ``.npz``."""
-    with _atomic_output(Path(path)) as handle:
+    with atomic_output(Path(path)) as handle:
         np.savez(
             handle,
             mu=stats.mean,
@@ -245,7 +245,7 @@ def save_grid(images: Tensor, path: str | Path, columns: int = GRID_COLUMNS) -> 
         y, x = 1 + r * (h + 1), 1 + col * (w + 1)
         grid[y : y + h, x : x + w] = image.transpose(1, 2, 0)
     picture = Image.fromarray(grid[..., 0] if c == 1 else grid)
-    with _atomic_output(Path(path)) as handle:
+    with atomic_output(Path(path)) as handle:
         picture.save(handle, format="PNG")
 
 
@@ -311,7 +311,6 @@ def sample_and_score(
         "config": to_mapping(config),
         "created_by": "ddae.fid.sample_and_score",
     }
-    with _atomic_output(Path(output_json)) as handle:
-        handle.write((json.dumps(result, indent=2) + "\n").encode())
+    write_json(output_json, result)
     log.info("%s: FID %.3f (%s, %d samples)", output_json, fid, extractor, stats.count)
     return result

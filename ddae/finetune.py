@@ -23,10 +23,7 @@ result JSON of CONTRACT.md (test accuracy in percent, layer, t, σ, per-epoch hi
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +47,7 @@ from ddae.diffusion import Framework, build_framework, framework_config
 from ddae.distributed import close_world, init_world
 from ddae.latents import LatentData, latent_fingerprint, load_latents
 from ddae.networks import build_network, count_parameters, network_config, network_spec
+from ddae.results import write_json
 
 log = logging.getLogger(__name__)
 
@@ -380,18 +378,6 @@ def _data(
     return data, {"fingerprint": fingerprint, "train": job.train, "test": job.test}
 
 
-def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(json.dumps(data, indent=2) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def run_classifier_job(job: ClassifierJob) -> None:
     """Train the job's classifier in this process (one torchrun worker or the only process)."""
     config = from_mapping(ClassifierTrainingConfig, job.config, f"{job.created_by}.config")
@@ -437,7 +423,7 @@ def run_classifier_job(job: ClassifierJob) -> None:
                 **{k: v for k, v in sources.items() if k != "fingerprint"},
                 **{k: record[k] for k in ("run", "network") if k in record},
             }
-            _write_json(Path(job.out_json), result)
+            write_json(job.out_json, result)
             (state_dir / PARTIAL_STATE).unlink(missing_ok=True)
             log.info("%s: test accuracy %.2f%%", job.out_json, result["test_accuracy"])
     finally:

@@ -62,7 +62,8 @@ from ddae.features import (
     staged_dir,
     write_feature_cache,
 )
-from ddae.probing import VIEW_STREAM, LinearProbeConfig, _write_json, probe_in_the_loop
+from ddae.probing import VIEW_STREAM, LinearProbeConfig, probe_in_the_loop
+from ddae.results import write_json
 
 log = logging.getLogger(__name__)
 
@@ -330,8 +331,7 @@ def cache_dit_features(
             f"features.views: {cfg.views} views but {latent_dir} holds "
             f"{latents.meta['views']} latent versions"
         )
-    net, framework, _ = load_network(checkpoint, "ema", map_location=device)
-    net.requires_grad_(False)
+    net, framework, _ = load_network(checkpoint, "ema", map_location=device, frozen=True)
     _check_dit_inputs(net, latents, checkpoint)
     sigma = framework.sigma_at_timestep(t, steps)
     return write_feature_cache(
@@ -394,8 +394,7 @@ def dit_linear_probe(
     cfg = from_mapping(LinearProbeConfig, config, "probe")
     device = torch.device(device)
     latents = load_latents(latent_dir)
-    net, framework, _ = load_network(checkpoint, "ema", map_location=device)
-    net.requires_grad_(False)
+    net, framework, _ = load_network(checkpoint, "ema", map_location=device, frozen=True)
     _check_dit_inputs(net, latents, checkpoint)
     copies = epoch_copies(len(latents.train_labels), latents.meta["views"], cfg.epochs, cfg.seed)
     record = probe_in_the_loop(
@@ -420,7 +419,7 @@ def dit_linear_probe(
         config=to_mapping(cfg),
         created_by="ddae.latents.dit_linear_probe",
     )
-    _write_json(Path(out_json), record)
+    write_json(out_json, record)
     return record
 
 

@@ -42,10 +42,10 @@ level, so results are reproducible.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +64,7 @@ from ddae.data import ImageDataset, augment_batch, epoch_permutation, to_model_r
 from ddae.diffusion import DDPM, EDM, Framework, build_framework
 from ddae.features import DecoderFeatures
 from ddae.networks import build_network, network_spec
+from ddae.results import append_jsonl, atomic_output
 
 log = logging.getLogger(__name__)
 
@@ -186,23 +187,14 @@ def _per_sample(values: Tensor, like: Tensor) -> Tensor:
 def write_accuracy_csv(rows: Sequence[Mapping[str, Any]], out_csv: str | Path) -> Path:
     """Write ``t, steps, sigma, test_accuracy`` rows atomically (temporary file, rename)."""
     out_csv = Path(out_csv)
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_csv.with_name(f".{out_csv.name}.{os.getpid()}.tmp")
-    with tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({key: row[key] for key in CSV_COLUMNS})
-    os.replace(tmp, out_csv)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: row[key] for key in CSV_COLUMNS})
+    with atomic_output(out_csv) as handle:
+        handle.write(text.getvalue().encode())
     return out_csv
-
-
-def _append_metrics(path: str | Path | None, record: Mapping[str, Any]) -> None:
-    if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
 
 
 def _autocast(device: torch.device, bf16: bool) -> torch.autocast:
@@ -231,8 +223,7 @@ def train_noisy_head(
     """
     cfg = from_mapping(NoisyHeadConfig, config, "noisy_head")
     device = torch.device(device)
-    net, framework, _ = load_network(checkpoint, cfg.weights, map_location=device)
-    net.requires_grad_(False)
+    net, framework, _ = load_network(checkpoint, cfg.weights, map_location=device, frozen=True)
     levels = evaluation_timesteps(framework, steps, cfg.test_levels)
     sigmas = torch.tensor(
         [framework.sigma_at_timestep(t, steps) for t in range(1, steps + 1)],
@@ -298,7 +289,8 @@ def train_noisy_head(
             log.info(
                 "epoch %(epoch)d: loss %(loss).4f, train accuracy %(train_accuracy).2f", record
             )
-            _append_metrics(metrics, record)
+            if metrics is not None:
+                append_jsonl(metrics, record)
         bar.close()
 
         head.eval()
@@ -499,7 +491,8 @@ def train_noisy_wrn(
             "train_accuracy": 100.0 * correct / len(images),
         }
         log.info("epoch %(epoch)d: loss %(loss).4f, train accuracy %(train_accuracy).2f", record)
-        _append_metrics(metrics, record)
+        if metrics is not None:
+            append_jsonl(metrics, record)
     bar.close()
 
     model.eval()

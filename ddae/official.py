@@ -41,12 +41,12 @@ import torch
 
 from ddae.checkpoints import save_checkpoint
 from ddae.configs import ConfigError, to_mapping
-from ddae.data import _atomic_output
 from ddae.diffusion import build_framework, framework_config
 from ddae.edm_pickle import load_edm_pickle, module_state_dict, submodule
 from ddae.networks import build_network, network_config, network_spec
 from ddae.networks.ddpm_unet import DDPMUNet
 from ddae.networks.dit import DiT
+from ddae.results import atomic_output
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def _download_file(
     algorithm, expected = _parse_checksum(checksum) if checksum else ("sha256", None)
     digest = hashlib.new(algorithm)
     sha256 = hashlib.sha256()
-    with urllib.request.urlopen(url, timeout=timeout_s) as response, _atomic_output(dest) as out:
+    with urllib.request.urlopen(url, timeout=timeout_s) as response, atomic_output(dest) as out:
         while chunk := response.read(chunk_size):
             digest.update(chunk)
             sha256.update(chunk)

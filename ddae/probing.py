@@ -66,6 +66,7 @@ from ddae.features import (
     iter_features,
     load_feature_cache,
 )
+from ddae.results import append_jsonl, write_json
 
 VIEW_STREAM = 2  # seeds the per-epoch choice of cached view (distinct from features' streams)
 INIT_STREAM = 3  # seeds each probe's initialisation
@@ -425,15 +426,8 @@ def grid_search(
         writer = csv.DictWriter(handle, fieldnames=GRID_CSV_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    _write_json(out_json, record)
+    write_json(out_json, record)
     return record
-
-
-def _write_json(path: Path, record: Mapping[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    tmp.replace(path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -466,8 +460,7 @@ def linear_probe(
     """
     cfg = from_mapping(LinearProbeConfig, config, "probe")
     device = torch.device(device)
-    net, framework, _ = load_network(checkpoint, "ema", map_location=device)
-    net.requires_grad_(False)
+    net, framework, _ = load_network(checkpoint, "ema", map_location=device, frozen=True)
     _check_layer(net, layer)
     train, test = ImageDataset.load(train_path), ImageDataset.load(test_path)
     test_inputs = image_inputs(test.images.to(device), hflip=False, crop_padding=0, key=None)
@@ -496,7 +489,7 @@ def linear_probe(
     record.update(
         checkpoint=str(checkpoint), config=to_mapping(cfg), created_by="ddae.probing.linear_probe"
     )
-    _write_json(Path(out_json), record)
+    write_json(out_json, record)
     return record
 
 
@@ -597,8 +590,7 @@ def probe_in_the_loop(
         }
         history.append(entry)
         if metrics:
-            with metrics.open("a") as handle:
-                handle.write(json.dumps(entry) + "\n")
+            append_jsonl(metrics, entry)
     return {
         "test_accuracy": history[-1]["test_accuracy"],
         "layer": layer,

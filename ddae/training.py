@@ -23,7 +23,6 @@ and the optional ema_pytorch decay warm-up (decay_k = min(β, 1 − k^(−power)
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import sys
 import time
@@ -58,6 +57,7 @@ from ddae.distributed import (
     mean_across,
 )
 from ddae.networks import build_network, network_config
+from ddae.results import append_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -391,9 +391,7 @@ class Trainer:
     def _append_metrics(self, path: Path | None, record: Mapping[str, Any]) -> None:
         if path is None or not self.world.is_main:
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        append_jsonl(path, record)
 
 
 class _LossWindow:

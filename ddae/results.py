@@ -1,0 +1,44 @@
+"""Files the pipeline's jobs write: atomic outputs (a job killed mid-write leaves no half file
+that Snakemake or a later stage could mistake for a result) and metrics appended line by line."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, BinaryIO
+
+
+@contextlib.contextmanager
+def atomic_output(path: Path) -> Iterator[BinaryIO]:
+    """Yield a temporary file beside `path`; on success it replaces `path` in one rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A unique name opened with "x" (not mkstemp, whose files are private 0600): the result gets
+    # the usual umask permissions.
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with temporary.open("xb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | Path, record: Mapping[str, Any]) -> None:
+    """Write a result JSON (indented, trailing newline) atomically."""
+    with atomic_output(Path(path)) as handle:
+        handle.write((json.dumps(record, indent=2) + "\n").encode())
+
+
+def append_jsonl(path: str | Path, record: Mapping[str, Any]) -> None:
+    """Append one metrics record as a JSON line."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        handle.write(json.dumps(record) + "\n")
