@@ -19,7 +19,6 @@ legend or panel. Paper values, where the paper states them, come from
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -35,6 +34,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from ddae.report import load_reference  # noqa: E402
+from ddae.result_files import read_result_csv, read_result_json, require  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,13 @@ def _available(path: PathLike | None) -> bool:
     return True
 
 
-def _json(path: PathLike | None) -> dict[str, Any] | None:
-    return json.loads(Path(path).read_text()) if _available(path) else None
+def _json(path: PathLike | None, kind: str = "accuracy") -> dict[str, Any] | None:
+    """A validated result JSON (`ddae.result_files`); None only when the file does not exist."""
+    return read_result_json(path, kind) if _available(path) else None
+
+
+def _csv(path: PathLike, kind: str) -> pd.DataFrame:
+    return require(path, read_result_csv, kind)
 
 
 @contextmanager
@@ -117,7 +122,7 @@ def figure2(
             if not _available(path):
                 _empty_panel(ax, label)
                 continue
-            grid = pd.read_csv(path)
+            grid = _csv(path, "grid")
             table = grid.pivot_table(index="layer", columns="t", values="test_accuracy")
             steps = int(grid["steps"].iloc[0])
             layers = int(grid["layer"].max())
@@ -187,7 +192,7 @@ def figure3(
             frames = []
             for epoch, path in sorted(files.items()):
                 if _available(path):
-                    frames.append(pd.read_csv(path).assign(epoch=int(epoch)))
+                    frames.append(_csv(path, "align_uniform").assign(epoch=int(epoch)))
             if not frames:
                 _empty_panel(ax, label)
                 continue
@@ -258,7 +263,7 @@ def figure4(
         for index, (label, points) in enumerate(series.items()):
             xs, ys, epochs = [], [], []
             for point in sorted(points, key=lambda p: int(p["epoch"])):
-                fid, linear = _json(point.get("fid")), _json(point.get("linear"))
+                fid, linear = _json(point.get("fid"), "fid"), _json(point.get("linear"))
                 if fid is None or linear is None:
                     continue
                 xs.append(float(fid["fid"]))
@@ -325,7 +330,7 @@ def figure5(panels: Mapping[str, Mapping[str, Any]], png: PathLike, pdf: PathLik
             drawn = False
             for index, (model, files) in enumerate(panel.get("models", {}).items()):
                 color = COLORS[index % len(COLORS)]
-                fid = _json(files.get("fid"))
+                fid = _json(files.get("fid"), "fid")
                 paper = figure5_reference.get(files.get("paper") or "", {})
                 if fid is None:
                     ax.plot(
@@ -419,7 +424,7 @@ def figure6(
                 if not _available(path):
                     ax.plot([], [], color=color, label=f"{label} {NOT_RUN}")
                     continue
-                curve = pd.read_csv(path).sort_values("sigma")
+                curve = _csv(path, "noisy").sort_values("sigma")
                 ax.plot(
                     curve["sigma"],
                     curve["test_accuracy"],

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -64,6 +63,7 @@ from ddae.data import ImageDataset, augment_batch, epoch_permutation, to_model_r
 from ddae.diffusion import DDPM, EDM, Framework, build_framework
 from ddae.features import DecoderFeatures
 from ddae.networks import build_network, network_spec
+from ddae.result_files import read_grid_choice
 from ddae.results import append_jsonl, atomic_output
 
 log = logging.getLogger(__name__)
@@ -164,7 +164,7 @@ def evaluation_timesteps(framework: Framework, steps: int, test_levels: int = 20
 def chosen_layer(choice: Sequence[str | Path], layer_t: Mapping[str, Any] | None) -> int:
     """The 1-based layer: from a grid-search JSON (``choice[0]``) or a fixed ``{layer, t}``."""
     if choice:
-        return int(json.loads(Path(choice[0]).read_text())["layer"])
+        return read_grid_choice(choice)["layer"]
     if layer_t is None or "layer" not in layer_t:
         raise ConfigError("noisy classifier: give a grid-search choice or layer_t.layer")
     return int(layer_t["layer"])

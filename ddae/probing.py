@@ -37,7 +37,6 @@ What differs, and why:
 from __future__ import annotations
 
 import csv
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -66,6 +65,7 @@ from ddae.features import (
     iter_features,
     load_feature_cache,
 )
+from ddae.result_files import read_grid_choice
 from ddae.results import append_jsonl, write_json
 
 VIEW_STREAM = 2  # seeds the per-epoch choice of cached view (distinct from features' streams)
@@ -617,11 +617,8 @@ def resolve_layer_t(
     if choice:
         if len(choice) != 1:
             raise ConfigError(f"expected one grid-search choice file, got {list(choice)}")
-        record = json.loads(Path(choice[0]).read_text())
-        try:
-            layer, t, grid_steps = int(record["layer"]), int(record["t"]), int(record["steps"])
-        except KeyError as error:
-            raise ConfigError(f"{choice[0]}: grid choice has no {error.args[0]!r}") from error
+        record = read_grid_choice(choice)  # validated: names the file and the bad key
+        layer, t, grid_steps = record["layer"], record["t"], record["steps"]
         if steps is not None and grid_steps != int(steps):
             raise ConfigError(
                 f"{choice[0]}: grid search used steps={grid_steps}, config says {steps}"

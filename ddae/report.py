@@ -20,7 +20,6 @@ Tables 6–8 (training settings) are in `ddae.report_settings`.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -30,6 +29,8 @@ from typing import Any
 
 import pandas as pd
 import yaml
+
+from ddae.result_files import read_result_csv, read_result_json, require
 
 log = logging.getLogger(__name__)
 
@@ -81,15 +82,12 @@ def difference(measured: Any, paper: Any) -> float | str:
     return ""
 
 
-def read_result(path: PathLike | None) -> dict[str, Any] | None:
-    """A result JSON, or None when the path is not given or the file was never produced."""
-    if path is None:
-        return None
-    path = Path(path)
-    if not path.is_file():
+def read_result(path: PathLike | None, kind: str = "accuracy") -> dict[str, Any] | None:
+    """A validated result JSON (`ddae.result_files`), or None when the path is not given or the
+    file was never produced; a file that exists but is invalid raises `ResultFileError`."""
+    if path is not None and not Path(path).exists():
         log.warning("%s: result file missing; its cells are written as %r", path, NOT_RUN)
-        return None
-    return json.loads(path.read_text())
+    return read_result_json(path, kind)
 
 
 def _metric_value(result: Mapping[str, Any] | None, metric: str) -> float | None:
@@ -125,7 +123,7 @@ def _ours(
         return None, NOT_REPRODUCED, reason
     files = results.get(ours["model"], {})
     path = files.get(metric)
-    result = read_result(path)
+    result = read_result(path, "fid" if metric == "fid" else "accuracy")
     value = _metric_value(result, metric)
     if value is None:
         return None, NOT_RUN, "" if path else f"no {metric} result wired for {ours['model']}"
@@ -279,8 +277,8 @@ def write_comparison_table(
 
 
 def read_grid(path: PathLike) -> pd.DataFrame:
-    """grid/epoch{E}.csv: layer, layer_name, t, steps, sigma, test_accuracy."""
-    return pd.read_csv(path)
+    """grid/epoch{E}.csv: layer, layer_name, t, steps, sigma, test_accuracy (validated)."""
+    return require(path, read_result_csv, "grid")
 
 
 def grid_winner(path: PathLike) -> dict[str, Any]:
@@ -290,7 +288,7 @@ def grid_winner(path: PathLike) -> dict[str, Any]:
     grid = read_grid(path)
     beside = path.with_suffix(".json")
     if beside.is_file():
-        chosen = json.loads(beside.read_text())
+        chosen = require(beside, read_result_json, "grid_choice")
         winner = {key: chosen[key] for key in ("layer", "layer_name", "t", "steps", "sigma")}
         winner["test_accuracy"] = chosen.get("test_accuracy")
     else:
@@ -424,8 +422,8 @@ def label_free_table(
     for run in runs:
         path = run.get("align_uniform")
         grid_path = run.get("grid")
-        metrics = pd.read_csv(path) if path and Path(path).is_file() else None
-        grid = read_grid(grid_path) if grid_path and Path(grid_path).is_file() else None
+        metrics = read_result_csv(path, "align_uniform")
+        grid = read_result_csv(grid_path, "grid")
         winner = grid_winner(grid_path) if grid is not None else None
         paper = reference.get(run.get("paper") or "")
         values: dict[str, Any] = {}

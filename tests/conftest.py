@@ -24,6 +24,16 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+def result_provenance(values: dict) -> dict:
+    """The fields `ddae.result_files` requires beside a synthetic result's numbers."""
+    extra = {"extractor": "inception", "samples": 50000} if "fid" in values else {}
+    return {"created_by": "tests", "checkpoint": None, **extra}
+
+
+# a grid search's choice JSON (ddae.probing.grid_search) less the chosen layer and t
+GRID_CHOICE = {"steps": 1000, "test_accuracy": 50.0, "created_by": "tests", "checkpoint": None}
+
+
 # the tiny networks of tests/smoke/config.yaml (16 px)
 TINY_UNET = {
     "arch": "ddpm_unet",

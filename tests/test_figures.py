@@ -7,6 +7,7 @@ import json
 
 import pandas as pd
 import pytest
+from conftest import result_provenance
 from PIL import Image
 
 import ddae.figures as figures
@@ -39,7 +40,7 @@ def check_outputs(png, pdf):
 
 
 def write_json(path, **values):
-    path.write_text(json.dumps(values))
+    path.write_text(json.dumps({**result_provenance(values), **values}))
     return path
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_DDPMPP, TINY_UNET, digits_subset, tiny_checkpoint
+from conftest import GRID_CHOICE, TINY_DDPMPP, TINY_UNET, digits_subset, tiny_checkpoint
 
 from ddae.checkpoints import CheckpointError
 from ddae.classifier_training import (
@@ -247,7 +247,7 @@ def test_wrn_and_scratch_train(digits, tmp_path):
 
 def test_layer_t_comes_from_the_grid_or_the_config(tmp_path):
     grid = tmp_path / "epoch2.json"
-    grid.write_text(json.dumps({"layer": 6, "layer_name": "x", "t": 4, "steps": 18}))
+    grid.write_text(json.dumps(GRID_CHOICE | {"layer": 6, "layer_name": "x", "t": 4, "steps": 18}))
     assert resolve_layer_t([str(grid)], None, None) == (6, 4, 18)
     assert resolve_layer_t([str(grid)], None, 18) == (6, 4, 18)
     with pytest.raises(ConfigError, match="steps=18, config says 1000"):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY_DDPMPP, TINY_UNET, digits_subset, tiny_checkpoint
+from conftest import GRID_CHOICE, TINY_DDPMPP, TINY_UNET, digits_subset, tiny_checkpoint
 
 from ddae.configs import ConfigError
 from ddae.diffusion import build_framework
@@ -82,7 +82,7 @@ def test_evaluation_timesteps_follow_the_official_lists():
 
 def test_chosen_layer_reads_the_grid_choice_or_the_fixed_mapping(tmp_path):
     choice = tmp_path / "grid.json"
-    choice.write_text(json.dumps({"layer": 7, "t": 11, "layer_name": "x"}))
+    choice.write_text(json.dumps(GRID_CHOICE | {"layer": 7, "t": 11, "layer_name": "x"}))
     assert chosen_layer([str(choice)], None) == 7
     assert chosen_layer([], {"layer": 6, "t": 4}) == 6
     with pytest.raises(ConfigError):

@@ -11,6 +11,7 @@ import json
 
 import pandas as pd
 import pytest
+from conftest import result_provenance
 
 import ddae.report as report
 from ddae.report import (
@@ -26,7 +27,7 @@ from ddae.report_settings import settings_table, write_settings_table
 
 def write_json(path, **values):
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(values))
+    path.write_text(json.dumps({**result_provenance(values), **values}))
     return path
 
 

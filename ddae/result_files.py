@@ -1,0 +1,166 @@
+"""Validated readers for the pipeline's result files (the inputs of Tables 2–9 and Figures 2–6).
+
+Every table and figure reads its numbers through these functions, so a damaged or foreign file
+can never become a table cell or a plotted point. A JSON result must parse, be a mapping, hold
+its kind's required keys with the right types, finite numbers in range, and the provenance
+fields every ddae writer records (``created_by``, ``checkpoint``; see `ddae.results`,
+`ddae.probing`, `ddae.finetune`, `ddae.fid`). A CSV must have its writer's columns
+(`ddae.probing.GRID_CSV_COLUMNS`, `ddae.alignment.CSV_COLUMNS`, `ddae.noisy.CSV_COLUMNS`), at
+least one row, and finite numbers. Anything else raises `ResultFileError` naming the path and
+the problem.
+
+Only a file that does not exist reads as ``None`` ("not run" in tables, "(not run)" in figures);
+a file that exists but is wrong is always an error, never "not run".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+PathLike = str | Path
+
+
+class ResultFileError(ValueError):
+    """A result file exists but is unreadable or invalid; the message names path and problem."""
+
+
+# Required keys per JSON kind: key -> (check name, bounds). Bounds are inclusive.
+_NUMBER, _INTEGER, _TEXT, _OPTIONAL_TEXT = "number", "integer", "text", "text or null"
+PROVENANCE: dict[str, tuple[str, tuple[float, float] | None]] = {
+    "created_by": (_TEXT, None),
+    "checkpoint": (_OPTIONAL_TEXT, None),  # null for the supervised WRN (no diffusion model)
+}
+JSON_KINDS: dict[str, dict[str, tuple[str, tuple[float, float] | None]]] = {
+    # linear probe, fine-tune, scratch, supervised WRN, DiT probe: accuracy in percent
+    "accuracy": {"test_accuracy": (_NUMBER, (0.0, 100.0)), **PROVENANCE},
+    "fid": {
+        "fid": (_NUMBER, (0.0, math.inf)),
+        "extractor": (_TEXT, None),
+        "samples": (_INTEGER, (1, math.inf)),
+        **PROVENANCE,
+    },
+    # the grid search's chosen (layer, t) beside grid/epoch{E}.csv
+    "grid_choice": {
+        "layer": (_INTEGER, (1, math.inf)),
+        "t": (_INTEGER, (0, math.inf)),
+        "steps": (_INTEGER, (1, math.inf)),
+        "test_accuracy": (_NUMBER, (0.0, 100.0)),
+        **PROVENANCE,
+    },
+}
+# CSV kinds: numeric columns (all must be finite) and text columns.
+CSV_KINDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "grid": (("layer", "t", "steps", "sigma", "test_accuracy"), ("layer_name",)),
+    "align_uniform": (("layer", "t", "steps", "sigma", "alignment", "uniformity"), ("layer_name",)),
+    "noisy": (("t", "steps", "sigma", "test_accuracy"), ()),
+}
+
+
+def _check_value(path: Path, key: str, value: Any, check: str, bounds: Any) -> None:
+    def fail(problem: str) -> None:
+        raise ResultFileError(f"{path}: key {key!r} {problem}, got {value!r}")
+
+    if check == _TEXT and not (isinstance(value, str) and value):
+        fail("must be a non-empty string")
+    if check == _OPTIONAL_TEXT and not (value is None or isinstance(value, str)):
+        fail("must be a string or null")
+    if check in (_NUMBER, _INTEGER):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            fail(f"must be a{'n integer' if check == _INTEGER else ' number'}")
+        if not math.isfinite(value):
+            fail("must be finite")
+        if check == _INTEGER and value != int(value):
+            fail("must be an integer")
+        low, high = bounds
+        if not low <= value <= high:
+            fail(f"must lie in [{low}, {high}]")
+
+
+def _parse_json(path: Path) -> Any:
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ResultFileError(f"{path}: cannot read result file ({error})") from error
+
+    def no_constants(name: str) -> float:  # NaN, Infinity: not JSON, Python accepts them
+        raise ResultFileError(f"{path}: non-finite number {name} in result file")
+
+    try:
+        return json.loads(text, parse_constant=no_constants)
+    except json.JSONDecodeError as error:
+        raise ResultFileError(f"{path}: not valid JSON ({error}); rerun its job") from error
+
+
+def read_result_json(path: PathLike | None, kind: str) -> dict[str, Any] | None:
+    """The validated result JSON of ``kind`` (`JSON_KINDS`), or None if the file does not exist."""
+    if kind not in JSON_KINDS:
+        raise ValueError(f"unknown result kind {kind!r} (choose from {sorted(JSON_KINDS)})")
+    if path is None:
+        return None
+    path = Path(path)
+    if not path.exists():
+        return None
+    record = _parse_json(path)
+    if not isinstance(record, dict):
+        raise ResultFileError(f"{path}: expected a JSON object, got {type(record).__name__}")
+    for key, (check, bounds) in JSON_KINDS[kind].items():
+        if key not in record:
+            raise ResultFileError(f"{path}: required key {key!r} is missing ({kind} result)")
+        _check_value(path, key, record[key], check, bounds)
+    return record
+
+
+def read_result_csv(path: PathLike | None, kind: str) -> pd.DataFrame | None:
+    """The validated result CSV of ``kind`` (`CSV_KINDS`), or None if the file does not exist."""
+    if kind not in CSV_KINDS:
+        raise ValueError(f"unknown CSV kind {kind!r} (choose from {sorted(CSV_KINDS)})")
+    if path is None:
+        return None
+    path = Path(path)
+    if not path.exists():
+        return None
+    numeric, text = CSV_KINDS[kind]
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise ResultFileError(f"{path}: not a readable CSV ({error}); rerun its job") from error
+    missing = [c for c in (*numeric, *text) if c not in frame.columns]
+    if missing:
+        raise ResultFileError(
+            f"{path}: missing column(s) {missing} of a {kind} CSV (has {list(frame.columns)})"
+        )
+    if frame.empty:
+        raise ResultFileError(f"{path}: {kind} CSV has no rows")
+    for column in numeric:
+        values = pd.to_numeric(frame[column], errors="coerce")
+        bad = ~np.isfinite(values.to_numpy(dtype=float))
+        if values.dtype == bool or bad.any():
+            row = int(bad.nonzero()[0][0]) if bad.any() else 0
+            raise ResultFileError(
+                f"{path}: column {column!r} row {row + 1} is {frame[column].iloc[row]!r}, "
+                "expected a finite number"
+            )
+        frame[column] = values
+    return frame
+
+
+def require(path: PathLike, reader: Any, kind: str) -> Any:
+    """``reader(path, kind)`` for an input that must exist (a job input, not a table cell)."""
+    value = reader(path, kind)
+    if value is None:
+        raise ResultFileError(f"{path}: result file does not exist")
+    return value
+
+
+def read_grid_choice(paths: Sequence[PathLike]) -> dict[str, Any]:
+    """The grid search's chosen (layer, t, steps) JSON; exactly one path, which must exist."""
+    if len(paths) != 1:
+        raise ResultFileError(f"expected one grid-search choice file, got {list(paths)}")
+    return require(paths[0], read_result_json, "grid_choice")
