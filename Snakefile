@@ -25,6 +25,10 @@ configfile: "config.yaml"
 
 
 validate(config, "workflow/schemas/config.schema.yaml")
+if workflow.is_main_process:  # every value a job reads, checked once (not in every job)
+    from ddae.config_checks import check_config
+
+    check_config(config)
 
 
 # GPU jobs take one `gpu_slot` each; profiles/default caps the slots at 1 so that a workstation

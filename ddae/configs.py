@@ -9,6 +9,7 @@ a model rebuilds from its file without pickled classes (nanoGPT-style).
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -56,6 +57,8 @@ def _convert(value: Any, annotation: Any, where: str) -> Any:
     if annotation is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(value):  # YAML .nan / .inf, JSON 1e999
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
     if annotation is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -123,3 +126,17 @@ def to_mapping(config: Any) -> dict[str, Any]:
         return value
 
     return plain(config)
+
+
+def check_attention_resolutions(
+    resolution: int, channel_mult: tuple[int, ...], attn_resolutions: tuple[int, ...]
+) -> None:
+    """A UNet's ``attn_resolutions`` must be among its levels' resolutions (one halving per
+    ``channel_mult`` entry); otherwise the network would silently be built without attention."""
+    resolutions = [resolution >> level for level in range(len(channel_mult))]
+    unused = sorted(set(attn_resolutions) - set(resolutions))
+    if unused:
+        raise ValueError(
+            f"attn_resolutions {unused} are not among the network's resolutions "
+            f"{resolutions}: no attention layer would be built there"
+        )

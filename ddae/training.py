@@ -94,6 +94,15 @@ class TrainingConfig:
             raise ValueError(f"augment_p must be in [0, 1], got {self.augment_p}")
         if len(self.adam_betas) != 2:
             raise ValueError(f"adam_betas needs two values, got {list(self.adam_betas)}")
+        if not all(0.0 <= beta < 1.0 for beta in self.adam_betas):
+            raise ValueError(f"adam_betas must lie in [0, 1), got {list(self.adam_betas)}")
+        if self.adam_eps <= 0:
+            raise ValueError(f"adam_eps must be positive, got {self.adam_eps}")
+        for name in ("warmup_epochs", "grad_clip", "ema_warmup_power", "ema_rampup_ratio"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+        if self.crop_padding < 0:
+            raise ValueError(f"crop_padding must not be negative, got {self.crop_padding}")
 
 
 def normalize_run(run: Mapping[str, Any], where: str = "run") -> dict[str, Any]:

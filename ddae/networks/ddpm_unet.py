@@ -21,6 +21,8 @@ import torch
 from diffusers import UNet2DModel
 from torch import nn
 
+from ddae.configs import check_attention_resolutions
+
 
 class DDPMUNet(nn.Module):
     """Ho et al.'s UNet: ``(x, noise_labels) -> ε̂`` with noise_labels the 0-based DDPM step."""
@@ -43,6 +45,7 @@ class DDPMUNet(nn.Module):
                 )
             if self.base_channels % 32:
                 raise ValueError(f"base_channels {self.base_channels} is not a multiple of 32")
+            check_attention_resolutions(self.resolution, self.channel_mult, self.attn_resolutions)
 
     def __init__(self, config: Config | None = None) -> None:
         super().__init__()

@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ddae.configs import check_attention_resolutions
+
 SKIP_SCALE = math.sqrt(0.5)  # every residual sum is scaled by √½ (DDPM++)
 ZERO_INIT_GAIN = 1e-5  # EDM's "init_zero" for the last layer of each residual branch
 ATTENTION_INIT_GAIN = math.sqrt(0.2)  # EDM's "init_attn" for the qkv projection
@@ -215,6 +217,7 @@ class SongUNet(nn.Module):
                     f"resolution {self.resolution} is not divisible by "
                     f"2^{len(self.channel_mult) - 1} (one halving per channel_mult level)"
                 )
+            check_attention_resolutions(self.resolution, self.channel_mult, self.attn_resolutions)
 
     def __init__(self, config: Config | None = None) -> None:
         super().__init__()
