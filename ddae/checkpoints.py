@@ -7,15 +7,22 @@ input. Training checkpoints also hold EMA weights, optimizer state, counters and
 for exact resumption (see `ddae.training`).
 
 Writes go to a temporary file in the same folder, are fsync'ed and then renamed over the target,
-so a crash never leaves a half-written checkpoint under the real name. A truncated or corrupt
+so a crash never leaves a half-written checkpoint under the real name; the file gets the umask's
+usual mode (readable by a lab's group, unlike mkstemp's private 0600). A truncated or corrupt
 file raises `CheckpointError` naming the path; nothing silently falls back to a fresh model.
+
+Integrity: PyTorch's zip reader does not check the CRCs it writes, so one flipped byte inside a
+tensor loads silently. Every checkpoint therefore stores ``sha256``, the `content_digest` of its
+payload (every key, value, tensor dtype, shape and byte), and `load_checkpoint` recomputes it:
+any difference raises `CheckpointError` naming the file. Files written before the digest existed
+(``ddae-checkpoint/1``) still load, with a warning that they cannot be verified.
 """
 
 from __future__ import annotations
 
-import os
+import hashlib
+import logging
 import random
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,28 +33,60 @@ from torch import nn
 
 from ddae.diffusion import Framework, build_framework
 from ddae.networks import build_network
+from ddae.results import atomic_output
 
-FORMAT = "ddae-checkpoint/1"
+log = logging.getLogger(__name__)
+
+FORMAT = "ddae-checkpoint/2"  # /2: payload carries its content sha256
+LEGACY_FORMATS = ("ddae-checkpoint/1",)  # no digest: loaded unverified, with a warning
+DIGEST_KEY = "sha256"
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint file is missing, truncated, corrupt or not a ddae checkpoint."""
 
 
+def content_digest(payload: Mapping[str, Any]) -> str:
+    """sha256 over a checkpoint payload's plain data, in a canonical order (keys sorted).
+
+    Tensors contribute dtype, shape and raw bytes (read on the CPU); everything else its type
+    and ``repr``. The ``sha256`` key itself is left out.
+    """
+    digest = hashlib.sha256()
+
+    def feed(value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            tensor = value.detach().cpu().contiguous()
+            digest.update(f"T{tensor.dtype}{tuple(tensor.shape)}".encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(value, Mapping):
+            digest.update(b"{")
+            for key in sorted(value, key=repr):
+                if value is payload and key == DIGEST_KEY:
+                    continue
+                digest.update(repr(key).encode() + b":")
+                feed(value[key])
+            digest.update(b"}")
+        elif isinstance(value, (list, tuple)):
+            digest.update(b"[")
+            for item in value:
+                feed(item)
+                digest.update(b",")
+            digest.update(b"]")
+        else:
+            digest.update(f"{type(value).__name__}:{value!r};".encode())
+
+    feed(payload)
+    return digest.hexdigest()
+
+
 def save_checkpoint(payload: Mapping[str, Any], path: str | Path) -> None:
-    """Write ``payload`` to ``path`` atomically (temporary file, fsync, rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save({"format": FORMAT, **payload}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    """Write ``payload`` with its content digest to ``path`` atomically (temporary file, fsync,
+    rename), with the umask's usual file mode."""
+    payload = {"format": FORMAT, **payload}
+    payload[DIGEST_KEY] = content_digest(payload)
+    with atomic_output(Path(path)) as handle:
+        torch.save(payload, handle)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -62,9 +101,17 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"{path}: checkpoint is corrupt or truncated ({type(error).__name__}: {error}); "
             "delete it to retrain from the previous checkpoint"
         ) from error
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+    found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+    if found in LEGACY_FORMATS:
+        log.warning("%s: %s checkpoint has no content hash; loaded unverified", path, found)
+        return payload
+    if found != FORMAT:
         raise CheckpointError(f"{path}: not a {FORMAT} file (found {found!r})")
+    if payload.get(DIGEST_KEY) != content_digest(payload):
+        raise CheckpointError(
+            f"{path}: content hash mismatch: the file is corrupt (a changed byte); delete it to "
+            "retrain from the previous checkpoint, or restore it from a copy"
+        )
     return payload
 
 

@@ -2,7 +2,7 @@
 Appendix A: "For CIFAR-10, we retrieve official checkpoints from their codebases"; DiT-XL/2 and
 the Stable Diffusion VAE for the transfer rows of Tables 3 and 4).
 
-Each import writes a ``ddae-checkpoint/1`` file (`ddae.checkpoints`) whose run config rebuilds
+Each import writes a ``ddae-checkpoint/2`` file (`ddae.checkpoints`) whose run config rebuilds
 network and framework by itself, so every later stage (FID, features, probes, fine-tuning) reads
 an imported model exactly like one trained here. The payload's ``source`` records provenance:
 the URL, each source file's sha256 and size, and the importer.
