@@ -20,10 +20,14 @@ any difference raises `CheckpointError` naming the file. Files written before th
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import logging
+import os
 import random
-from collections.abc import Mapping
+import socket
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +143,43 @@ def load_network(
     if frozen:
         network.requires_grad_(False)
     return network.to(map_location).eval(), build_framework(run["framework"]), run
+
+
+# --- one writer per partial state --------------------------------------------------------------
+
+LOCK_FILE = "writer.lock"
+
+
+class StateLockedError(CheckpointError):
+    """Another live process is writing the same job's partial state."""
+
+
+@contextlib.contextmanager
+def partial_state_lock(state_dir: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on a job's partial-state folder for the duration of the job.
+
+    A second writer (e.g. a rerun while the orphan of a ``kill -9``'d Snakemake still trains)
+    fails at once with `StateLockedError` naming the holder, instead of training the same steps
+    twice. The lock is an ``flock`` on ``state_dir/writer.lock``: the kernel drops it when its
+    holder dies, so a killed job never leaves a stale lock behind.
+    """
+    state_dir = Path(state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with (state_dir / LOCK_FILE).open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise StateLockedError(
+                f"{state_dir}: {holder} is still writing this job's partial state (an orphan of "
+                "a killed Snakemake keeps running); wait for it or stop it, then rerun"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        yield  # closing the file releases the lock
 
 
 # --- RNG states (every generator a training step touches) -------------------------------------

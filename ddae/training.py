@@ -22,7 +22,9 @@ and the optional ema_pytorch decay warm-up (decay_k = min(β, 1 − k^(−power)
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import json
 import logging
 import sys
 import time
@@ -41,6 +43,7 @@ from ddae.checkpoints import (
     CheckpointError,
     capture_rng_state,
     load_checkpoint,
+    partial_state_lock,
     restore_rng_state,
     save_checkpoint,
 )
@@ -57,11 +60,12 @@ from ddae.distributed import (
     mean_across,
 )
 from ddae.networks import build_network, network_config
-from ddae.results import append_jsonl
+from ddae.results import append_jsonl, atomic_output
 
 log = logging.getLogger(__name__)
 
 PARTIAL_STATE = "partial.pt"
+TIME_CHECK_STEPS = 16  # multi-process runs compare clocks for a time snapshot this often
 
 
 @dataclass(frozen=True)
@@ -373,13 +377,12 @@ class Trainer:
             window.add(self.step(permutation))
             bar.update(1)
             epoch_done = s.epoch_step == self.steps_per_epoch
-            time_due = False
+            time_due = self._time_for_snapshot(options, last_snapshot)  # whatever the window
             if len(window) >= options.log_every_steps or epoch_done:
                 record = window.record(lr_at_epoch(s.epoch, self.config), self.config.batch_size)
                 bar.set_postfix(loss=f"{record['loss']:.4f}", ips=f"{record['images_per_s']:.0f}")
                 self._append_metrics(options.metrics_path, record)
                 window = _LossWindow(first_step=s.step + 1, steps_per_epoch=self.steps_per_epoch)
-                time_due = self._time_for_snapshot(options, last_snapshot)
             if epoch_done:
                 s.epoch, s.epoch_step = s.epoch + 1, 0
             every = options.snapshot_every_steps
@@ -391,8 +394,14 @@ class Trainer:
         bar.close()
 
     def _time_for_snapshot(self, options: TrainOptions, last_snapshot: float) -> bool:
-        """Whether the snapshot interval has passed; rank 0's clock decides for every rank."""
+        """Whether the snapshot interval has passed; rank 0's clock decides for every rank.
+
+        Asked after every step; with several processes the clocks are compared (a collective)
+        every `TIME_CHECK_STEPS` steps only.
+        """
         if options.state_dir is None:
+            return False
+        if self.world.size > 1 and self.state.step % TIME_CHECK_STEPS:
             return False
         elapsed = time.monotonic() - last_snapshot >= options.snapshot_every_seconds
         return bool(gather_objects(self.world, elapsed)[0])
@@ -445,6 +454,25 @@ class _LossWindow:
         }
 
 
+def drop_metrics_after(path: Path | None, step: int) -> None:
+    """Remove metrics lines past ``step`` (and a half-written last line) before training resumes
+    at ``step``, so that every step appears in the run's metrics.jsonl at most once."""
+    if path is None or not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = []
+    for line in lines:
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line if line.endswith("\n") else line + "\n")
+        except (ValueError, KeyError, TypeError):
+            pass  # the torn line of a killed writer
+    if kept != lines:
+        log.info("%s: dropping %d line(s) past step %d", path, len(lines) - len(kept), step)
+        with atomic_output(path) as handle:
+            handle.write("".join(kept).encode())
+
+
 def _choose_start(
     trainer: Trainer, start: Path | None, state_dir: Path | None, target_epoch: int
 ) -> tuple[Mapping[str, Any] | None, Path | None]:
@@ -486,7 +514,10 @@ def train_to_epoch(
     """
     options = options or TrainOptions()
     world = init_world(options.device)
+    held = contextlib.ExitStack()
     try:
+        if world.is_main and options.state_dir is not None:  # one writer per run's state
+            held.enter_context(partial_state_lock(options.state_dir))
         trainer = Trainer(run, ImageDataset.load(dataset_path), world)
         start = Path(start) if start is not None else None
         payload, source = _choose_start(trainer, start, options.state_dir, target_epoch)
@@ -501,9 +532,12 @@ def train_to_epoch(
                     payload["epoch"],
                     payload["step"],
                 )
+        if world.is_main:
+            drop_metrics_after(options.metrics_path, trainer.state.step)
         trainer.run_to(target_epoch, options)
         trainer.save(Path(output))
         if world.is_main and options.state_dir is not None:
             (options.state_dir / PARTIAL_STATE).unlink(missing_ok=True)
     finally:
+        held.close()
         close_world(world)

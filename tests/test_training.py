@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import TINY_DDPMPP, TINY_UNET, digits_subset
 
-from ddae.checkpoints import CheckpointError, load_checkpoint, load_network
+from ddae.checkpoints import CheckpointError, StateLockedError, load_checkpoint, load_network
 from ddae.data import ImageDataset, load_digits
 from ddae.diffusion import EDM
 from ddae.distributed import World
@@ -25,6 +25,7 @@ from ddae.training import (
     TrainingConfig,
     TrainingError,
     TrainOptions,
+    drop_metrics_after,
     ema_decay_at,
     normalize_run,
     train_to_epoch,
@@ -126,45 +127,80 @@ def test_checkpoint_rebuilds_its_network(digits16, tmp_path):
 
 
 KILLABLE = """
-import sys
-from ddae.training import TrainOptions, train_to_epoch
-run, data, out, state = sys.argv[1:5]
-import json
-train_to_epoch(json.loads(run), data, out, 6, options=TrainOptions(
-    state_dir=__import__("pathlib").Path(state), snapshot_every_steps=3, progress=False,
-    device="cpu", metrics_path=__import__("pathlib").Path(state) / "metrics.jsonl",
-    log_every_steps=1))
+import json, os, sys, time
+from pathlib import Path
+import ddae.training as training
+run, data, out, state, hang_at = sys.argv[1:6]
+append = training.Trainer._append_metrics
+
+
+def append_then_hang(self, path, record):  # the event the test waits for: step N logged
+    append(self, path, record)
+    if record["step"] == int(hang_at):
+        (Path(state) / "hanging").write_text(str(os.getpid()))
+        while True:  # an orphan that keeps its lock until SIGKILL
+            time.sleep(60)
+
+
+training.Trainer._append_metrics = append_then_hang
+training.train_to_epoch(json.loads(run), data, out, 6, options=training.TrainOptions(
+    state_dir=Path(state), snapshot_every_steps=3, progress=False, device="cpu",
+    metrics_path=Path(state) / "metrics.jsonl", log_every_steps=1))
 """
+
+
+def start_hanging_trainer(args: list[str], state: Path) -> subprocess.Popen:
+    """A training process that stops (alive) right after logging step 5 — past its snapshot at
+    step 3 — and the moment it got there, found by waiting for its event file, never a timer."""
+    process = subprocess.Popen([sys.executable, "-c", KILLABLE, *args, "5"])
+    while not (state / "hanging").exists():  # event, not a sleep: the child wrote step 5
+        assert process.poll() is None, "training ended before reaching step 5"
+        with contextlib.suppress(subprocess.TimeoutExpired):  # returns early if it died
+            process.wait(timeout=0.05)
+    return process
 
 
 def test_killed_training_continues_from_partial_state(digits16, tmp_path):
     state = tmp_path / "state"
     train_to_epoch(DDPM_RUN, digits16, tmp_path / "reference.pt", 6, options=quiet())
     args = [json.dumps(DDPM_RUN), str(digits16), str(tmp_path / "out.pt"), str(state)]
-    process = subprocess.Popen([sys.executable, "-c", KILLABLE, *args])
-    deadline = time.monotonic() + 120
-    while not (state / PARTIAL_STATE).exists():
-        assert process.poll() is None, "training ended before its first snapshot"
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    time.sleep(0.3)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    assert not (tmp_path / "out.pt").exists(), "killed too late to test anything"
-    snapshot_step = load_checkpoint(state / PARTIAL_STATE)["step"]
-    assert 0 < snapshot_step < 24
+    orphan = start_hanging_trainer(args, state)
+    try:
+        # a second writer of the same partial state (a rerun beside the orphan) fails at once
+        with pytest.raises(StateLockedError, match=rf"pid {orphan.pid} .*still writing"):
+            train_to_epoch(DDPM_RUN, digits16, tmp_path / "out.pt", 6, options=quiet(
+                state_dir=state, metrics_path=state / "metrics.jsonl"))  # fmt: skip
+    finally:
+        os.kill(orphan.pid, signal.SIGKILL)
+        orphan.wait()
+    assert not (tmp_path / "out.pt").exists()
+    assert load_checkpoint(state / PARTIAL_STATE)["step"] == 3
+    logged = (state / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in logged] == [1, 2, 3, 4, 5]
 
-    subprocess.run([sys.executable, "-c", KILLABLE, *args], check=True)
+    subprocess.run([sys.executable, "-c", KILLABLE, *args, "0"], check=True)
     lines = [json.loads(line) for line in (state / "metrics.jsonl").read_text().splitlines()]
-    restarted_at = next(
-        b["step"] for a, b in zip(lines, lines[1:], strict=False) if b["step"] <= a["step"]
-    )
-    assert restarted_at == snapshot_step + 1  # the second process did not start from scratch
+    assert [line["step"] for line in lines] == list(range(1, 25))  # each step once, 4-5 redone
     assert not (state / PARTIAL_STATE).exists()  # cleaned up once the checkpoint is written
     assert_same_weights(
         load_checkpoint(tmp_path / "reference.pt")["ema"],
         load_checkpoint(tmp_path / "out.pt")["ema"],
     )
+
+
+def test_time_snapshot_whatever_the_metrics_window(digits16, tmp_path):
+    """A one-epoch job whose metrics window spans the epoch still saves partial state."""
+    trainer = Trainer(DDPM_RUN, ImageDataset.load(digits16), CPU)
+    options = quiet(state_dir=tmp_path, snapshot_every_seconds=0.0, log_every_steps=1000)
+    trainer.run_to(1, options)
+    assert load_checkpoint(tmp_path / PARTIAL_STATE)["step"] == 3  # the last step before the end
+
+
+def test_metrics_past_the_resumed_step_are_dropped(tmp_path):
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text("".join(json.dumps({"step": s}) + "\n" for s in (1, 2, 3, 4)) + '{"ste')
+    drop_metrics_after(metrics, 2)
+    assert metrics.read_text() == '{"step": 1}\n{"step": 2}\n'
 
 
 def test_partial_state_of_another_config_is_ignored(digits16, tmp_path, caplog):
