@@ -132,25 +132,53 @@ def load_edm_pickle(source: str | Path | BinaryIO) -> dict[str, Any]:
     return data
 
 
-def module_state_dict(record: PersistentObject | ModuleRecord, prefix: str = "") -> dict[str, Any]:
-    """``state_dict()`` of the module described by ``record`` (persistent buffers only)."""
-    state = record.state
+MAX_MODULES = 10_000  # EDM's CIFAR-10 SongUNet has a few hundred submodules
+MAX_DEPTH = 32  # and nests them about 6 deep
+
+
+def module_state_dict(
+    record: PersistentObject | ModuleRecord,
+    prefix: str = "",
+    max_modules: int = MAX_MODULES,
+    max_depth: int = MAX_DEPTH,
+) -> dict[str, Any]:
+    """``state_dict()`` of the module described by ``record`` (persistent buffers only).
+
+    The module tree is walked once, iteratively, with a visited set: a pickle whose submodules
+    are shared (a DAG that would expand exponentially into a tree) or cyclic is refused, as is
+    one with more than ``max_modules`` modules or nested deeper than ``max_depth``; each such
+    refusal is an `UnsafePickleError` naming the module path.
+    """
     result: dict[str, Any] = {}
-    for name, value in (state.get("_parameters") or {}).items():
-        if value is not None:
-            result[prefix + name] = value.detach() if isinstance(value, torch.Tensor) else value
-    non_persistent = set(state.get("_non_persistent_buffers_set") or ())
-    for name, value in (state.get("_buffers") or {}).items():
-        if value is not None and name not in non_persistent:
-            result[prefix + name] = value
-    for name, child in (state.get("_modules") or {}).items():
-        if child is None:
-            continue
-        if not isinstance(child, (PersistentObject, ModuleRecord)):
-            raise pickle.UnpicklingError(
-                f"{prefix}{name}: unexpected submodule type {type(child).__name__}"
+    seen: set[int] = set()
+    stack: list[tuple[PersistentObject | ModuleRecord, str, int]] = [(record, prefix, 0)]
+    while stack:
+        node, path, depth = stack.pop()
+        if id(node) in seen:
+            raise UnsafePickleError(f"{path or '<root>'}: submodule shared or cyclic; refused")
+        seen.add(id(node))
+        if len(seen) > max_modules or depth > max_depth:
+            raise UnsafePickleError(
+                f"{path}: more than {max_modules} modules or deeper than {max_depth}; refused"
             )
-        result.update(module_state_dict(child, f"{prefix}{name}."))
+        state = node.state
+        for name, value in (state.get("_parameters") or {}).items():
+            if value is not None:
+                result[path + name] = value.detach() if isinstance(value, torch.Tensor) else value
+        non_persistent = set(state.get("_non_persistent_buffers_set") or ())
+        for name, value in (state.get("_buffers") or {}).items():
+            if value is not None and name not in non_persistent:
+                result[path + name] = value
+        children = []
+        for name, child in (state.get("_modules") or {}).items():
+            if child is None:
+                continue
+            if not isinstance(child, (PersistentObject, ModuleRecord)):
+                raise pickle.UnpicklingError(
+                    f"{path}{name}: unexpected submodule type {type(child).__name__}"
+                )
+            children.append((child, f"{path}{name}.", depth + 1))
+        stack.extend(reversed(children))  # depth first, in the modules' order
     return result
 
 

@@ -43,7 +43,7 @@ from ddae.checkpoints import save_checkpoint
 from ddae.configs import ConfigError, to_mapping
 from ddae.diffusion import build_framework, framework_config
 from ddae.edm_pickle import load_edm_pickle, module_state_dict, submodule
-from ddae.networks import build_network, network_config, network_spec
+from ddae.networks import build_network, count_parameters, network_config, network_spec
 from ddae.networks.ddpm_unet import DDPMUNet
 from ddae.networks.dit import DiT
 from ddae.results import atomic_output
@@ -80,7 +80,10 @@ SOURCES: dict[str, OfficialSource] = {
     ),
     "edm": OfficialSource(
         url="https://nvlabs-fi-cdn.nvidia.com/edm/pretrained/edm-cifar10-32x32-uncond-vp.pkl",
-        checksum=None,  # NVIDIA publishes no checksum
+        # NVIDIA publishes no checksum; this sha256 is the one independent public reproductions
+        # (consistency-training launch scripts and notes that reuse this file) verify against
+        checksum="4d5dcc1f1d0d41c8934ad21626eeddbdc0460182becf9fc059a0631b1eedb4da",
+        reference="third-party records of the NVIDIA file (no official checksum exists)",
     ),
     "dit": OfficialSource(
         url="https://dl.fbaipublicfiles.com/DiT/models/DiT-XL-2-256x256.pt",
@@ -195,6 +198,21 @@ def _provenance(kind: str, paths: list[Path], url: str | None, importer: str) ->
         },
         "importer": importer,
     }
+
+
+def _refuse_oversized(spec: Mapping[str, Any], values_in_file: int, where: str) -> None:
+    """Refuse a network spec with more parameters than the file can hold values for.
+
+    The count comes from building the network on PyTorch's "meta" device (shapes only, no
+    memory), so a forged spec (e.g. ``model_channels: 4096``) cannot exhaust memory.
+    """
+    with torch.device("meta"):
+        wanted = count_parameters(build_network(spec))
+    if wanted > values_in_file:
+        raise OfficialImportError(
+            f"{where}: the file's network spec has {wanted:,} parameters but the file holds "
+            f"only {values_in_file:,} values; refusing to build it"
+        )
 
 
 def _normalised(spec: Mapping[str, Any], tag: str, where: str) -> dict[str, Any]:
@@ -379,15 +397,19 @@ def import_ddpm_diffusers(
     if class_name != "UNet2DModel":
         raise OfficialImportError(f"{config_path}: _class_name is {class_name!r}, not UNet2DModel")
     spec = ddpm_unet_config_from_diffusers(source_config)
+    scheduler = folder / "scheduler_config.json"
+    framework = _ddpm_framework_from_scheduler(scheduler) if scheduler.is_file() else DDPM_FRAMEWORK
+    weights = sorted(folder.glob("diffusion_pytorch_model.*"))
+    # nothing is built before the file's spec is known to be the expected, plausible one
+    if expected is not None:
+        check_expected("ddpm", spec, framework, expected, str(config_path))
+    _refuse_oversized(spec, sum(path.stat().st_size for path in weights), str(config_path))
     network = build_network(spec)
     assert isinstance(network, DDPMUNet)
     source = UNet2DModel.from_pretrained(folder, local_files_only=True)  # weights_only load
     _compare_configs(network.unet.config, source.config, str(config_path))
     network.unet.load_state_dict(source.state_dict(), strict=True)
 
-    scheduler = folder / "scheduler_config.json"
-    framework = _ddpm_framework_from_scheduler(scheduler) if scheduler.is_file() else DDPM_FRAMEWORK
-    weights = sorted(folder.glob("diffusion_pytorch_model.*"))
     files = [config_path, *weights] + ([scheduler] if scheduler.is_file() else [])
     provenance = _provenance("ddpm", files, url, "ddae.official.import_ddpm_diffusers")
     return _write(network, framework, dest, epoch, provenance, expected)
@@ -492,14 +514,19 @@ def import_edm_pickle(
     if not model.init_kwargs:
         raise OfficialImportError(f"{pickle_path}: SongUNet has no recorded _init_kwargs")
     spec = ddpmpp_config_from_edm(model.init_kwargs)
+    sigma_data = float(precond.state.get("sigma_data", precond_kwargs.get("sigma_data", 0.5)))
+    framework = {"kind": "edm", "sigma_data": sigma_data}
+    # nothing is built before the file's spec is known to be the expected, plausible one
+    if expected is not None:
+        check_expected("edm", spec, framework, expected, str(pickle_path))
+    state = module_state_dict(model)  # visited set and size budget (ddae.edm_pickle)
+    values = sum(v.numel() for v in state.values() if isinstance(v, torch.Tensor))
+    _refuse_oversized(spec, values, str(pickle_path))
     network = build_network(spec)
-    state = module_state_dict(model)
     try:
         network.load_state_dict(state, strict=True)
     except RuntimeError as error:
         raise OfficialImportError(f"{pickle_path}: weights do not match ddpmpp: {error}") from error
-    sigma_data = float(precond.state.get("sigma_data", precond_kwargs.get("sigma_data", 0.5)))
-    framework = {"kind": "edm", "sigma_data": sigma_data}
     provenance = _provenance("edm", [pickle_path], url, "ddae.official.import_edm_pickle")
     provenance["edm_precond_kwargs"] = {
         k: _plain(v.item() if hasattr(v, "item") else v) for k, v in precond_kwargs.items()

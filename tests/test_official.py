@@ -202,8 +202,11 @@ class AugmentPipe:
         self.p, self.xflip, self.yflip = 0.12, 1e8, 1
 
 
-def _edm_pickle(path: Path, marker: Path, planted: object | None = None) -> nn.Module:
-    """Write an EDM-style network pickle around a tiny DDPM++; returns the reference network."""
+def _edm_pickle(
+    path: Path, marker: Path, planted: object | None = None, claimed: dict | None = None
+) -> nn.Module:
+    """Write an EDM-style network pickle around a tiny DDPM++; returns the reference network.
+    ``claimed`` overrides the SongUNet init kwargs the pickle records (a forged spec)."""
     torch.manual_seed(0)
     reference = build_network(TINY_DDPMPP).eval()
     with torch.no_grad():
@@ -231,6 +234,7 @@ def _edm_pickle(path: Path, marker: Path, planted: object | None = None) -> nn.M
         attn_resolutions=[8],
         dropout=0.1,
     )
+    edm_kwargs.update(claimed or {})
     source = MALICIOUS_SOURCE.format(marker=str(marker))
     loss, augment = EDMLoss(), AugmentPipe()
     with _stand_in_persistence() as persistence:
