@@ -30,3 +30,23 @@ def test_default_profile_reruns_incomplete_jobs(tmp_path):
     assert result.returncode == 0, output[-3000:]
     assert "IncompleteFilesException" not in output
     assert "table5" in output and "Nothing to be done" not in output
+
+
+def test_truncated_input_stops_before_its_downstream_output_is_deleted(tmp_path):
+    """A truncated epoch1.pt (newer than epoch2.pt, so Snakemake would retrain epoch 2) stops
+    the run while Snakemake plans, naming the file; the valid epoch2.pt is kept."""
+    shutil.copy(REPO / "tests/smoke/config.yaml", tmp_path / "config.yaml")
+    checkpoints = tmp_path / "results/digits/digits_ddpm/checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "epoch2.pt").write_bytes(b"PK\x05\x06" + bytes(18))  # an empty zip
+    (checkpoints / "epoch1.pt").write_bytes(b"PK\x03\x04 truncated")
+    snakefile = str(REPO / "Snakefile")
+    command = [sys.executable, "-m", "snakemake", "-s", snakefile, "-d", str(tmp_path)]
+    target = "results/digits/digits_ddpm/checkpoints/epoch2.pt"
+    result = subprocess.run(
+        [*command, "--cores", "1", target], cwd=REPO, capture_output=True, text=True
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "epoch1.pt: truncated or corrupt" in output, output[-3000:]
+    assert (checkpoints / "epoch2.pt").read_bytes().startswith(b"PK\x05\x06")
