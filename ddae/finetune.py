@@ -23,6 +23,7 @@ result JSON of CONTRACT.md (test accuracy in percent, layer, t, σ, per-epoch hi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ddae.checkpoints import load_network
+from ddae.checkpoints import load_network, partial_state_lock
 from ddae.classifier_training import (
     PARTIAL_STATE,
     ClassifierData,
@@ -382,6 +383,7 @@ def run_classifier_job(job: ClassifierJob) -> None:
     """Train the job's classifier in this process (one torchrun worker or the only process)."""
     config = from_mapping(ClassifierTrainingConfig, job.config, f"{job.created_by}.config")
     world = init_world("cpu" if job.device == "cpu" else None)
+    held = contextlib.ExitStack()
     try:
         data, sources = _data(job, config, world.device)
         build, record = _model_and_record(job, data)
@@ -402,6 +404,8 @@ def run_classifier_job(job: ClassifierJob) -> None:
             eval_every=job.eval_every,
             progress=job.progress,
         )
+        if world.is_main:  # one writer per job's partial state (a second one fails at once)
+            held.enter_context(partial_state_lock(state_dir))
         trainer.resume(state_dir)
         history = trainer.run(options)
         if world.is_main:
@@ -427,4 +431,5 @@ def run_classifier_job(job: ClassifierJob) -> None:
             (state_dir / PARTIAL_STATE).unlink(missing_ok=True)
             log.info("%s: test accuracy %.2f%%", job.out_json, result["test_accuracy"])
     finally:
+        held.close()
         close_world(world)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import GRID_CHOICE, TINY_DDPMPP, TINY_UNET, digits_subset, tiny_checkpoint
 
-from ddae.checkpoints import CheckpointError
+from ddae.checkpoints import CheckpointError, StateLockedError, partial_state_lock
 from ddae.classifier_training import (
     PARTIAL_STATE,
     ClassifierOptions,
@@ -210,6 +210,18 @@ def test_corrupt_partial_state_names_the_file(digits, tmp_path):
             TINY_WRN, digits["small"], digits["test"], {"epochs": 1, "batch_size": 64},
             tmp_path / "wrn.json", None, state, processes=1, device="cpu", progress=False,
         )  # fmt: skip
+
+
+def test_second_writer_of_a_partial_state_fails_at_once(digits, tmp_path):
+    state = tmp_path / "state"
+    # the lock held here stands for the orphan of a killed Snakemake, still training
+    locked = pytest.raises(StateLockedError, match=r"pid \d+ on .* still writing")
+    with partial_state_lock(state), locked:
+        train_supervised_wrn(
+            TINY_WRN, digits["small"], digits["test"], {"epochs": 1, "batch_size": 64},
+            tmp_path / "wrn.json", None, state, processes=1, device="cpu", progress=False,
+        )  # fmt: skip
+    assert not (tmp_path / "wrn.json").exists()
 
 
 def test_wrn_and_scratch_train(digits, tmp_path):
