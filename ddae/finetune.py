@@ -48,7 +48,7 @@ from ddae.diffusion import Framework, build_framework, framework_config
 from ddae.distributed import close_world, init_world
 from ddae.latents import LatentData, latent_fingerprint, load_latents
 from ddae.networks import build_network, count_parameters, network_config, network_spec
-from ddae.results import write_json
+from ddae.results import drop_metrics_after, write_json
 
 log = logging.getLogger(__name__)
 
@@ -407,6 +407,8 @@ def run_classifier_job(job: ClassifierJob) -> None:
         if world.is_main:  # one writer per job's partial state (a second one fails at once)
             held.enter_context(partial_state_lock(state_dir))
         trainer.resume(state_dir)
+        if world.is_main:  # each epoch's metrics line once, also after a resume
+            drop_metrics_after(options.metrics_path, trainer.state.step)
         history = trainer.run(options)
         if world.is_main:
             model = trainer.network

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import uuid
 from collections.abc import Iterator, Mapping
@@ -42,3 +43,24 @@ def append_jsonl(path: str | Path, record: Mapping[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as handle:
         handle.write(json.dumps(record) + "\n")
+
+
+def drop_metrics_after(path: str | Path | None, step: int) -> None:
+    """Remove metrics lines past ``step`` (and a half-written last line) before training resumes
+    at ``step``, so that every step appears in the run's metrics.jsonl at most once."""
+    if path is None or not Path(path).is_file():
+        return
+    path = Path(path)
+    lines = path.read_text().splitlines(keepends=True)
+    kept = []
+    for line in lines:
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line if line.endswith("\n") else line + "\n")
+        except (ValueError, KeyError, TypeError):
+            pass  # the torn line of a killed writer
+    if kept != lines:
+        dropped = len(lines) - len(kept)
+        logging.getLogger(__name__).info("%s: dropped %d line(s) past step %d", path, dropped, step)
+        with atomic_output(path) as handle:
+            handle.write("".join(kept).encode())

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import logging
 import sys
 import time
@@ -60,7 +59,7 @@ from ddae.distributed import (
     mean_across,
 )
 from ddae.networks import build_network, network_config
-from ddae.results import append_jsonl, atomic_output
+from ddae.results import append_jsonl, drop_metrics_after
 
 log = logging.getLogger(__name__)
 
@@ -452,25 +451,6 @@ class _LossWindow:
             "lr": lr,
             "images_per_s": len(losses) * batch_size / max(time.monotonic() - self.start, 1e-9),
         }
-
-
-def drop_metrics_after(path: Path | None, step: int) -> None:
-    """Remove metrics lines past ``step`` (and a half-written last line) before training resumes
-    at ``step``, so that every step appears in the run's metrics.jsonl at most once."""
-    if path is None or not path.is_file():
-        return
-    lines = path.read_text().splitlines(keepends=True)
-    kept = []
-    for line in lines:
-        try:
-            if json.loads(line)["step"] <= step:
-                kept.append(line if line.endswith("\n") else line + "\n")
-        except (ValueError, KeyError, TypeError):
-            pass  # the torn line of a killed writer
-    if kept != lines:
-        log.info("%s: dropping %d line(s) past step %d", path, len(lines) - len(kept), step)
-        with atomic_output(path) as handle:
-            handle.write("".join(kept).encode())
 
 
 def _choose_start(

@@ -19,13 +19,13 @@ from ddae.data import ImageDataset, load_digits
 from ddae.diffusion import EDM
 from ddae.distributed import World
 from ddae.launch import PretrainingJob, run_pretraining
+from ddae.results import drop_metrics_after
 from ddae.training import (
     PARTIAL_STATE,
     Trainer,
     TrainingConfig,
     TrainingError,
     TrainOptions,
-    drop_metrics_after,
     ema_decay_at,
     normalize_run,
     train_to_epoch,
