@@ -5,12 +5,12 @@
 
 rule table2:
     input:
-        files_in(comparison_results()),
+        files_in(comparison_results("table2")),
     output:
         csv=report("results/table2.csv", caption="../report/table2.rst", category="Tables"),
         md="results/table2.md",
     params:
-        results=comparison_results(),
+        results=comparison_results("table2"),
     log:
         "logs/table2.log",
     benchmark:
@@ -23,12 +23,12 @@ rule table2:
 
 rule table3:
     input:
-        files_in(comparison_results()),
+        files_in(comparison_results("table3")),
     output:
         csv=report("results/table3.csv", caption="../report/table3.rst", category="Tables"),
         md="results/table3.md",
     params:
-        results=comparison_results(),
+        results=comparison_results("table3"),
     log:
         "logs/table3.log",
     benchmark:
@@ -41,12 +41,12 @@ rule table3:
 
 rule table4:
     input:
-        files_in(comparison_results()),
+        files_in(comparison_results("table4")),
     output:
         csv=report("results/table4.csv", caption="../report/table4.rst", category="Tables"),
         md="results/table4.md",
     params:
-        results=comparison_results(),
+        results=comparison_results("table4"),
     log:
         "logs/table4.log",
     benchmark:
