@@ -25,7 +25,6 @@ import contextlib
 import hashlib
 import io
 import pickle
-import urllib.request
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ddae.downloads import open_source
 from ddae.results import atomic_output
 
 SPLITS = ("train", "test")
@@ -469,15 +469,20 @@ def download_tiny_imagenet(
 ) -> Path:
     """Download the official Tiny-ImageNet zip to `dest_zip`, verified by md5 before renaming."""
     dest = Path(dest_zip)
-    with urllib.request.urlopen(url, timeout=timeout_s) as response:
+    with open_source(url, dest, f"md5 {md5}", timeout_s) as response:
         _save_stream_verified(response, dest, md5)
     return dest
 
 
 def download_cifar10(root: str | Path) -> Path:
-    """Download and extract CIFAR-10 with torchvision (which verifies its own md5)."""
+    """Download and extract CIFAR-10 with torchvision (which verifies its own md5); the archive
+    itself is fetched first through `open_source`, so offline failures say what to do."""
     from torchvision.datasets import CIFAR10
 
+    archive = Path(root) / CIFAR10.filename
+    if not archive.is_file():
+        with open_source(CIFAR10.url, archive, f"md5 {CIFAR10.tgz_md5}") as stream:
+            _save_stream_verified(stream, archive, CIFAR10.tgz_md5)
     CIFAR10(root=str(root), train=True, download=True)
     return Path(root) / CIFAR10_FOLDER
 
