@@ -11,7 +11,9 @@
 import os
 import re
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
+
+from ddae.config_messages import check_schema, config_mistakes_reported
 
 min_version("9.0")
 
@@ -24,7 +26,11 @@ os.environ.update(
 configfile: "config.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
+# A config mistake stops here with one message naming the key and its line in config.yaml
+# (ddae.config_messages); further checks that raise ddae.configs.ConfigError go inside too.
+CONFIG_FILE = (workflow.configfiles or ["config.yaml"])[-1]
+with config_mistakes_reported(CONFIG_FILE):
+    check_schema(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml", CONFIG_FILE)
 
 
 # GPU jobs take one `gpu_slot` each; profiles/default caps the slots at 1 so that a workstation
