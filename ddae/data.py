@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import logging
 import pickle
 import zipfile
 from collections.abc import Callable, Iterator
@@ -38,6 +39,7 @@ import torch.nn.functional as F
 from ddae.downloads import open_source
 from ddae.results import atomic_output
 
+log = logging.getLogger(__name__)
 SPLITS = ("train", "test")
 DATASET_SUFFIX = ".npz"
 
@@ -427,6 +429,8 @@ def prepare_dataset(
     splits = READERS[name](None if source is None else Path(source), resolution)
     for split in SPLITS:
         splits[split].save(split_path(out_dir, split))
+    sizes = ", ".join(f"{len(splits[split])} {split}" for split in SPLITS)
+    log.info("prepared %s at %d px: %s images in %s", name, resolution, sizes, out_dir)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -161,7 +161,7 @@ def write_settings_table(
     frame.to_csv(csv_path, index=False)
     Path(md_path).write_text(settings_markdown(table, frame))
     differ = frame[frame["matches"] == False]  # noqa: E712 ("" means no paper value)
-    log.info("wrote %s and %s; %d settings differ from the paper", csv_path, md_path, len(differ))
     for row in differ.itertuples():
         log.warning("%s %s: %s, paper %s", row.model, row.quantity, row.measured, row.paper)
+    log.info("wrote %s and %s; %d settings differ from the paper", csv_path, md_path, len(differ))
     return frame

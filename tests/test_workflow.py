@@ -341,6 +341,17 @@ def test_smoke_run_produces_every_evaluation_table_and_figure(smoke_run):
 
 
 @pytest.mark.slow
+def test_smoke_job_logs_are_not_empty_and_end_with_their_result(smoke_run):
+    result = re.compile(r"^\d{4}-\d\d-\d\d [\d:,]+ INFO ddae\.(?!progress)[\w.]+: \S")
+    logs = sorted((smoke_run / "logs").rglob("*.log"))
+    assert len(logs) > 50
+    for log in logs:
+        lines = [line for line in re.split(r"[\r\n]", log.read_text()) if line.strip()]
+        assert lines, f"{log} is empty"
+        assert result.match(lines[-1]), f"{log} ends with {lines[-1]!r}"
+
+
+@pytest.mark.slow
 def test_smoke_report_has_every_table_and_figure(smoke_run):
     report = smoke_run / "report.html"
     snakemake(smoke_run, "--report", str(report))
