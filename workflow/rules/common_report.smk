@@ -62,9 +62,11 @@ def comparison_results(table):
 
 
 def settings_columns(stage):
-    """Tables 6-8: the settings each job actually used, with the paper model they stand for."""
+    """Tables 6-8: the settings each job actually used, with the paper model they stand for
+    (DiT jobs read augmented latents: their flip and crop are the latents config's)."""
     columns = [
         {"label": key, "config": evaluation(run)[stage], "paper": key if stage != "scratch" else "ddae"}
+        | ({"augmentation": evaluation(run).get("latents", {})} if run in DIT_RUNS else {})
         for key, run in model_runs()
         if stage in evaluation(run)
     ]
