@@ -14,6 +14,7 @@ import re
 from snakemake.utils import min_version
 
 from ddae.config_messages import check_schema, config_mistakes_reported
+from ddae.run_summary import run_summary
 
 min_version("9.0")
 
@@ -40,6 +41,10 @@ resource_scopes:
     gpu_slot="local",
 
 
+# `snakemake --report report.html` (written into the working directory): this page opens it.
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/common_report.smk"
 include: "workflow/rules/data.smk"
@@ -60,3 +65,7 @@ rule all:
         "results/table5.csv",
         "results/table5.md",
     default_target: True
+
+
+onsuccess:
+    print(run_summary([*report_targets(), "results/table5.md"], ".", workflow.overwrite_workdir))
