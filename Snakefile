@@ -3,8 +3,9 @@
 #
 #   snakemake --cores all                          everything in config.yaml (the paper)
 #   snakemake --cores all results/table5.csv       one table
-#   snakemake --cores all --directory tests/smoke  the bundled small run (CPU, minutes)
-#   snakemake --profile profiles/slurm             on a SLURM cluster
+#   snakemake --cores all --directory tests/smoke  the bundled small run (CPU, ~20 minutes)
+#   snakemake --profile profiles/slurm             on a SLURM cluster (README: `--profile slurm`)
+#   snakemake --report report.html                 the HTML report, written to the working directory
 #
 # Stages live in workflow/rules/ in DAG order; the logic lives in the `ddae` package.
 
