@@ -169,6 +169,29 @@ def figure6_panels():
     return panels
 
 
+def figure_source(runs, fid=False):
+    """Under each figure: the data it shows (dataset and resolution, each run's network,
+    checkpoint source and epochs) and, for FID axes, the FID extractor."""
+    parts = []
+    for dataset in dict.fromkeys(PRETRAINING[run]["dataset"] for run in runs):
+        described = []
+        for run in dict.fromkeys(r for r in runs if PRETRAINING[r]["dataset"] == dataset):
+            spec = PRETRAINING[run]
+            origin = ", ".join(f"{k} {v}" for k, v in spec.get("source", {}).items())
+            epochs = "/".join(str(e) for e in evaluated_epochs(run))
+            described.append(
+                f"{run} ({spec['network']['arch']}, {origin or 'trained here'}, epoch {epochs})"
+            )
+        parts.append(f"{dataset} at {DATASETS[dataset]['resolution']} px: {', '.join(described)}")
+    text = "Data: " + ("; ".join(parts) or "no runs configured")
+    if fid:
+        extractor = FID["extractor"]
+        text += f". FID: {extractor}" + (
+            "" if extractor == "inception" else " (offline stand-in, not the paper's Inception)"
+        )
+    return text
+
+
 def files_in(value):
     """Every result path inside a nested params mapping (so the DAG sees them as inputs)."""
     if isinstance(value, dict):

@@ -153,6 +153,7 @@ rule figure2:
     params:
         grids=figure2_grids(),
         paper=figure2_paper(),
+        source=figure_source(FIGURES.get("figure2", {}).values()),
     log:
         "logs/figure2.log",
     benchmark:
@@ -171,6 +172,7 @@ rule figure3:
         pdf="results/figure3.pdf",
     params:
         series=figure3_series(),
+        source=figure_source(FIGURES.get("figure3", {}).values()),
     log:
         "logs/figure3.log",
     benchmark:
@@ -189,6 +191,7 @@ rule figure4:
         pdf="results/figure4.pdf",
     params:
         series=figure4_series(),
+        source=figure_source(FIGURES.get("figure4", {}).values(), fid=True),
     log:
         "logs/figure4.log",
     benchmark:
@@ -207,6 +210,7 @@ rule figure5:
         pdf="results/figure5.pdf",
     params:
         panels=figure5_panels(),
+        source=figure_source([r for _, r in model_runs() if "fid" in evaluation(r)], fid=True),
     log:
         "logs/figure5.log",
     benchmark:
@@ -225,6 +229,7 @@ rule figure6:
         pdf="results/figure6.pdf",
     params:
         panels=figure6_panels(),
+        source=figure_source([r for _, r in model_runs() if "noisy" in evaluation(r)]),
     log:
         "logs/figure6.log",
     benchmark:
