@@ -27,6 +27,11 @@ def run_summary(targets: Sequence[str], workdir: str | Path, directory: str | No
     tables += sorted(p for p in existing if p.suffix == ".md" and not p.stem.startswith("table"))
     figures = sorted(p for p in existing if p.suffix == ".png")
 
+    if directory and os.path.isabs(directory) and os.environ.get("PWD"):
+        relative = os.path.relpath(directory, os.environ["PWD"])  # the shell's directory
+        directory = relative if not relative.startswith("..") else directory
+        directory = None if directory == "." else directory
+
     def shown(path: str) -> str:
         return os.path.join(str(directory), path) if directory else path
 

@@ -25,3 +25,11 @@ def test_summary_lists_what_exists_and_how_to_open_the_report(tmp_path):
         "are in results/" in plain
         and "snakemake --report report.html  (writes report.html;" in plain
     )
+
+
+def test_an_absolute_directory_is_shown_relative_to_the_shell(tmp_path, monkeypatch):
+    workdir = tmp_path / "tests" / "smoke"
+    (workdir / "results").mkdir(parents=True)
+    monkeypatch.setenv("PWD", str(tmp_path))
+    text = run_summary(TARGETS, workdir, str(workdir))
+    assert "snakemake --directory tests/smoke --summary" in text

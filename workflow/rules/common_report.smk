@@ -178,9 +178,10 @@ def figure_source(runs, fid=False):
         for run in dict.fromkeys(r for r in runs if PRETRAINING[r]["dataset"] == dataset):
             spec = PRETRAINING[run]
             origin = ", ".join(f"{k} {v}" for k, v in spec.get("source", {}).items())
-            epochs = "/".join(str(e) for e in evaluated_epochs(run))
+            epochs = ", ".join(str(e) for e in evaluated_epochs(run))
             described.append(
-                f"{run} ({spec['network']['arch']}, {origin or 'trained here'}, epoch {epochs})"
+                f"{run} ({spec['network']['arch']}, {origin or 'trained here'}, "
+                f"checkpoints at epoch {epochs})"
             )
         parts.append(f"{dataset} at {DATASETS[dataset]['resolution']} px: {', '.join(described)}")
     text = "Data: " + ("; ".join(parts) or "no runs configured")
