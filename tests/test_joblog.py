@@ -7,11 +7,12 @@ import logging
 import re
 import sys
 
-from conftest import tiny_probe_run
+from conftest import TINY_UNET, digits_subset, tiny_probe_run
 
 from ddae.features import cache_features
 from ddae.joblog import logging_to, progress
 from ddae.probing import grid_search, linear_probe
+from ddae.training import TrainOptions, train_to_epoch
 
 
 def test_progress_logs_rate_and_eta_every_interval(caplog):
@@ -63,3 +64,18 @@ def test_feature_grid_and_probe_jobs_log_progress_and_end_with_their_result(tmp_
     assert "epoch 2/2: done, 2 batches" in log.read_text()
     assert RESULT.match(last_line(log))
     assert re.search(r"linear probe at layer 1 \(.*\), t = 5/100: test accuracy", last_line(log))
+
+
+def test_pretraining_log_ends_with_its_result(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "stderr", sys.__stderr__)  # file descriptor 2, as in a job
+    run = {
+        "network": TINY_UNET,
+        "framework": {"kind": "ddpm", "timesteps": 100},
+        "training": {"batch_size": 32, "lr": 1e-3, "warmup_epochs": 1, "ema_decay": 0.9},
+    }
+    data = digits_subset(tmp_path / "train.npz", count=32)
+    log = tmp_path / "pretrain.log"
+    with logging_to(log):
+        train_to_epoch(run, data, tmp_path / "epoch1.pt", 1, options=TrainOptions(device="cpu"))
+    last = re.split(r"[\r\n]", log.read_text().strip())[-1]
+    assert RESULT.match(last) and f"wrote {tmp_path / 'epoch1.pt'}: trained to epoch 1" in last
