@@ -346,7 +346,7 @@ def test_smoke_job_logs_are_not_empty_and_end_with_their_result(smoke_run):
     logs = sorted((smoke_run / "logs").rglob("*.log"))
     assert len(logs) > 50
     for log in logs:
-        lines = [line for line in re.split(r"[\r\n]", log.read_text()) if line.strip()]
+        lines = [line.strip() for line in re.split(r"[\r\n]", log.read_text()) if line.strip()]
         assert lines, f"{log} is empty"
         assert result.match(lines[-1]), f"{log} ends with {lines[-1]!r}"
 
