@@ -3,15 +3,19 @@
 #
 #   snakemake --cores all                          everything in config.yaml (the paper)
 #   snakemake --cores all results/table5.csv       one table
-#   snakemake --cores all --directory tests/smoke  the bundled small run (CPU, minutes)
-#   snakemake --profile profiles/slurm             on a SLURM cluster
+#   snakemake --cores all --directory tests/smoke  the bundled small run (CPU, ~20 minutes)
+#   snakemake --profile profiles/slurm             on a SLURM cluster (README: `--profile slurm`)
+#   snakemake --report report.html                 the HTML report, written to the working directory
 #
 # Stages live in workflow/rules/ in DAG order; the logic lives in the `ddae` package.
 
 import os
 import re
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
+
+from ddae.config_messages import check_schema, config_mistakes_reported
+from ddae.run_summary import run_summary
 
 min_version("9.0")
 
@@ -24,11 +28,15 @@ os.environ.update(
 configfile: "config.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
-if workflow.is_main_process:  # every value a job reads, checked once (not in every job)
-    from ddae.config_checks import check_config
+# A config mistake stops here with one message naming the key and its line in config.yaml
+# (ddae.config_messages); further checks that raise ddae.configs.ConfigError go inside too.
+CONFIG_FILE = (workflow.configfiles or ["config.yaml"])[-1]
+with config_mistakes_reported(CONFIG_FILE):
+    check_schema(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml", CONFIG_FILE)
+    if workflow.is_main_process:  # every value a job reads, checked once (not in every job)
+        from ddae.config_checks import check_config
 
-    check_config(config)
+        check_config(config)
 
 
 # GPU jobs take one `gpu_slot` each; profiles/default caps the slots at 1 so that a workstation
@@ -36,6 +44,10 @@ if workflow.is_main_process:  # every value a job reads, checked once (not in ev
 # throttled by it, and `gpu` itself is never capped (a 4-GPU job still asks SLURM for 4).
 resource_scopes:
     gpu_slot="local",
+
+
+# `snakemake --report report.html` (written into the working directory): this page opens it.
+report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
@@ -58,3 +70,7 @@ rule all:
         "results/table5.csv",
         "results/table5.md",
     default_target: True
+
+
+onsuccess:
+    print(run_summary([*report_targets(), "results/table5.md"], ".", workflow.overwrite_workdir))

@@ -24,8 +24,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import logging
 import pickle
-import urllib.request
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -36,8 +36,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ddae.downloads import open_source
 from ddae.results import atomic_output
 
+log = logging.getLogger(__name__)
 SPLITS = ("train", "test")
 DATASET_SUFFIX = ".npz"
 
@@ -427,6 +429,8 @@ def prepare_dataset(
     splits = READERS[name](None if source is None else Path(source), resolution)
     for split in SPLITS:
         splits[split].save(split_path(out_dir, split))
+    sizes = ", ".join(f"{len(splits[split])} {split}" for split in SPLITS)
+    log.info("prepared %s at %d px: %s images in %s", name, resolution, sizes, out_dir)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -469,15 +473,20 @@ def download_tiny_imagenet(
 ) -> Path:
     """Download the official Tiny-ImageNet zip to `dest_zip`, verified by md5 before renaming."""
     dest = Path(dest_zip)
-    with urllib.request.urlopen(url, timeout=timeout_s) as response:
+    with open_source(url, dest, f"md5 {md5}", timeout_s) as response:
         _save_stream_verified(response, dest, md5)
     return dest
 
 
 def download_cifar10(root: str | Path) -> Path:
-    """Download and extract CIFAR-10 with torchvision (which verifies its own md5)."""
+    """Download and extract CIFAR-10 with torchvision (which verifies its own md5); the archive
+    itself is fetched first through `open_source`, so offline failures say what to do."""
     from torchvision.datasets import CIFAR10
 
+    archive = Path(root) / CIFAR10.filename
+    if not archive.is_file():
+        with open_source(CIFAR10.url, archive, f"md5 {CIFAR10.tgz_md5}") as stream:
+            _save_stream_verified(stream, archive, CIFAR10.tgz_md5)
     CIFAR10(root=str(root), train=True, download=True)
     return Path(root) / CIFAR10_FOLDER
 

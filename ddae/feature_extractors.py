@@ -26,7 +26,6 @@ import hashlib
 import logging
 import os
 import re
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import ClassVar, Protocol
@@ -36,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ddae.downloads import open_source
 from ddae.results import atomic_output
 
 log = logging.getLogger(__name__)
@@ -191,7 +191,8 @@ def download_inception(
     algorithm = _checksum_algorithm(checksum)
     dest = Path(dest)
     digest = hashlib.new(algorithm)
-    with urllib.request.urlopen(url, timeout=timeout_s) as response, atomic_output(dest) as out:
+    source = open_source(url, dest, f"{algorithm} {checksum}", timeout_s)
+    with source as response, atomic_output(dest) as out:
         while chunk := response.read(chunk_size):
             digest.update(chunk)
             out.write(chunk)

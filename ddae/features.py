@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -58,8 +59,8 @@ import numpy as np
 import torch
 from numpy.lib.format import open_memmap
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
+from ddae import joblog
 from ddae.checkpoints import load_network
 from ddae.configs import from_mapping, to_mapping
 from ddae.data import CropFlip, ImageDataset, apply_crop_flip, to_model_range
@@ -67,6 +68,7 @@ from ddae.diffusion import Framework
 
 TRAIN, TEST = 0, 1  # split codes in the per-item seeds
 AUGMENT_STREAM, NOISE_STREAM = 0, 1  # independent streams per item: crop/flip, then ε
+log = logging.getLogger(__name__)
 FEATURE_DTYPE = np.float16
 META_FILE = "meta.json"
 
@@ -307,7 +309,7 @@ def iter_features(
     autocast = bf16 and device.type == "cuda"
     starts = range(0, len(indices), batch_size)
     with DecoderFeatures(net, layers) as features:
-        for start in tqdm(starts, desc=desc, disable=None if progress else True, leave=False):
+        for start in joblog.progress(starts, desc or "features", enabled=progress):
             batch = indices[start : start + batch_size]
             x0 = inputs_for(view, batch).to(device, torch.float32)
             eps = per_item_normal(noise_key, batch, x0.shape[1:], device)
@@ -489,6 +491,18 @@ def write_feature_cache(
             **meta,
         }
         (tmp / META_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    log.info(
+        "cached %d layers at t = %s/%s (sigma %.4g): %d training items x %d views, %d test "
+        "items in %s",
+        len(layers),
+        meta.get("t"),
+        meta.get("steps"),
+        sigma,
+        num_train,
+        config.views,
+        num_test,
+        out_dir,
+    )
     return out_dir
 
 

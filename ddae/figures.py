@@ -11,9 +11,11 @@
 * Figure 6 (Sec. 4.1.3): accuracy vs noise level of the noise-conditional DDAE MLP head and of
   the noise-conditional WideResNet, VP and VE perturbations.
 
-Each function takes explicit result paths (CONTRACT.md formats) and writes one PNG and one PDF.
-Nothing is invented: a series whose files are missing is left out and named "(not run)" in the
-legend or panel. Paper values, where the paper states them, come from
+Each function takes explicit result paths (CONTRACT.md formats) and writes one PNG and one PDF,
+with ``source`` (dataset, scale, networks, FID extractor; see the workflow's figure rules)
+printed under the figure. Nothing is invented: a series whose files are missing is left out and
+named "not run" in its panel (never as a legend entry without a point); legends sit under the
+axes. Paper values, where the paper states them, come from
 ``ddae/reference/paper_results.yaml`` and are drawn as hollow markers labelled "paper".
 """
 
@@ -94,6 +96,27 @@ def _save(fig: Any, png: PathLike, pdf: PathLike) -> None:
     log.info("wrote %s and %s", png, pdf)
 
 
+def _source_note(fig: Any, source: str | None) -> None:
+    """The figure's data source (dataset, scale, networks, FID extractor) under the figure."""
+    if source:
+        fig.supxlabel(source, fontsize=7, color="0.25", wrap=True)
+
+
+def _not_run_note(ax: Any, missing: Sequence[str]) -> None:
+    """Series without a result file, named under the panel's title (never as a legend entry
+    without a point); call after ``set_title``."""
+    if missing:
+        ax.set_title(f"{ax.get_title()}\nnot run: {', '.join(missing)}")
+
+
+def _legend_below(ax: Any, ncol: int = 1) -> None:
+    """The legend under the axes (and its x label), where it cannot cover a point or a
+    reference line."""
+    if ax.get_legend_handles_labels()[0]:
+        below = -0.1 - 0.1 * (ax.get_xlabel().count("\n") + 1)  # under every x-label line
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, below), ncol=ncol, framealpha=0.8)
+
+
 def _empty_panel(ax: Any, title: str) -> None:
     ax.set_title(f"{title} {NOT_RUN}")
     ax.text(0.5, 0.5, "no result file", ha="center", va="center", transform=ax.transAxes)
@@ -109,6 +132,7 @@ def figure2(
     png: PathLike,
     pdf: PathLike,
     paper: Mapping[str, str] | None = None,
+    source: str | None = None,
 ) -> None:
     """Heatmaps of grid-search linear-probe accuracy, decoder layer (rows) × timestep (columns).
 
@@ -169,6 +193,7 @@ def figure2(
             ax.legend(loc="upper right", framealpha=0.8)
             fig.colorbar(image, ax=ax, label="linear-probe test accuracy (%)")
         fig.suptitle("Figure 2. Linear-probe accuracy over layer × timestep (grid search)")
+        _source_note(fig, source)
         _save(fig, png, pdf)
 
 
@@ -180,12 +205,15 @@ def figure3(
     png: PathLike,
     pdf: PathLike,
     layers: Mapping[str, Sequence[int]] | None = None,
+    source: str | None = None,
 ) -> None:
     """Uniformity (x) vs alignment (y) per decoder layer, one trajectory over checkpoints.
 
     ``series``: panel label → {checkpoint epoch: align_uniform/epoch{E}.csv}. ``layers``:
-    optional panel label → the 1-based layers to draw (default all). Dots grow with the epoch;
-    the last checkpoint is ringed and labelled with its layer number. Lower left is better.
+    optional panel label → the 1-based layers to draw (default all). Arrows run from each
+    checkpoint to the next, so the direction of training is read off the line; dots grow with
+    the epoch and the last checkpoint is ringed and labelled with its layer number. Lower left
+    is better.
     """
     with _figure(len(series), width=4.4, height=3.8) as (fig, axes):
         for ax, (label, files) in zip(axes, series.items(), strict=False):
@@ -207,7 +235,14 @@ def figure3(
                 if track.empty:
                     continue
                 color = cmap((layer - 1) / max(total - 1, 1))
-                ax.plot(track["uniformity"], track["alignment"], color=color, linewidth=1)
+                points = list(zip(track["uniformity"], track["alignment"], strict=True))
+                for start, end in zip(points, points[1:], strict=False):
+                    ax.annotate(
+                        "",
+                        xy=end,
+                        xytext=start,
+                        arrowprops={"arrowstyle": "-|>", "color": color, "lw": 1, "shrinkB": 3},
+                    )
                 ax.scatter(
                     track["uniformity"],
                     track["alignment"],
@@ -240,8 +275,12 @@ def figure3(
             ax.set_title(f"{label}\n(t = {t}/{steps}; epochs {epochs[0]}→{epochs[-1]}{note})")
             ax.set_xlabel("uniformity L_uniform (Eq. 4, lower = more uniform)")
             ax.set_ylabel("alignment L_align (Eq. 3, lower = more aligned)")
-            ax.legend(ncol=2 if len(chosen) > 8 else 1, loc="best", framealpha=0.8)
-        fig.suptitle("Figure 3. Alignment and uniformity of decoder layers during training")
+            _legend_below(ax, ncol=4 if len(chosen) > 8 else 3)
+        fig.suptitle(
+            "Figure 3. Alignment and uniformity of decoder layers during training\n"
+            "(arrows run from each checkpoint to the next; the ringed dot is the final epoch)"
+        )
+        _source_note(fig, source)
         _save(fig, png, pdf)
 
 
@@ -249,7 +288,10 @@ def figure3(
 
 
 def figure4(
-    series: Mapping[str, Sequence[Mapping[str, Any]]], png: PathLike, pdf: PathLike
+    series: Mapping[str, Sequence[Mapping[str, Any]]],
+    png: PathLike,
+    pdf: PathLike,
+    source: str | None = None,
 ) -> None:
     """FID (x, log scale) vs best linear-probe accuracy (y) of the DDPM noise ablations.
 
@@ -258,6 +300,7 @@ def figure4(
     label through its checkpoints in epoch order, each dot annotated with its epoch.
     """
     extractors: set[str] = set()
+    missing = []
     with _figure(1, width=6.0, height=4.4) as (fig, axes):
         ax = axes[0]
         for index, (label, points) in enumerate(series.items()):
@@ -272,7 +315,7 @@ def figure4(
                 epochs.append(int(point["epoch"]))
             color = COLORS[index % len(COLORS)]
             if not xs:
-                ax.plot([], [], color=color, marker="o", label=f"{label} {NOT_RUN}")
+                missing.append(label)
                 continue
             absent = len(points) - len(xs)
             suffix = f" ({absent} checkpoint(s) not run)" if absent else ""
@@ -293,7 +336,9 @@ def figure4(
             "Figure 4. Generation vs recognition of DDPM noise ablations\n"
             "(dots: checkpoints, labelled by epoch)"
         )
-        ax.legend(loc="best", framealpha=0.8)
+        _not_run_note(ax, missing)
+        _legend_below(ax, ncol=2)
+        _source_note(fig, source)
         _save(fig, png, pdf)
 
 
@@ -314,39 +359,47 @@ EVALUATIONS = (
 )
 
 
-def figure5(panels: Mapping[str, Mapping[str, Any]], png: PathLike, pdf: PathLike) -> None:
+def figure5(
+    panels: Mapping[str, Mapping[str, Any]],
+    png: PathLike,
+    pdf: PathLike,
+    source: str | None = None,
+) -> None:
     """FID (x) vs accuracy (y) of DDPM and EDM per dataset, WideResNet as a horizontal line.
 
     ``panels``: dataset label → ``{"models": {model label: {"fid", "linear", "finetune",
     "scratch": result file, "paper": reference key (optional, e.g. "cifar10_edm")}},
     "wrn": baselines/wrn.json, "paper_wrn": reference key (optional)}``. Ours are filled
     markers (one per evaluation, at the model's FID); the paper's values that the text states
-    with a FID are hollow markers; the paper's WideResNet accuracy is a dotted line.
+    with a FID are hollow markers, drawn only when every FID of ours on the panel is an
+    Inception FID too (a stand-in extractor's FIDs are on another scale); the paper's
+    WideResNet accuracy is a dotted line. What was not run is named in the panel, not in the
+    legend, and the legend sits under the axes, clear of the reference lines.
     """
     figure5_reference = load_reference()["figure5"]
-    extractors: set[str] = set()
-    with _figure(len(panels), width=4.6, height=3.8) as (fig, axes):
+    all_extractors: set[str] = set()
+    with _figure(len(panels), width=4.6, height=4.6) as (fig, axes):
         for ax, (dataset, panel) in zip(axes, panels.items(), strict=False):
-            drawn = False
+            drawn, missing, extractors = False, [], set()
+            fids = {
+                model: _json(files.get("fid"), "fid") for model, files in panel["models"].items()
+            }
+            extractors = {fid.get("extractor", "inception") for fid in fids.values() if fid}
+            all_extractors |= extractors
+            stand_in = bool(extractors - {"inception"})
             for index, (model, files) in enumerate(panel.get("models", {}).items()):
                 color = COLORS[index % len(COLORS)]
-                fid = _json(files.get("fid"), "fid")
+                fid = fids[model]
                 paper = figure5_reference.get(files.get("paper") or "", {})
                 if fid is None:
-                    ax.plot(
-                        [],
-                        [],
-                        color=color,
-                        marker="o",
-                        linestyle="none",
-                        label=f"{model}: FID {NOT_RUN}",
-                    )
+                    missing.append(f"{model} FID")
                 else:
                     x = float(fid["fid"])
-                    extractors.add(fid.get("extractor", "inception"))
                     for kind, marker, name in EVALUATIONS:
                         result = _json(files.get(kind))
                         if result is None:
+                            if files.get(kind):
+                                missing.append(f"{model} {name.split(' (')[0]}")
                             continue
                         ax.scatter(
                             x,
@@ -358,7 +411,7 @@ def figure5(panels: Mapping[str, Mapping[str, Any]], png: PathLike, pdf: PathLik
                             label=f"{model} {name}",
                         )
                         drawn = True
-                if "fid" in paper:
+                if "fid" in paper and not stand_in:
                     for kind, marker, name in EVALUATIONS:
                         if kind in paper:
                             ax.scatter(
@@ -381,8 +434,8 @@ def figure5(panels: Mapping[str, Mapping[str, Any]], png: PathLike, pdf: PathLik
                     linewidth=1,
                     label="WideResNet-28-10 (ours)",
                 )
-            else:
-                ax.plot([], [], color="black", linestyle="--", label=f"WideResNet-28-10 {NOT_RUN}")
+            elif panel.get("wrn"):
+                missing.append("WideResNet-28-10")
             paper_wrn = figure5_reference.get(panel.get("paper_wrn") or "", {})
             if "supervised" in paper_wrn:
                 ax.axhline(
@@ -396,11 +449,16 @@ def figure5(panels: Mapping[str, Mapping[str, Any]], png: PathLike, pdf: PathLik
                 ax.text(
                     0.5, 0.5, "no result files", ha="center", va="center", transform=ax.transAxes
                 )
-            ax.set_title(dataset)
+            title = dataset
+            if stand_in:
+                title += "\n(paper's Inception-FID points left out: ours use a stand-in extractor)"
+            ax.set_title(title)
             ax.set_xlabel(_fid_axis_label(extractors, "FID (lower = better generation)"))
             ax.set_ylabel("test accuracy (%)")
-            ax.legend(loc="best", framealpha=0.8)
+            _not_run_note(ax, missing)
+            _legend_below(ax)
         fig.suptitle("Figure 5. Generative and discriminative performance")
+        _source_note(fig, source)
         _save(fig, png, pdf)
 
 
@@ -408,7 +466,10 @@ def figure5(panels: Mapping[str, Mapping[str, Any]], png: PathLike, pdf: PathLik
 
 
 def figure6(
-    panels: Mapping[str, Mapping[str, PathLike | None]], png: PathLike, pdf: PathLike
+    panels: Mapping[str, Mapping[str, PathLike | None]],
+    png: PathLike,
+    pdf: PathLike,
+    source: str | None = None,
 ) -> None:
     """Accuracy (y) vs noise level σ (x, log) of noise-conditional classifiers.
 
@@ -418,11 +479,11 @@ def figure6(
     """
     with _figure(len(panels), width=4.6, height=3.6) as (fig, axes):
         for ax, (title, files) in zip(axes, panels.items(), strict=False):
-            any_drawn = False
+            any_drawn, missing = False, []
             for index, (label, path) in enumerate(files.items()):
                 color = COLORS[index % len(COLORS)]
                 if not _available(path):
-                    ax.plot([], [], color=color, label=f"{label} {NOT_RUN}")
+                    missing.append(label)
                     continue
                 curve = _csv(path, "noisy").sort_values("sigma")
                 ax.plot(
@@ -439,6 +500,8 @@ def figure6(
             ax.set_title(title)
             ax.set_xlabel("noise level σ (log scale)")
             ax.set_ylabel("test accuracy on noised images (%)")
-            ax.legend(loc="best", framealpha=0.8)
+            _not_run_note(ax, missing)
+            _legend_below(ax)
         fig.suptitle("Figure 6. Noise-conditional classifiers over noise scales")
+        _source_note(fig, source)
         _save(fig, png, pdf)

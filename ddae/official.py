@@ -31,7 +31,6 @@ import logging
 import math
 import re
 import shutil
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +41,7 @@ import torch
 from ddae.checkpoints import save_checkpoint
 from ddae.configs import ConfigError, to_mapping
 from ddae.diffusion import build_framework, framework_config
+from ddae.downloads import open_source
 from ddae.edm_pickle import load_edm_pickle, module_state_dict, submodule
 from ddae.networks import build_network, count_parameters, network_config, network_spec
 from ddae.networks.ddpm_unet import DDPMUNet
@@ -135,7 +135,8 @@ def _download_file(
     algorithm, expected = _parse_checksum(checksum) if checksum else ("sha256", None)
     digest = hashlib.new(algorithm)
     sha256 = hashlib.sha256()
-    with urllib.request.urlopen(url, timeout=timeout_s) as response, atomic_output(dest) as out:
+    expected_text = f"{algorithm} {expected}" if expected else None
+    with open_source(url, dest, expected_text, timeout_s) as response, atomic_output(dest) as out:
         while chunk := response.read(chunk_size):
             digest.update(chunk)
             sha256.update(chunk)

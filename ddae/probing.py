@@ -37,6 +37,7 @@ What differs, and why:
 from __future__ import annotations
 
 import csv
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -47,8 +48,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm.auto import tqdm
 
+from ddae import joblog
 from ddae.checkpoints import load_network
 from ddae.configs import ConfigError, from_mapping, to_mapping
 from ddae.data import ImageDataset, epoch_permutation
@@ -68,6 +69,7 @@ from ddae.features import (
 from ddae.result_files import read_grid_choice
 from ddae.results import append_jsonl, write_json
 
+log = logging.getLogger(__name__)
 VIEW_STREAM = 2  # seeds the per-epoch choice of cached view (distinct from features' streams)
 INIT_STREAM = 3  # seeds each probe's initialisation
 GRID_CSV_COLUMNS = ["layer", "layer_name", "t", "steps", "sigma", "test_accuracy"]
@@ -267,8 +269,8 @@ def fit_cached_probes(
         loss_sum = torch.zeros(bank.num_probes, dtype=torch.float64, device=device)
         correct = torch.zeros(bank.num_probes, dtype=torch.int64, device=device)
         starts = range(0, num_train, config.batch_size)
-        bar = tqdm(starts, desc=f"probe epoch {epoch + 1}", disable=None if progress else True)
-        for start in bar:
+        desc = f"{bank.num_probes} probes, epoch {epoch + 1}/{config.epochs}"
+        for start in joblog.progress(starts, desc, enabled=progress):
             index = order[start : start + config.batch_size]
             index_src, view_src = index.to(train.device), chosen_view[index].to(train.device)
             rows = train[:, view_src, index_src]  # (G, B, D_total)
@@ -427,6 +429,16 @@ def grid_search(
         writer.writeheader()
         writer.writerows(rows)
     write_json(out_json, record)
+    log.info(
+        "grid search of %d probes: best layer %d (%s), t = %d/%d, test accuracy %.2f%% (%s)",
+        len(rows),
+        best["layer"],
+        best["layer_name"],
+        best["t"],
+        best["steps"],
+        best["test_accuracy"],
+        out_csv,
+    )
     return record
 
 
@@ -591,6 +603,15 @@ def probe_in_the_loop(
         history.append(entry)
         if metrics:
             append_jsonl(metrics, entry)
+    log.info(
+        "linear probe at layer %d (%s), t = %d/%d: test accuracy %.2f%% after %d epochs",
+        layer,
+        net.decoder_blocks()[layer - 1][0],
+        t,
+        steps,
+        history[-1]["test_accuracy"],
+        cfg.epochs,
+    )
     return {
         "test_accuracy": history[-1]["test_accuracy"],
         "layer": layer,

@@ -12,6 +12,7 @@ config's ``batch_size`` is the global batch, so it is compared with the product.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -20,9 +21,29 @@ from typing import Any
 
 import pandas as pd
 
+from ddae.classifier_training import ClassifierTrainingConfig
+from ddae.latents import LatentCacheConfig
+from ddae.probing import LinearProbeConfig
 from ddae.report import is_number, load_reference
 
 log = logging.getLogger(__name__)
+
+# What a job uses for a setting that its config mapping leaves out: its config class's default
+# (ddae.probing.LinearProbeConfig for Table 6, ddae.classifier_training.ClassifierTrainingConfig
+# for Tables 7-8), or what the code always does (no setting: Adam in ddae.probing.ProbeBank,
+# the cosine schedules of ProbeConfig.lr_at_epoch and classifier_training.lr_at_epoch).
+CONFIG_CLASSES = {
+    "table6": LinearProbeConfig,
+    "table7": ClassifierTrainingConfig,
+    "table8": ClassifierTrainingConfig,
+}
+FIXED_IN_CODE = {
+    "table6": {"optimizer": "Adam", "schedule": "cosine decay"},
+    "table7": {"schedule": "cosine decay"},
+    "table8": {"schedule": "cosine decay"},
+}
+# DiT jobs read augmented latents: flip and crop are the latent cache's (LatentCacheConfig)
+LATENT_AUGMENTATION = ("hflip", "crop_padding")
 
 TITLES = {
     "table6": "Table 6. Linear probing setting",
@@ -97,11 +118,38 @@ def _same(measured: Any, paper: Any) -> bool:
     return bool(ours) and (theirs.startswith(ours) or ours.startswith(theirs))
 
 
+def _default(cls: type, quantity: str) -> tuple[str, Any] | None:
+    """(field name, default) of the config class field that holds ``quantity``, if any."""
+    for field in dataclasses.fields(cls):
+        if field.name in ALIASES[quantity] and field.default is not dataclasses.MISSING:
+            return field.name, field.default
+    return None
+
+
+def effective_setting(
+    table: str, quantity: str, augmentation: Mapping[str, Any] | None
+) -> tuple[str, Any] | None:
+    """(where it comes from, value) of a paper quantity the job's config leaves out: the config
+    class's default, what the code always does, or (DiT, ``augmentation`` = its latents config)
+    the latent cache's flip and crop; None if the code has no such setting."""
+    if augmentation is not None and quantity in LATENT_AUGMENTATION:
+        if quantity in augmentation:
+            return f"latents.{quantity}", augmentation[quantity]
+        name, value = _default(LatentCacheConfig, quantity)
+        return f"latents.{name}, code default", value
+    if quantity in FIXED_IN_CODE[table]:
+        return "fixed in the code", FIXED_IN_CODE[table][quantity]
+    found = _default(CONFIG_CLASSES[table], quantity)
+    return None if found is None else (f"{found[0]}, code default", found[1])
+
+
 def settings_table(table: str, columns: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """Long form: one row per (column, setting) with measured, paper and matches.
 
-    ``columns`` items: ``{"label": str, "config": mapping used by the job, "paper": key}``.
-    Paper quantities the config does not contain appear with measured "not set".
+    ``columns`` items: ``{"label": str, "config": mapping used by the job, "paper": key}`` and,
+    for DiT columns, ``"augmentation"``: the latents config (flip and crop happen there).
+    Paper quantities the config does not contain show the value the job effectively uses
+    (`effective_setting`), or "not set" where the code has none.
     """
     if table not in TITLES:
         raise ValueError(f"unknown settings table {table!r} (choose from {sorted(TITLES)})")
@@ -114,17 +162,26 @@ def settings_table(table: str, columns: Sequence[Mapping[str, Any]]) -> pd.DataF
             key = next((k for k in flat if k.rsplit(".", 1)[-1] in names), None)
             if key is None and quantity not in paper:
                 continue
-            measured = flat[key] if key is not None else "not set"
             used.add(key)
+            augmentation = column.get("augmentation")
+            if augmentation is not None and quantity in LATENT_AUGMENTATION:
+                key = None  # the probe/fine-tune's own flip and crop are unused on latents
+            effective = None if key else effective_setting(table, quantity, augmentation)
+            if key:
+                source, measured = key, flat[key]
+            elif effective:
+                source, measured = effective
+            else:
+                source, measured = "", "not set"
             reference = paper.get(quantity)
             rows.append(
                 {
                     "model": column["label"],
-                    "quantity": QUANTITY_NAMES[quantity] + (f" [{key}]" if key else ""),
+                    "quantity": QUANTITY_NAMES[quantity] + (f" [{source}]" if source else ""),
                     "measured": measured,
                     "paper": "" if reference is None else reference,
                     "matches": ""
-                    if reference is None or key is None
+                    if reference is None or not source
                     else _same(measured, reference),
                 }
             )
@@ -161,7 +218,7 @@ def write_settings_table(
     frame.to_csv(csv_path, index=False)
     Path(md_path).write_text(settings_markdown(table, frame))
     differ = frame[frame["matches"] == False]  # noqa: E712 ("" means no paper value)
-    log.info("wrote %s and %s; %d settings differ from the paper", csv_path, md_path, len(differ))
     for row in differ.itertuples():
         log.warning("%s %s: %s, paper %s", row.model, row.quantity, row.measured, row.paper)
+    log.info("wrote %s and %s; %d settings differ from the paper", csv_path, md_path, len(differ))
     return frame

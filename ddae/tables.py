@@ -119,8 +119,8 @@ def write_table5(
     frame.to_csv(csv_path, index=False)
     Path(md_path).write_text(table5_markdown(frame))
     mismatches = frame[frame["matches"] == False]  # noqa: E712 ("" means no paper value)
-    log.info("wrote %s and %s; %d values differ from the paper", csv_path, md_path, len(mismatches))
     for _, row in mismatches.iterrows():
         log.warning(
             "%s %s: %s, paper %s", row["model"], row["quantity"], row["measured"], row["paper"]
         )
+    log.info("wrote %s and %s; %d values differ from the paper", csv_path, md_path, len(mismatches))

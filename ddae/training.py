@@ -516,6 +516,8 @@ def train_to_epoch(
             drop_metrics_after(options.metrics_path, trainer.state.step)
         trainer.run_to(target_epoch, options)
         trainer.save(Path(output))
+        if world.is_main:
+            log.info("wrote %s: trained to epoch %d on %s", output, target_epoch, dataset_path)
         if world.is_main and options.state_dir is not None:
             (options.state_dir / PARTIAL_STATE).unlink(missing_ok=True)
     finally:

@@ -133,7 +133,8 @@ def test_figure4(tmp_path, texts):
     }
     figures.figure4(series, tmp_path / "f4.png", tmp_path / "f4.pdf")
     check_outputs(tmp_path / "f4.png", tmp_path / "f4.pdf")
-    assert "β upper half (not run)" in texts
+    assert any(t.endswith("not run: β upper half") for t in texts)  # in the title
+    assert not any(t.startswith("β upper half") for t in texts)  # no legend entry without a point
     assert "T=64 (1 checkpoint(s) not run)" in texts
 
 
@@ -162,12 +163,43 @@ def test_figure5(tmp_path, texts):
             "wrn": tmp_path / "nothing.json",
         },
     }
-    figures.figure5(panels, tmp_path / "f5.png", tmp_path / "f5.pdf")
+    source = "Data: cifar10 at 32 px: cifar10_edm (ddpmpp, official edm, epoch 4000)"
+    figures.figure5(panels, tmp_path / "f5.png", tmp_path / "f5.pdf", source=source)
     check_outputs(tmp_path / "f5.png", tmp_path / "f5.pdf")
     assert "EDM fine-tune (paper)" in texts  # the paper states EDM's FID 2.0 and 97.2%
-    assert "EDM: FID (not run)" in texts
-    assert "WideResNet-28-10 (not run)" in texts
+    assert "Tiny-ImageNet\nnot run: EDM FID, WideResNet-28-10" in texts  # named in the panel
+    assert "CIFAR-10\nnot run: DDPM scratch, EDM scratch" in texts
+    assert not any("(not run)" in t for t in texts)  # no legend entry without a point
     assert "WideResNet-28-10 (paper)" in texts
+    assert source in texts
+
+
+def test_figure5_keeps_the_papers_inception_fids_off_a_stand_in_axis(tmp_path, texts):
+    fid = write_json(tmp_path / "fid.json", fid=150.0, extractor="random_conv")
+    linear = write_json(tmp_path / "linear.json", test_accuracy=60.0)
+    panels = {"digits": {"models": {"EDM": {"fid": fid, "linear": linear, "paper": "cifar10_edm"}}}}
+    figures.figure5(panels, tmp_path / "f5.png", tmp_path / "f5.pdf")
+    assert "EDM linear probe" in texts
+    assert not any(t.endswith("(paper)") and "WideResNet" not in t for t in texts)
+    assert any("paper's Inception-FID points left out" in t for t in texts)
+
+
+def test_figure_legends_sit_under_the_axes(tmp_path, monkeypatch):
+    wrn = write_json(tmp_path / "wrn.json", test_accuracy=96.0)
+    panels = {"CIFAR-10": {"models": {}, "wrn": wrn, "paper_wrn": "cifar10_wrn"}}
+    boxes = []
+    original = figures._save
+
+    def recording(fig, png, pdf):
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        boxes.append((ax.get_legend().get_window_extent(), ax.get_window_extent()))
+        original(fig, png, pdf)
+
+    monkeypatch.setattr(figures, "_save", recording)
+    figures.figure5(panels, tmp_path / "f5.png", tmp_path / "f5.pdf")
+    legend, axes = boxes[0]
+    assert legend.y1 < axes.y0  # the dashed WideResNet line cannot be covered
 
 
 def test_figure6(tmp_path, texts):
@@ -192,4 +224,32 @@ def test_figure6(tmp_path, texts):
     }
     figures.figure6(panels, tmp_path / "f6.png", tmp_path / "f6.pdf")
     check_outputs(tmp_path / "f6.png", tmp_path / "f6.pdf")
-    assert "DDAE (EDM) MLP head (not run)" in texts
+    assert "VE: EDM vs WideResNet\nnot run: DDAE (EDM) MLP head" in texts
+
+
+def test_figure3_arrows_point_from_each_checkpoint_to_the_next(tmp_path, monkeypatch):
+    rows = {
+        epoch: write_csv(
+            tmp_path / f"e{epoch}.csv",
+            [
+                {"layer": k, "layer_name": f"b{k}", "t": 11, "steps": 1000, "sigma": 0.05}
+                | {"alignment": 2.0 - epoch / 1000, "uniformity": -k - epoch / 1000}
+                for k in (1, 2)
+            ],
+        )
+        for epoch in (250, 500, 1000)
+    }
+    arrows = []
+    original = figures._save
+
+    def recording(fig, png, pdf):
+        for note in fig.axes[0].texts:
+            if getattr(note, "arrow_patch", None) is not None:
+                arrows.append((note.xyann, note.xy))
+        original(fig, png, pdf)
+
+    monkeypatch.setattr(figures, "_save", recording)
+    figures.figure3({"DDPM": rows}, tmp_path / "f3.png", tmp_path / "f3.pdf")
+    assert len(arrows) == 2 * 2  # two layers, three checkpoints each
+    # every arrow runs towards the later checkpoint (alignment falls with the epoch here)
+    assert all(end[1] < start[1] for start, end in arrows)

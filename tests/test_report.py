@@ -299,7 +299,8 @@ def test_settings_tables_compare_with_the_paper(tmp_path):
     )
     get = {r.quantity.split(" [")[0]: r for r in finetune.itertuples()}
     assert get["base learning rate"].matches is True
-    assert get["batch size (global)"].measured == "not set"
+    assert get["batch size (global)"].measured == 512  # ClassifierTrainingConfig's default
+    assert get["batch size (global)"].matches is False
     assert get["batch size (global)"].paper == 64  # 8 per GPU × 8 GPUs
     scratch = settings_table(
         "table8",

@@ -1,6 +1,8 @@
 # Inputs and params of the tables and figures (workflow/rules/report.smk): which result files
 # each one reads. Pure Python, no torch.
 
+import yaml
+
 MODELS = TABLES.get("models", {})
 FIGURES = config.get("figures", {})
 
@@ -23,25 +25,48 @@ def model_runs():
     return [(key, run) for key, run in MODELS.items() if not key.endswith("_wrn")]
 
 
-def comparison_results():
-    """Result files of every paper model (Tables 2-4): linear, fine-tune, FID, supervised."""
+# The paper's rows of Tables 2-4 (package data ddae/reference/paper_results.yaml): each row's
+# `ours` names the model and metric it is reproduced by, so each table reads exactly those files.
+with open(os.path.join(workflow.basedir, "ddae", "reference", "paper_results.yaml")) as _file:
+    PAPER_ROWS = yaml.safe_load(_file)
+
+
+def shown_results(table):
+    """(model, metric) pairs that Table 2, 3 or 4 shows: each row's `ours`, and for Table 2 the
+    FID of the rows whose paper FID is a number."""
+    pairs = []
+    for row in PAPER_ROWS[table]:
+        ours = row.get("ours")
+        if ours is None:
+            continue
+        pairs.append((ours["model"], ours["metric"]))
+        if table == "table2" and isinstance(row.get("fid"), (int, float)):
+            pairs.append((ours["model"], "fid"))
+    return pairs
+
+
+def comparison_results(table):
+    """Result files of the configured paper models that one of Tables 2-4 shows (and no more:
+    Table 3 reads CIFAR-10 results only, Table 4 Tiny-ImageNet ones)."""
     results = {}
-    for key, run in model_runs():
-        results[key] = {
-            "linear": stage_file(run, "linear_probe"),
-            "finetune": stage_file(run, "finetune"),
-            "fid": stage_file(run, "fid"),
-        }
-    for key, dataset in MODELS.items():
-        if key.endswith("_wrn"):
-            results[key] = {"supervised": baseline_file(dataset, "wrn.json")}
+    for model, metric in shown_results(table):
+        name = MODELS.get(model)
+        if name is None:
+            continue
+        if model.endswith("_wrn"):
+            path = baseline_file(name, "wrn.json")
+        else:
+            path = stage_file(name, {"linear": "linear_probe"}.get(metric, metric))
+        results.setdefault(model, {})[metric] = path
     return results
 
 
 def settings_columns(stage):
-    """Tables 6-8: the settings each job actually used, with the paper model they stand for."""
+    """Tables 6-8: the settings each job actually used, with the paper model they stand for
+    (DiT jobs read augmented latents: their flip and crop are the latents config's)."""
     columns = [
         {"label": key, "config": evaluation(run)[stage], "paper": key if stage != "scratch" else "ddae"}
+        | ({"augmentation": evaluation(run).get("latents", {})} if run in DIT_RUNS else {})
         for key, run in model_runs()
         if stage in evaluation(run)
     ]
@@ -108,8 +133,11 @@ def figure4_series():
 
 
 def figure5_panels():
+    """Figure 5: the paper models with a FID (its x axis: DDPM and EDM, not DiT), per dataset."""
     panels = {}
     for key, run in model_runs():
+        if "fid" not in evaluation(run):
+            continue
         dataset = PRETRAINING[run]["dataset"]
         panel = panels.setdefault(
             dataset,
@@ -139,6 +167,30 @@ def figure6_panels():
             "WRN-28-10": baseline_file(dataset, f"noisy_wrn_{perturbation}.csv"),
         }
     return panels
+
+
+def figure_source(runs, fid=False):
+    """Under each figure: the data it shows (dataset and resolution, each run's network,
+    checkpoint source and epochs) and, for FID axes, the FID extractor."""
+    parts = []
+    for dataset in dict.fromkeys(PRETRAINING[run]["dataset"] for run in runs):
+        described = []
+        for run in dict.fromkeys(r for r in runs if PRETRAINING[r]["dataset"] == dataset):
+            spec = PRETRAINING[run]
+            origin = ", ".join(f"{k} {v}" for k, v in spec.get("source", {}).items())
+            epochs = ", ".join(str(e) for e in evaluated_epochs(run))
+            described.append(
+                f"{run} ({spec['network']['arch']}, {origin or 'trained here'}, "
+                f"checkpoints at epoch {epochs})"
+            )
+        parts.append(f"{dataset} at {DATASETS[dataset]['resolution']} px: {', '.join(described)}")
+    text = "Data: " + ("; ".join(parts) or "no runs configured")
+    if fid:
+        extractor = FID["extractor"]
+        text += f". FID: {extractor}" + (
+            "" if extractor == "inception" else " (offline stand-in, not the paper's Inception)"
+        )
+    return text
 
 
 def files_in(value):

@@ -5,12 +5,12 @@
 
 rule table2:
     input:
-        files_in(comparison_results()),
+        files_in(comparison_results("table2")),
     output:
         csv=report("results/table2.csv", caption="../report/table2.rst", category="Tables"),
         md="results/table2.md",
     params:
-        results=comparison_results(),
+        results=comparison_results("table2"),
     log:
         "logs/table2.log",
     benchmark:
@@ -23,12 +23,12 @@ rule table2:
 
 rule table3:
     input:
-        files_in(comparison_results()),
+        files_in(comparison_results("table3")),
     output:
         csv=report("results/table3.csv", caption="../report/table3.rst", category="Tables"),
         md="results/table3.md",
     params:
-        results=comparison_results(),
+        results=comparison_results("table3"),
     log:
         "logs/table3.log",
     benchmark:
@@ -41,12 +41,12 @@ rule table3:
 
 rule table4:
     input:
-        files_in(comparison_results()),
+        files_in(comparison_results("table4")),
     output:
         csv=report("results/table4.csv", caption="../report/table4.rst", category="Tables"),
         md="results/table4.md",
     params:
-        results=comparison_results(),
+        results=comparison_results("table4"),
     log:
         "logs/table4.log",
     benchmark:
@@ -153,6 +153,7 @@ rule figure2:
     params:
         grids=figure2_grids(),
         paper=figure2_paper(),
+        source=figure_source(FIGURES.get("figure2", {}).values()),
     log:
         "logs/figure2.log",
     benchmark:
@@ -171,6 +172,7 @@ rule figure3:
         pdf="results/figure3.pdf",
     params:
         series=figure3_series(),
+        source=figure_source(FIGURES.get("figure3", {}).values()),
     log:
         "logs/figure3.log",
     benchmark:
@@ -189,6 +191,7 @@ rule figure4:
         pdf="results/figure4.pdf",
     params:
         series=figure4_series(),
+        source=figure_source(FIGURES.get("figure4", {}).values(), fid=True),
     log:
         "logs/figure4.log",
     benchmark:
@@ -207,6 +210,7 @@ rule figure5:
         pdf="results/figure5.pdf",
     params:
         panels=figure5_panels(),
+        source=figure_source([r for _, r in model_runs() if "fid" in evaluation(r)], fid=True),
     log:
         "logs/figure5.log",
     benchmark:
@@ -225,6 +229,7 @@ rule figure6:
         pdf="results/figure6.pdf",
     params:
         panels=figure6_panels(),
+        source=figure_source([r for _, r in model_runs() if "noisy" in evaluation(r)]),
     log:
         "logs/figure6.log",
     benchmark:

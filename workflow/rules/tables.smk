@@ -3,7 +3,7 @@
 
 rule table5:
     output:
-        csv="results/table5.csv",
+        csv=report("results/table5.csv", caption="../report/table5.rst", category="Tables"),
         md="results/table5.md",
     params:
         columns=table5_columns(),

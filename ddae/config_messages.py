@@ -1,0 +1,175 @@
+"""One clear message for a mistake in config.yaml, instead of a schema dump.
+
+The Snakefile checks the config inside `config_mistakes_reported`: a schema violation (from
+``workflow/schemas/config.schema.yaml``) or a `ddae.configs.ConfigError` raised by a later check
+stops the workflow before any job with one message on stderr. For a schema violation the
+message names the key path and its line in config.yaml, the keys allowed there, a "did you
+mean" for near misses, and, when the block is a YAML anchor (``&name``) that several runs share
+through aliases (``*name``), the anchor and every place that uses it, so that the path named is
+the one the user edited (the anchor's definition), not the first run that happens to alias it.
+
+Pure Python (PyYAML and jsonschema, no torch): the Snakefile imports it on every parse.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from ddae.configs import ConfigError
+
+Key = str | int
+
+
+def _dotted(path: Sequence[Key]) -> str:
+    text = ""
+    for key in path:
+        text += f"[{key}]" if isinstance(key, int) else (f".{key}" if text else str(key))
+    return text or "(top level)"
+
+
+def _node_paths(root: yaml.Node) -> dict[int, list[tuple[Key, ...]]]:
+    """id(node) -> every key path reaching it, in document order (aliases share one node)."""
+    paths: dict[int, list[tuple[Key, ...]]] = {}
+
+    def walk(node: yaml.Node, path: tuple[Key, ...]) -> None:
+        paths.setdefault(id(node), []).append(path)
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                walk(value, (*path, key.value))
+        elif isinstance(node, yaml.SequenceNode):
+            for index, value in enumerate(node.value):
+                walk(value, (*path, index))
+
+    walk(root, ())
+    return paths
+
+
+def _node_at(root: yaml.Node, path: Sequence[Key]) -> yaml.Node | None:
+    node = root
+    for key in path:
+        if isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if k.value == key), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+        else:
+            return None
+        if node is None:
+            return None
+    return node
+
+
+def _key_line(root: yaml.Node, path: Sequence[Key]) -> int | None:
+    """1-based line of the last key of ``path`` (or of the value at ``path``)."""
+    if not path:
+        return None
+    parent = _node_at(root, path[:-1])
+    if isinstance(parent, yaml.MappingNode):
+        for key, _ in parent.value:
+            if key.value == path[-1]:
+                return key.start_mark.line + 1
+    node = _node_at(root, path)
+    return None if node is None else node.start_mark.line + 1
+
+
+def _anchor_name(lines: list[str], node: yaml.Node) -> str | None:
+    line, column = lines[node.start_mark.line], node.start_mark.column
+    match = re.match(r"&([^\s,\[\]{}]+)", line[column:]) or re.search(
+        r"&([^\s,\[\]{}]+)\s*$", line[:column]
+    )
+    return match.group(1) if match else None
+
+
+def _users(paths: list[tuple[Key, ...]]) -> str:
+    runs = [p[1] for p in paths if len(p) > 1 and p[0] == "pretraining"]
+    if len(runs) == len(paths) and len(set(runs)) == len(runs):
+        return f"{len(runs)} runs: {', '.join(map(str, runs))}"
+    return f"{len(paths)} places: {', '.join(_dotted(p) for p in paths)}"
+
+
+def schema_message(config: Mapping[str, Any], schema: Mapping[str, Any], text: str) -> str | None:
+    """The message for the first schema violation of ``config`` (None if valid). ``text`` is
+    config.yaml's source, for line numbers and anchors (an empty text gives none)."""
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
+    if error is None:
+        return None
+    path = tuple(error.absolute_path)
+    lines = text.splitlines()
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader) if text else None
+    except yaml.YAMLError:
+        root = None
+    # the block the user wrote: follow the path through aliases back to the anchor's definition
+    anchor = None
+    if root is not None:
+        every = _node_paths(root)
+        for depth in range(len(path), 0, -1):
+            node = _node_at(root, path[:depth])
+            reached = every.get(id(node), []) if node is not None else []
+            if len(reached) > 1:
+                anchor = (_anchor_name(lines, node), reached)
+                path = reached[0] + path[depth:]
+                break
+    details = []
+    if error.validator == "additionalProperties" and isinstance(error.instance, Mapping):
+        allowed = sorted(error.schema.get("properties", {}))
+        unknown = [k for k in error.instance if k not in allowed]
+        key = unknown[0] if unknown else "?"
+        where = (*path, key)
+        headline = f"unknown key {key!r} at {_dotted(where)}"
+        details.append(f"allowed keys there: {', '.join(allowed) or '(none)'}")
+        near = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
+        line = _key_line(root, where) if root is not None else None
+    elif error.validator == "enum":
+        where = path
+        headline = f"{_dotted(where)}: {error.instance!r} is not one of the allowed values"
+        details.append(f"allowed values: {', '.join(map(repr, error.validator_value))}")
+        near = difflib.get_close_matches(str(error.instance), map(str, error.validator_value), 1)
+        line = _key_line(root, where) if root is not None else None
+    else:
+        where = path
+        headline = f"{_dotted(where)}: {error.message}"
+        near = []
+        line = _key_line(root, where) if root is not None else None
+    if near:
+        details.append(f"did you mean {near[0]!r}?")
+    if anchor is not None:
+        name, reached = anchor
+        label = f"the YAML anchor &{name}" if name else "a YAML anchor"
+        details.append(
+            f"this block is {label}, used by {_users(reached)}; a change there applies to all"
+        )
+    at = f" (line {line})" if line else ""
+    return f"{headline}{at}\n" + "".join(f"  {detail}\n" for detail in details)
+
+
+def check_schema(config: Mapping[str, Any], schema_path: str | Path, config_path: str | Path):
+    """Raise `ConfigError` with `schema_message` unless ``config`` follows the schema."""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    config_path = Path(config_path)
+    text = config_path.read_text() if config_path.is_file() else ""
+    message = schema_message(config, schema, text)
+    if message is not None:
+        raise ConfigError(f"{config_path}: {message}")
+
+
+@contextmanager
+def config_mistakes_reported(config_path: str | Path) -> Iterator[None]:
+    """Print a `ConfigError` raised inside as one message (no traceback) and stop."""
+    try:
+        yield
+    except ConfigError as error:
+        text = str(error)
+        if not text.startswith(str(config_path)):
+            text = f"{config_path}: {text}"
+        print(f"Error in the config: {text.rstrip()}", file=sys.stderr)
+        raise SystemExit(1) from None

@@ -1,0 +1,81 @@
+"""Download failures are one message (URL, destination, checksum, what to do offline), and a file
+placed by hand under resources/manual/ is verified and used. No network: the URLs point at a
+closed local port."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from ddae import data
+from ddae.downloads import DownloadError, placed_path
+from ddae.feature_extractors import download_inception
+from ddae.official import download_official
+
+UNREACHABLE = "http://127.0.0.1:9/"  # the discard port: connection refused at once
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def download(kind: str, dest: str, url: str, checksum: str) -> None:
+    if kind == "tiny_imagenet":
+        data.download_tiny_imagenet(dest, url=url, md5=checksum, timeout_s=5)
+    elif kind == "inception":
+        download_inception(dest, url=url, checksum=checksum, timeout_s=5)
+    else:
+        download_official("edm", dest, url=url, checksum=checksum, timeout_s=5)
+
+
+CASES = [
+    ("tiny_imagenet", "resources/downloads/tiny_imagenet/tiny-imagenet-200.zip", "md5"),
+    ("inception", "resources/downloads/inception/inception-2015-12-05.pt", "sha256"),
+    ("official", "resources/downloads/official/edm-cifar10-32x32-uncond-vp.pkl", "sha256"),
+]
+
+
+@pytest.mark.parametrize(("kind", "dest", "algorithm"), CASES)
+def test_unreachable_url_names_url_destination_and_checksum(workdir, kind, dest, algorithm):
+    checksum = hashlib.new(algorithm, b"x").hexdigest()
+    url = UNREACHABLE + Path(dest).name
+    with pytest.raises(DownloadError) as error:
+        download(kind, dest, url, checksum)
+    message = str(error.value)
+    assert f"download failed: {url}" in message
+    assert f"needed at {dest}" in message
+    assert checksum in message
+    manual = "resources/manual/" + dest.removeprefix("resources/downloads/")
+    assert f"copy the file to {manual}" in message
+    assert "verified against that checksum and used" in message
+    assert "Traceback" not in message and not Path(dest).exists()
+    assert error.value.__cause__ is None and error.value.__suppress_context__
+
+
+@pytest.mark.parametrize(("kind", "dest", "algorithm"), CASES)
+def test_a_placed_file_is_verified_and_used(workdir, kind, dest, algorithm):
+    content = b"weights placed by hand"
+    placed = placed_path(dest)
+    placed.parent.mkdir(parents=True)
+    placed.write_bytes(content)
+    with pytest.raises(Exception, match="expected"):  # a wrong checksum: nothing is written
+        download(kind, dest, UNREACHABLE + "x", hashlib.new(algorithm, b"other").hexdigest())
+    assert not Path(dest).exists()
+    download(kind, dest, UNREACHABLE + "x", hashlib.new(algorithm, content).hexdigest())
+    assert Path(dest).read_bytes() == content
+
+
+def test_cifar10_download_failure_says_where_the_archive_goes(workdir, monkeypatch):
+    from torchvision.datasets import CIFAR10
+
+    monkeypatch.setattr(CIFAR10, "url", UNREACHABLE + "cifar-10-python.tar.gz")
+    with pytest.raises(DownloadError) as error:
+        data.download_cifar10("resources/downloads/cifar10")
+    message = str(error.value)
+    assert "resources/downloads/cifar10/cifar-10-python.tar.gz" in message
+    assert CIFAR10.tgz_md5 in message
+    assert "resources/manual/cifar10/cifar-10-python.tar.gz" in message
