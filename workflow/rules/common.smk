@@ -213,10 +213,21 @@ def grid_choice(run, epoch):
     return [stage_file(run, "grid", epoch).replace(".csv", ".json")]
 
 
+def grid_epochs(run):
+    """Checkpoints that get a grid search: the final one only unless `grid_checkpoints: all`
+    (Figure 4: each ablation's own grid at its final checkpoint serves all its checkpoints)."""
+    if evaluation(run).get("grid_checkpoints", "final") == "all":
+        return evaluated_epochs(run)
+    return evaluated_epochs(run)[-1:]
+
+
 def layer_t_choice(wildcards):
-    """The grid-search result that picks (layer, t) for this checkpoint (for rules without an
-    epoch, scratch: the final checkpoint's)."""
-    return grid_choice(wildcards.run, getattr(wildcards, "epoch", None))
+    """The grid-search result that picks (layer, t) for this checkpoint: its own grid when
+    every checkpoint has one, else the final checkpoint's (also for rules without an epoch)."""
+    epoch = getattr(wildcards, "epoch", None)
+    if epoch is not None and int(epoch) not in grid_epochs(wildcards.run):
+        epoch = None
+    return grid_choice(wildcards.run, epoch)
 
 
 def layer_t_choice_final(wildcards):
@@ -264,7 +275,7 @@ def evaluation_targets():
         for run in PRETRAINING
         for epoch in evaluated_epochs(run)
         for stage in CHECKPOINT_STAGES
-        if stage in evaluation(run)
+        if stage in evaluation(run) and (stage != "grid" or epoch in grid_epochs(run))
     ]
     targets += [
         stage_file(run, stage)
