@@ -13,6 +13,8 @@ import re
 
 from snakemake.utils import min_version, validate
 
+from ddae.paper_shape import check_paper_shape
+
 min_version("9.0")
 
 # Jobs import the `ddae` package of this checkout, also inside conda environments (envs/).
@@ -25,6 +27,7 @@ configfile: "config.yaml"
 
 
 validate(config, "workflow/schemas/config.schema.yaml")
+check_paper_shape(config)
 
 
 # GPU jobs take one `gpu_slot` each; profiles/default caps the slots at 1 so that a workstation
