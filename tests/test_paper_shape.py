@@ -21,6 +21,7 @@ import yaml
 
 from ddae.alignment import AlignUniformConfig as AlignUniform
 from ddae.configs import ConfigError, from_mapping
+from ddae.data import ImageDataset
 from ddae.diffusion import build_framework
 from ddae.features import DecoderFeatures, FeatureCacheConfig
 from ddae.fid import SamplingConfig
@@ -34,6 +35,7 @@ from ddae.paper_shape import (
     check_paper_shape,
     decoder_layer_count,
     miniature_config,
+    write_miniature,
 )
 from ddae.probing import GridSearchConfig, LinearProbeConfig
 from ddae.report import table9
@@ -226,21 +228,63 @@ def walk_paper_jobs(config: dict) -> dict[str, int]:
     return dict(counts)
 
 
-def test_every_paper_scale_job_builds_its_settings():
+@pytest.fixture(scope="module")
+def paper_jobs() -> dict[str, int]:
+    return walk_paper_jobs(PAPER_CONFIG)
+
+
+def test_every_paper_scale_job_builds_its_settings(paper_jobs):
     """Issue 11's guard: fails on Figure 4's T = 64 FID (100 DDIM steps > T) before the fix."""
     check_paper_shape(PAPER_CONFIG)
-    counts = walk_paper_jobs(PAPER_CONFIG)
+    counts = paper_jobs
     assert counts["pretrain"] == 56 and counts["fid"] == 40 and counts["grid"] == 12
     # the dry run's linear_probe 40 + dit_linear_probe 2, cache_features 241 + cache_dit 22
     assert counts["linear_probe"] == 42 and counts["cache_features"] == 241 + 22
 
 
-def test_smoke_and_miniature_jobs_build_their_settings():
+def test_smoke_and_miniature_jobs_build_their_settings(paper_jobs):
     check_paper_shape(SMOKE_CONFIG)
     mini = miniature_config(PAPER_CONFIG)
     check_paper_shape(mini)
     counts = walk_paper_jobs({**mini, "datasets": PAPER_CONFIG["datasets"]})
-    assert counts == walk_paper_jobs(PAPER_CONFIG) | {"pretrain": 58}  # + the 2 official runs
+    assert counts == paper_jobs | {"pretrain": 58}  # + the 2 official runs, trained here
+    # structure kept: every T, sampler, step count, grid and layer choice of every run
+    for name, run in PAPER_CONFIG["pretraining"].items():
+        small = mini["pretraining"][name]
+        assert small["framework"] == run["framework"], name
+        assert len(small["epochs"]) == len(run["epochs"]), name
+        assert decoder_layer_count(small["network"]) == decoder_layer_count(run["network"])
+        for key in ("steps", "grid_t", "layer_t", "grid_checkpoints", "checkpoints"):
+            assert small["evaluation"].get(key) == run["evaluation"].get(key), (name, key)
+        for key in ("sampler", "steps", "clip_denoised"):
+            assert small["evaluation"].get("fid", {}).get(key) == run["evaluation"].get(
+                "fid", {}
+            ).get(key), (name, key)
+
+
+def test_miniature_plans_the_paper_dag_offline(tmp_path, paper_jobs):
+    """The cheap part of the miniature for CI: its workdir and dry run (the full run: README)."""
+    write_miniature(REPO / "config.yaml", tmp_path)
+    classes = {
+        name: len(ImageDataset.load(tmp_path / "resources" / "data" / name / "train.npz").classes)
+        for name in ("cifar10", "tiny_imagenet")
+    }
+    assert classes == {"cifar10": 10, "tiny_imagenet": 200}
+    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d"]
+    result = subprocess.run(
+        [*command, str(tmp_path), "-n", "--quiet", "rules"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout + result.stderr, re.MULTILINE))
+    assert not any(rule.startswith("download") for rule in jobs)  # offline
+    assert int(jobs["pretrain"]) == paper_jobs["pretrain"] + 2
+    assert int(jobs["cache_features"]) + int(jobs["cache_dit_features"]) == 241 + 22
+    assert int(jobs["sample_fid"]) == 40 and int(jobs["grid_search"]) == 12
+    assert int(jobs["stand_in_checkpoint"]) == 2 and int(jobs["stand_in_vae"]) == 1
 
 
 def test_decoder_defaults_match_the_networks():
