@@ -365,3 +365,15 @@ def test_figure4_ablations_probe_every_checkpoint_at_their_final_grid(tmp_path):
             for t in dag.grid_timesteps(run)
         ]
         assert max(sigmas) == pytest.approx(0.72, abs=0.02), label  # the main grid's σ range
+
+
+def test_cifar10_ddpm_runs_trained_here_use_the_authors_recipe():
+    """FutureXiang/ddae config/DDPM_ddpm.yaml on 4 GPUs (README), lr x GPUs (train.py): global
+    batch 512, lr 4e-4, 13 warm-up epochs, EMA 0.9999 with ema_pytorch's 2/3 warm-up, clip 1."""
+    for name, run in PAPER_CONFIG["pretraining"].items():
+        if run["dataset"] != "cifar10" or run["network"]["arch"] != "ddpm_unet":
+            continue
+        training = from_mapping(TrainingConfig, run["training"])
+        assert (training.batch_size, training.lr, training.warmup_epochs) == (512, 4e-4, 13), name
+        assert (training.ema_decay, training.grad_clip) == (0.9999, 1.0), name
+        assert training.ema_warmup_power == pytest.approx(2 / 3), name
