@@ -113,7 +113,7 @@ def test_paper_config_plans_every_evaluation(paper_plan):
         linear = "dit_linear_probe" if dit else "linear_probe"
         assert jobs[linear, run] == (evaluated(run) if "linear_probe" in stages else 0), run
         # one grid per run (Figure 4: the final checkpoint's serves every checkpoint)
-        grids = evaluated(run) if stages.get("grid_checkpoints") == "all" else 1
+        grids = 1 if stages.get("grid_checkpoints", "all") == "final" else evaluated(run)
         assert jobs["grid_search", run] == (grids if "grid" in stages else 0), run
         cache = "cache_dit_features" if dit else "cache_features"
         expected = grids * grid_size(run) if "grid" in stages else 0

@@ -214,11 +214,11 @@ def grid_choice(run, epoch):
 
 
 def grid_epochs(run):
-    """Checkpoints that get a grid search: the final one only unless `grid_checkpoints: all`
-    (Figure 4: each ablation's own grid at its final checkpoint serves all its checkpoints)."""
-    if evaluation(run).get("grid_checkpoints", "final") == "all":
-        return evaluated_epochs(run)
-    return evaluated_epochs(run)[-1:]
+    """Checkpoints that get a grid search: every evaluated one, or with `grid_checkpoints: final`
+    the final one only (Figure 4: each ablation's own grid at its final checkpoint serves all)."""
+    if evaluation(run).get("grid_checkpoints", "all") == "final":
+        return evaluated_epochs(run)[-1:]
+    return evaluated_epochs(run)
 
 
 def layer_t_choice(wildcards):
