@@ -121,8 +121,8 @@ def check_paper_shape(config: Mapping[str, Any]) -> None:
 
 # --- the miniature ----------------------------------------------------------------------------
 
-MINI_IMAGES_PER_CLASS = {"train": 12, "test": 4}  # per dataset class (CIFAR-10: 120 / 40)
-MINI_MIN_IMAGES = {"train": 120, "test": 40}  # Tiny-ImageNet: at least this many, 200 classes
+MINI_IMAGES_PER_CLASS = {"train": 4, "test": 1}  # Tiny-ImageNet (200 classes): 800 / 200
+MINI_MIN_IMAGES = {"train": 120, "test": 40}  # CIFAR-10 (10 classes): 120 / 40
 MINI_BATCH = 32  # every batch size is capped at this
 MINI_WIDTH = {"ddpm_unet": {"base_channels": 32}, "ddpmpp": {"model_channels": 16}}
 MINI_DIT = {"hidden_size": 32, "num_heads": 2}  # depth 28, patch 2, 1000 classes kept
