@@ -15,6 +15,8 @@ import re
 from snakemake.utils import min_version
 
 from ddae.config_messages import check_schema, config_mistakes_reported
+from ddae.configs import ConfigError
+from ddae.paper_shape import check_paper_shape
 from ddae.run_summary import run_summary
 
 min_version("9.0")
@@ -33,6 +35,7 @@ configfile: "config.yaml"
 CONFIG_FILE = (workflow.configfiles or ["config.yaml"])[-1]
 with config_mistakes_reported(CONFIG_FILE):
     check_schema(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml", CONFIG_FILE)
+    check_paper_shape(config)  # sampler steps vs T, layer and t ranges (pure Python, cheap)
     if workflow.is_main_process:  # every value a job reads, checked once (not in every job)
         from ddae.config_checks import check_config
 

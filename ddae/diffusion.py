@@ -102,12 +102,29 @@ class DDPM:
         """x_T ~ N(0, I) in VP coordinates is N(0, (1 + σ_T²) I) in x = x_t/√ᾱ_T coordinates."""
         return math.sqrt(1.0 + sigma_max**2)
 
-    def sampling_sigmas(self, steps: int) -> Tensor:
-        """DDIM's "leading" subsequence of the T levels (steps = T: all), then 0; descending."""
+    def sampling_levels(self, steps: int) -> Tensor:
+        """0-based indices of the levels a `steps`-step DDIM visits, ascending.
+
+        As the authors' sampler (FutureXiang/ddae ``model/DDPM.py``, ``ddim_sample``):
+        ``times = arange(0, T, T // steps) + 1`` in 1-based steps, i.e. every (T // steps)-th
+        level starting at the first. Its count is ⌈T / (T // steps)⌉, not always `steps`: 100
+        for T = 1000, 103 for T = 512, 128 for T = 256. With steps ≥ T (T // steps would be 0,
+        which the authors' code cannot take) every one of the T levels is used (Figure 4's
+        T = 64 with 100 DDIM steps).
+        """
         T = self.config.timesteps
-        if not 1 <= steps <= T:
-            raise ConfigError(f"sampling steps must be in 1..{T}, got {steps}")
-        indices = torch.arange(steps) * (T // steps)
+        if steps < 1:
+            raise ConfigError(f"sampling steps must be positive, got {steps}")
+        return torch.arange(0, T, max(T // steps, 1))
+
+    def sampling_sigmas(self, steps: int) -> Tensor:
+        """σ of `sampling_levels(steps)`, descending, then 0.
+
+        The authors' DDIM looks ᾱ up in a table built from T + 1 β values (``schedules(...,
+        'DDIM')``) and stops at its ᾱ_0 = 1 − β_1 instead of σ = 0; we keep the training
+        schedule's ᾱ (the one the network was trained on) and end at σ = 0, as DDIM does.
+        """
+        indices = self.sampling_levels(steps)
         return torch.cat([self.sigmas[indices.flip(0)], torch.zeros(1, dtype=torch.float64)])
 
     def sample_training_sigma(self, batch: int, generator: torch.Generator) -> Tensor:

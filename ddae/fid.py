@@ -1,8 +1,18 @@
 """Sample quality: FID of 50,000 samples (paper Sec. 4 with Figures 4–5 and Table 2).
 
-The paper reports FID (Heusel et al. 2017) of 50k samples against the training set with
-clean-fid, sampling DDPM networks with 100-step DDIM and EDM networks with EDM's 18-level Heun
-sampler. This module:
+The paper reports FID (Heusel et al. 2017) of 50k samples against the training set, sampling
+DDPM networks with 100-step DDIM and EDM networks with EDM's 18-level Heun sampler. What the
+authors measured with: pytorch-fid on PNG files (FutureXiang/ddae README: "pip install
+pytorch-fid", ``extract_cifar10_pngs.ipynb`` unpacks the training set to 50,000 PNGs), and for
+EDM's official checkpoint EDM's own ``fid.py`` (NVlabs/edm). What we do instead: clean-fid's
+"clean" Inception features (`ddae.feature_extractors`: the same TF-Inception 2015-12-05 weights
+as EDM's fid.py, with clean-fid's antialiased resize), computed on the uint8 samples in memory
+without PNG files, so one extractor serves every run and nothing depends on a PIL/PNG round trip.
+pytorch-fid's port of the network and its resize differ slightly, so our FIDs are comparable with
+one another but only approximately with the paper's numbers. Per run, `SamplingConfig` also
+chooses x0 clipping (`ddae.sampling`), as the authors' samplers clip and EDM's does not.
+
+This module:
 
 * `write_reference_statistics`: feature mean and covariance of a dataset's training split;
 * `sample_and_score`: draws `SamplingConfig.samples` images from a checkpoint's EMA network
@@ -67,6 +77,10 @@ class SamplingConfig:
     batch_size: int = 500  # images per generate() call; results do not depend on it
     seed: int = 0  # image i uses seed + i (per-image generators, as EDM's generate.py)
     bf16: bool = False  # bf16 autocast for the network on CUDA (not in the paper; off = fp32)
+    # Clamp each step's x0 prediction to [−1, 1]: the authors' samplers do (FutureXiang/ddae
+    # model/DDPM.py and model/EDM.py, pred_eps_(clip_x=True)), EDM's generate.py does not
+    # (config.yaml: false for EDM's official checkpoint only).
+    clip_denoised: bool = True
 
     def __post_init__(self) -> None:
         for name in ("steps", "samples", "batch_size"):
@@ -286,6 +300,7 @@ def sample_and_score(
             steps=config.steps,
             device=device,
             bf16=config.bf16,
+            clip_denoised=config.clip_denoised,
         )
         images = to_uint8(images)
         if sum(len(g) for g in grid) < GRID_IMAGES:
@@ -304,6 +319,7 @@ def sample_and_score(
         "samples": stats.count,
         "sampler": config.sampler,
         "steps": config.steps,
+        "clip_denoised": config.clip_denoised,
         "reference": str(reference_npz),
         "reference_count": reference.count,
         "weights": None if weights is None else str(weights),

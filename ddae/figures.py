@@ -35,7 +35,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ddae.report import load_reference  # noqa: E402
+from ddae.report import load_reference, paper_in_our_numbering  # noqa: E402
 from ddae.result_files import read_result_csv, read_result_json, require  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -175,7 +175,7 @@ def figure2(
                 f"({best['test_accuracy']:.1f}%)",
             )
             key = (paper or {}).get(label)
-            choice = table9.get(key) if key else None
+            choice = paper_in_our_numbering(table9[key]) if key in table9 else None
             if choice and choice["steps"] == steps and choice["t"] in ts and choice["layer"] in ks:
                 ax.plot(
                     ts.index(choice["t"]),

@@ -23,11 +23,12 @@ sample one version per epoch" (Appendix A). The official code (FutureXiang/ddae
   (`ddae.finetune.finetune_dit`, Table 7): one random latent version per image and epoch
   (`epoch_copies`), no further augmentation, the test latents for evaluation.
 
-Layer numbering: "layer k/28" is ``decoder_blocks()[k − 1]`` = DiT ``blocks.<k−1>`` = the official
-code's 0-indexed ``layer-<k−1>`` (see `ddae.networks.dit`). Timesteps follow this project's
-1-based "t/steps" (`ddae.diffusion.DDPM`: ᾱ index t − 1, network label t − 1); the official
-``DiT/linear.py --time 121`` is 0-based (``q_sample`` at ᾱ index 121, label 121), i.e. t = 122
-here. Table 9's "121/1000" is read as t = 121 in the 1-based convention, like the DDPM rows.
+Layer numbering: "layer k" is ``decoder_blocks()[k − 1]`` = DiT ``blocks.<k−1>`` (k blocks deep),
+and timesteps follow this project's 1-based "t/steps" (`ddae.diffusion.DDPM`: ᾱ index t − 1,
+network label t − 1), as for every network. The paper's DiT numbers are the authors' 0-based
+ones (``DiT/linear.py``: ``layer-{idx}`` = ``blocks[idx]``, ``q_sample`` at ᾱ index t): Table 9's
+"12/28, t = 121" is layer 13, t = 122 here, "13/28, t = 91" is layer 14, t = 92 (see
+`ddae.networks.dit` for the encoder sizes that settle it).
 """
 
 from __future__ import annotations

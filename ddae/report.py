@@ -301,12 +301,38 @@ def _layer_text(layer: int, layers: int, name: str) -> str:
     return f"{int(layer)}/{int(layers)}" + (f" ({name})" if name else "")
 
 
+def paper_in_our_numbering(paper: Mapping[str, Any]) -> dict[str, Any]:
+    """A Table 9 entry in this project's numbering (layer k = k blocks deep, 1-based t).
+
+    Entries marked ``zero_based`` (DiT: the authors' DiT/linear.py hooks ``blocks[idx]`` as
+    ``layer-{idx}`` and noises at 0-based t; `ddae.networks.dit`) are shifted by one.
+    """
+    shift = 1 if paper.get("zero_based") else 0
+    return {**paper, "layer": paper["layer"] + shift, "t": paper["t"] + shift}
+
+
+def _paper_layer_text(paper: Mapping[str, Any]) -> str:
+    text = _layer_text(paper["layer"], paper["layers"], paper["where"])
+    if not paper.get("zero_based"):
+        return text
+    ours = paper_in_our_numbering(paper)
+    return f"{text} (0-based: blocks.{paper['layer']} = {ours['layer']}/{paper['layers']} here)"
+
+
+def _paper_t_text(paper: Mapping[str, Any]) -> str:
+    text = f"{paper['t']}/{paper['steps']}"
+    if not paper.get("zero_based"):
+        return text
+    return f"{text} (0-based: {paper_in_our_numbering(paper)['t']}/{paper['steps']} here)"
+
+
 def table9(columns: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """Long Table 9: per run, the grid search's layer and timestep beside the paper's.
 
     ``columns`` items: ``{"label", "grid": grid/epoch{E}.csv, "paper": Table 9 key or None}``
     (keys as in the reference file: cifar10_ddpm, cifar10_edm, tiny_imagenet_ddpm, …).
-    The layer "matches" when both k and N agree; the timestep when t and steps agree.
+    The layer "matches" when both k and N agree; the timestep when t and steps agree, after
+    the paper's 0-based DiT numbers are put in ours (`paper_in_our_numbering`).
     """
     reference = load_reference()["table9"]
     rows = []
@@ -316,20 +342,21 @@ def table9(columns: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
         winner = grid_winner(grid) if grid and Path(grid).is_file() else None
         if column.get("paper") and paper is None:
             raise ValueError(f"table9: no paper entry {column['paper']!r} in the reference file")
+        ours = paper and paper_in_our_numbering(paper)
         quantities = [
             (
                 "layer",
                 winner and _layer_text(winner["layer"], winner["layers"], winner["layer_name"]),
-                paper and _layer_text(paper["layer"], paper["layers"], paper["where"]),
+                paper and _paper_layer_text(paper),
                 winner
                 and paper
-                and (winner["layer"], winner["layers"]) == (paper["layer"], paper["layers"]),
+                and (winner["layer"], winner["layers"]) == (ours["layer"], ours["layers"]),
             ),
             (
                 "timestep",
                 winner and f"{int(winner['t'])}/{int(winner['steps'])}",
-                paper and f"{paper['t']}/{paper['steps']}",
-                winner and paper and (winner["t"], winner["steps"]) == (paper["t"], paper["steps"]),
+                paper and _paper_t_text(paper),
+                winner and paper and (winner["t"], winner["steps"]) == (ours["t"], ours["steps"]),
             ),
             ("sigma", winner and round(float(winner["sigma"]), 6), None, None),
             (
@@ -454,9 +481,7 @@ def label_free_table(
             )
             values["winner accuracy (%)"] = float(winner["test_accuracy"])
         if paper is not None:
-            values["paper's layer (Table 9)"] = _layer_text(
-                paper["layer"], paper["layers"], paper["where"]
-            )
+            values["paper's layer (Table 9)"] = _paper_layer_text(paper)
         for quantity, value in values.items():
             rows.append(
                 {

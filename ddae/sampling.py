@@ -11,6 +11,12 @@ descending schedule ending in 0 and ``noise`` a per-image noise source (ancestra
 * `ddpm_ancestral`: DDPM's ancestral step with the posterior variance β̃ (Ho et al. Eq. 6–7,
   google/ddpm-cifar10-32's "fixed_small"), written for any pair of levels via ᾱ = 1/(1 + σ²).
 
+x0 clipping: the authors' samplers clamp the predicted x0 to [−1, 1] before every step
+(FutureXiang/ddae ``pred_eps_(..., clip_x=True)`` in ``model/DDPM.py`` and ``model/EDM.py``), so
+the models they trained were scored that way; EDM's own generate.py (NVlabs/edm, the source of
+the official checkpoint's FID) does not clip. `generate(clip_denoised=...)` wraps D(x, σ) in that
+clamp for any sampler; the FID setting `SamplingConfig.clip_denoised` chooses it per run.
+
 `generate` draws a batch-size independent, per-image seeded set of samples (like EDM's
 generate.py), so the same seed gives the same images at any batch size or device count.
 """
@@ -112,12 +118,16 @@ def sampling_schedule(framework: Framework, sampler: str, steps: int | None) -> 
     return framework.sampling_sigmas(steps)
 
 
-def _float_denoiser(framework: Framework, net: nn.Module, autocast: bool) -> Denoiser:
-    """D evaluated in float32 (bf16 autocast on CUDA if asked) for a float64 sampler state."""
+def _float_denoiser(
+    framework: Framework, net: nn.Module, autocast: bool, clip: bool = False
+) -> Denoiser:
+    """D evaluated in float32 (bf16 autocast on CUDA if asked) for a float64 sampler state;
+    `clip` clamps it to the data range [−1, 1] (the authors' ``clip_x=True``)."""
 
     def denoiser(x: Tensor, sigma: Tensor) -> Tensor:
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
-            return framework.denoise(net, x.float(), sigma.float()).to(x.dtype)
+            denoised = framework.denoise(net, x.float(), sigma.float()).to(x.dtype)
+        return denoised.clamp(-1.0, 1.0) if clip else denoised
 
     return denoiser
 
@@ -133,14 +143,20 @@ def generate(
     steps: int | None = None,
     device: torch.device | str = "cpu",
     bf16: bool = False,
+    clip_denoised: bool = False,
 ) -> Tensor:
-    """Sample one image per seed; returns float images (len(seeds), C, H, W) clipped to [−1, 1]."""
+    """Sample one image per seed; returns float images (len(seeds), C, H, W) clipped to [−1, 1].
+
+    `clip_denoised` clamps every step's x0 prediction to [−1, 1] (see the module docstring).
+    """
     device = torch.device(device)
     sigmas = sampling_schedule(framework, sampler, steps).to(device)
     state_dtype = torch.float32 if device.type == "mps" else torch.float64
     sigmas = sigmas.to(state_dtype)
     noise = PerImageNoise(seeds, device)
     x = noise.randn(image_shape, state_dtype) * framework.prior_std(float(sigmas[0]))
-    denoiser = _float_denoiser(framework, net, autocast=bf16 and device.type == "cuda")
+    denoiser = _float_denoiser(
+        framework, net, autocast=bf16 and device.type == "cuda", clip=clip_denoised
+    )
     images = SAMPLERS[sampler](denoiser, x, sigmas, noise)
     return images.float().clamp(-1.0, 1.0)

@@ -145,11 +145,18 @@ class TrainingError(RuntimeError):
 def ema_decay_at(step: int, config: TrainingConfig) -> float:
     """EMA decay for the `step`-th update (1-based), with the optional warm-ups.
 
-    ema_pytorch (DDAE code): min(β, 1 − step^(−power)). EDM: the half-life (in steps) is at
-    most ``ema_rampup_ratio · step``, i.e. decay ≤ 0.5^(1 / (ratio · step)).
+    ema_pytorch (DDAE code): min(β, 1 − step^(−power)), and a plain copy at the first two
+    updates: the DDAE train.py builds ``EMA(diff, beta, update_after_step=0, update_every=1)``,
+    whose ``update()`` (ema-pytorch 0.2.x, ``ema_pytorch.py``) copies the model while its step
+    count is ≤ update_after_step (update 1) and again on its first averaging update (update 2,
+    the ``initted`` copy), then averages with 1 − (1 + (step − 1))^(−power) = 1 − step^(−power).
+    EDM: the half-life (in steps) is at most ``ema_rampup_ratio · step``, i.e. decay ≤
+    0.5^(1 / (ratio · step)).
     """
     decay = config.ema_decay
     if config.ema_warmup_power > 0:
+        if step <= 2:
+            return 0.0
         decay = min(decay, 1.0 - step ** (-config.ema_warmup_power))
     if config.ema_rampup_ratio > 0:
         decay = min(decay, 0.5 ** (1.0 / (config.ema_rampup_ratio * step)))

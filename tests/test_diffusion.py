@@ -125,6 +125,23 @@ def test_build_framework_rejects_unknown_kind_and_key():
         build_framework({"kind": "ddpm", "beta_min": 0.02, "beta_max": 0.01})
 
 
+@pytest.mark.parametrize(
+    ("T", "steps", "count", "top"),
+    [(1000, 100, 100, 990), (512, 100, 103, 510), (256, 100, 128, 254), (64, 100, 64, 63)],
+)
+def test_ddim_levels_follow_the_authors_respacing(T, steps, count, top):
+    """FutureXiang/ddae model/DDPM.py: times = arange(0, T, T // steps) + 1 (1-based); with
+    steps >= T every level (Figure 4's T = 64 at 100 DDIM steps used to raise)."""
+    ddpm = DDPM(DDPM.Config(timesteps=T))
+    levels = ddpm.sampling_levels(steps)
+    expected = torch.arange(0, T, max(T // steps, 1))  # 0-based = the authors' times − 1
+    assert levels.tolist() == expected.tolist()
+    assert len(levels) == count and int(levels[-1]) == top
+    sigmas = ddpm.sampling_sigmas(steps)
+    assert len(sigmas) == count + 1 and sigmas[0] == ddpm.sigmas[top] and sigmas[-1] == 0
+    assert torch.all(sigmas[:-1] > sigmas[1:])
+
+
 def test_ddim_schedule_is_leading_subsequence():
     ddpm = DDPM(DDPM.Config())
     sigmas = ddpm.sampling_sigmas(100)

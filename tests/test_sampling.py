@@ -108,3 +108,31 @@ def test_generate_is_seeded_per_image_and_batch_independent(sampler):
     assert together.abs().max() <= 1.0
     torch.testing.assert_close(together[2:], alone, atol=1e-6, rtol=0)
     assert not torch.allclose(together[0], together[1])
+
+
+def test_clip_denoised_clamps_every_x0_prediction():
+    """The authors' samplers clamp x0 to [−1, 1] each step (pred_eps_(clip_x=True)); a network
+    whose D overshoots the data range gives different samples with and without the clamp."""
+    from torch import nn
+
+    from ddae.sampling import generate
+
+    class Overshoot(nn.Module):  # ε̂ mixes pixels (a mirror image): D leaves [−1, 1]
+        def forward(self, x, noise_labels, augment_labels=None):
+            return 0.5 * x.flip(-1)
+
+    ddpm = DDPM(DDPM.Config(timesteps=64))
+    seen = []
+    clipped = generate(
+        ddpm, Overshoot(), SHAPE, range(4), sampler="ddim", steps=100, clip_denoised=True
+    )
+    plain = generate(ddpm, Overshoot(), SHAPE, range(4), sampler="ddim", steps=100)
+    assert float((clipped - plain).abs().max()) > 0.05
+    # with the clamp every x0 prediction lies in [−1, 1]: record them through the denoiser
+    from ddae import sampling
+
+    inner = sampling._float_denoiser(ddpm, Overshoot(), autocast=False, clip=True)
+    x = torch.randn(2, *SHAPE, dtype=torch.float64) * 10
+    for sigma in ddpm.sampling_sigmas(100)[:-1]:
+        seen.append(inner(x, sigma.expand(2)))
+    assert all(float(d.abs().max()) <= 1.0 for d in seen)

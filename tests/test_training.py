@@ -29,6 +29,7 @@ from ddae.training import (
     ema_decay_at,
     normalize_run,
     train_to_epoch,
+    update_ema,
 )
 
 CPU = World(rank=0, size=1, device=torch.device("cpu"))
@@ -279,6 +280,31 @@ def test_ema_warmups():
     edm = TrainingConfig(ema_decay=0.99929, ema_rampup_ratio=0.05)
     assert ema_decay_at(100, edm) == pytest.approx(0.5 ** (1 / 5))  # half-life 5 steps
     assert ema_decay_at(10**6, edm) == 0.99929
+
+
+def test_ema_warmup_follows_ema_pytorch_updates():
+    """The DDAE train.py's EMA(update_after_step=0, update_every=1) of ema-pytorch 0.2.x: its
+    update() copies the model at update 1 (step <= update_after_step) and at update 2 (the
+    `initted` copy, then an average with itself), and averages with 1 − step^(−2/3) after."""
+    config = TrainingConfig(ema_decay=0.9999, ema_warmup_power=2 / 3)
+    weights = [float(3 * k + (k % 2)) for k in range(1, 7)]  # the model after each step
+    reference, initted = None, False
+    ours = torch.zeros(1)
+    for step, weight in enumerate(weights):  # ema-pytorch's step before its increment
+        if step <= 0:
+            reference = weight
+        else:
+            if not initted:
+                reference, initted = weight, True
+            decay = min(1 - (1 + (step + 1 - 0 - 1)) ** (-2 / 3), 0.9999)
+            reference = decay * reference + (1 - decay) * weight
+        model = torch.nn.Linear(1, 1, bias=False)
+        model.weight.data.fill_(weight)
+        ema = torch.nn.Linear(1, 1, bias=False)
+        ema.weight.data.copy_(ours.view(1, 1))
+        update_ema(ema, model, ema_decay_at(step + 1, config))
+        ours = ema.weight.data.view(1).clone()
+        assert float(ours) == pytest.approx(reference, rel=1e-6), step + 1
 
 
 def test_config_errors_name_the_key():

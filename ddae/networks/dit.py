@@ -16,12 +16,17 @@ labels are passed, and returns ε only (the first ``in_channels`` output channel
 channels are dropped). The network runs under the DDPM framework (linear β 1e-4..0.02, T = 1000)
 on VAE latents (`ddae.latents`), receiving the 0-based step as its noise label.
 
-Layer numbering (paper Table 9, "12/28" CIFAR-10, "13/28" Tiny-ImageNet): ``decoder_blocks()``
-lists the 28 transformer blocks, and "layer k/28" is ``decoder_blocks()[k - 1]`` = ``blocks.<k-1>``.
-The official DDAE code (FutureXiang/ddae ``DiT/models.py``) hooks ``self.blocks`` as
-``f"layer-{idx}"`` with idx 0-based, so the paper's 12/28 is that code's ``layer-11`` and 13/28 is
-``layer-12``. (Its ``DiT/linear.py`` defaults, ``layer-13`` with t = 121 for CIFAR-10 and t = 81
-for Tiny-ImageNet, belong to its README's later results, 85.73 % / 66.57 %, not to Table 9.)
+Layer numbering: ``decoder_blocks()`` lists the 28 transformer blocks, and this project's
+"layer k" (as for every network) is ``decoder_blocks()[k - 1]`` = ``blocks.<k-1>``, the output of
+the first k blocks; `DiTEncoder` (k) keeps those k blocks. The paper's DiT numbers in Table 9
+("12/28" CIFAR-10, "13/28" Tiny-ImageNet, t 121 and 91) are 0-based, as the authors'
+FutureXiang/ddae ``DiT/models.py`` hooks ``self.blocks`` as ``f"layer-{idx}"`` (idx 0-based) and
+``DiT/linear.py`` noises with ``q_sample(x, t)`` at 0-based t. The encoder sizes settle it: one
+DiT-XL/2 block has 23,905,152 parameters and the embeddings (patch, timestep, label, fixed
+position) 3,091,968, so Table 3's 314M encoder is 13 blocks (313,858,944) and Table 4's 338M is
+14 blocks (337,764,096); 12 blocks would be 290M. So the paper's 12/28 is ``blocks.12`` = layer 13
+here, and 13/28 is ``blocks.13`` = layer 14 (`ddae.report.table9` converts; see also
+``ddae/reference/paper_results.yaml``).
 """
 
 from __future__ import annotations
@@ -312,7 +317,8 @@ class DiT(nn.Module):
         return self.forward_full(x, noise_labels, class_labels)[:, : self.in_channels]
 
     def decoder_blocks(self) -> list[tuple[str, nn.Module]]:
-        """The transformer blocks in forward order: "layer k/depth" is index k − 1 (Table 9).
+        """The transformer blocks in forward order: layer k is index k − 1 (the paper's 0-based
+        DiT "k/28" of Table 9 is index k, i.e. layer k + 1 here).
 
         A forward hook on a block receives its output tokens (B, N, hidden); features are their
         mean over tokens (as the official DDAE DiT code).

@@ -22,77 +22,62 @@ DOWNLOADED_SOURCES = {
 RUN_SLICE_KEYS = ("network", "framework", "training")
 
 
-def check_config():
-    """Cross-field checks the schema cannot express; each error names the key."""
+def check_cross_references():
+    """Cross-field checks the schema cannot express; each error names the key.
+
+    The evaluation blocks' shape (steps vs T, layer and t ranges) is checked by
+    `ddae.paper_shape.check_paper_shape` in the Snakefile.
+    """
     for name, run in PRETRAINING.items():
         where = f"pretraining.{name}"
         if run["dataset"] not in DATASETS:
-            raise ValueError(
+            raise ConfigError(
                 f"{where}.dataset: {run['dataset']!r} is not under datasets "
                 f"(defined: {', '.join(DATASETS)})"
             )
         epochs = run["epochs"]
         if list(epochs) != sorted(set(epochs)):
-            raise ValueError(f"{where}.epochs: must increase strictly, got {epochs}")
+            raise ConfigError(f"{where}.epochs: must increase strictly, got {epochs}")
         source = run.get("source", {})
         if not source and "training" not in run:
-            raise ValueError(f"{where}.training: a run trained here needs its training settings")
+            raise ConfigError(
+                f"{where}.training: a run trained here needs its training settings"
+            )
         if source and len(epochs) != 1:
-            raise ValueError(f"{where}.epochs: a run with a source has one checkpoint, got {epochs}")
+            raise ConfigError(
+                f"{where}.epochs: a run with a source has one checkpoint, got {epochs}"
+            )
         if (run["network"]["arch"] == "dit") != (source.get("official", source.get("stand_in"))
                                                  == "dit"):
-            raise ValueError(f"{where}.source: a DiT network comes from an official DiT "
-                             "checkpoint (or its stand-in), and only a DiT network does")
+            raise ConfigError(
+                f"{where}.source: a DiT network comes from an official DiT "
+                "checkpoint (or its stand-in), and only a DiT network does"
+            )
         resolution = DATASETS[run["dataset"]]["resolution"]
         if run["network"]["arch"] != "dit" and run["network"].get("resolution") != resolution:
-            raise ValueError(
+            raise ConfigError(
                 f"{where}.network.resolution: {run['network'].get('resolution')} differs from "
                 f"datasets.{run['dataset']}.resolution {resolution}"
             )
-        check_evaluation(name, run)
     for key, name in TABLES.get("models", {}).items():
         known = config.get("supervised", {}) if key.endswith("_wrn") else PRETRAINING
         if name not in known:
             section = "supervised" if key.endswith("_wrn") else "pretraining"
-            raise ValueError(f"tables.models.{key}: no {section} entry {name!r}")
+            raise ConfigError(f"tables.models.{key}: no {section} entry {name!r}")
     for figure, lines in config.get("figures", {}).items():
         for label, name in lines.items():
             if name not in PRETRAINING:
-                raise ValueError(f"figures.{figure}.{label}: no pretraining run {name!r}")
+                raise ConfigError(f"figures.{figure}.{label}: no pretraining run {name!r}")
     for dataset in config.get("supervised", {}):
         if dataset not in DATASETS:
-            raise ValueError(f"supervised.{dataset}: not a dataset under datasets")
+            raise ConfigError(f"supervised.{dataset}: not a dataset under datasets")
     for i, column in enumerate(TABLES.get("table5", [])):
         if column["run"] not in PRETRAINING:
-            raise ValueError(f"tables.table5[{i}].run: no pretraining run {column['run']!r}")
+            raise ConfigError(f"tables.table5[{i}].run: no pretraining run {column['run']!r}")
 
 
-def check_evaluation(name, run):
-    """Cross-field checks of a run's evaluation block (paper Sec. 3.2, Table 9)."""
-    spec = run.get("evaluation")
-    if not spec:
-        return
-    where = f"pretraining.{name}.evaluation"
-    framework = run["framework"]
-    if framework["kind"] == "ddpm" and spec["steps"] != framework.get("timesteps", 1000):
-        raise ValueError(
-            f"{where}.steps: DDPM timesteps count out of T = {framework.get('timesteps', 1000)}, "
-            f"got {spec['steps']}"
-        )
-    grid = spec.get("grid_t")
-    if grid and not 1 <= grid["start"] <= grid["stop"] <= spec["steps"]:
-        raise ValueError(f"{where}.grid_t: need 1 <= start <= stop <= steps ({spec['steps']})")
-    layer_t = spec.get("layer_t", "grid")
-    if layer_t == "grid":
-        if "grid" not in spec or not grid:
-            raise ValueError(f"{where}.layer_t is 'grid' but the run has no grid and grid_t")
-    elif not 1 <= layer_t["t"] <= spec["steps"]:
-        raise ValueError(f"{where}.layer_t.t: {layer_t['t']} is outside 1..{spec['steps']}")
-    if "grid" in spec and not grid:
-        raise ValueError(f"{where}.grid needs grid_t (the timesteps to search)")
-
-
-check_config()
+with config_mistakes_reported(CONFIG_FILE):
+    check_cross_references()
 
 
 def dataset_split(dataset, split):
@@ -213,10 +198,21 @@ def grid_choice(run, epoch):
     return [stage_file(run, "grid", epoch).replace(".csv", ".json")]
 
 
+def grid_epochs(run):
+    """Checkpoints that get a grid search: every evaluated one, or with `grid_checkpoints: final`
+    the final one only (Figure 4: each ablation's own grid at its final checkpoint serves all)."""
+    if evaluation(run).get("grid_checkpoints", "all") == "final":
+        return evaluated_epochs(run)[-1:]
+    return evaluated_epochs(run)
+
+
 def layer_t_choice(wildcards):
-    """The grid-search result that picks (layer, t) for this checkpoint (for rules without an
-    epoch, scratch: the final checkpoint's)."""
-    return grid_choice(wildcards.run, getattr(wildcards, "epoch", None))
+    """The grid-search result that picks (layer, t) for this checkpoint: its own grid when
+    every checkpoint has one, else the final checkpoint's (also for rules without an epoch)."""
+    epoch = getattr(wildcards, "epoch", None)
+    if epoch is not None and int(epoch) not in grid_epochs(wildcards.run):
+        epoch = None
+    return grid_choice(wildcards.run, epoch)
 
 
 def layer_t_choice_final(wildcards):
@@ -264,7 +260,7 @@ def evaluation_targets():
         for run in PRETRAINING
         for epoch in evaluated_epochs(run)
         for stage in CHECKPOINT_STAGES
-        if stage in evaluation(run)
+        if stage in evaluation(run) and (stage != "grid" or epoch in grid_epochs(run))
     ]
     targets += [
         stage_file(run, stage)
