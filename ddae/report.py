@@ -37,6 +37,9 @@ PathLike = str | Path
 NOT_RUN = "not run"
 NOT_REPRODUCED = "not reproduced"
 NOT_INCEPTION = "measured, not Inception"  # an FID from an offline stand-in extractor
+OTHER_DATASET = "other dataset"  # a result of another dataset (the miniature) is never compared
+# The paper's table sections and the dataset (results/<dataset>/...) their numbers come from.
+SECTION_DATASETS = {"CIFAR-10": "cifar10", "Tiny-ImageNet": "tiny_imagenet"}
 COMPARISON_COLUMNS = [
     "section",
     "method",
@@ -92,6 +95,20 @@ def read_result(path: PathLike | None) -> dict[str, Any] | None:
     return json.loads(path.read_text())
 
 
+def result_dataset(path: PathLike | None) -> str | None:
+    """The dataset of a pipeline result path ``results/<dataset>/...``, else None."""
+    parts = Path(path).parts if path else ()
+    return parts[parts.index("results") + 1] if "results" in parts[:-2] else None
+
+
+def _other_dataset(section: str, path: PathLike | None) -> str | None:
+    """The result's dataset when it is not the section's (e.g. the digits miniature standing in
+    for CIFAR-10 in tables.models), else None."""
+    dataset = result_dataset(path)
+    expected = SECTION_DATASETS.get(section)
+    return dataset if dataset and expected and dataset != expected else None
+
+
 def _metric_value(result: Mapping[str, Any] | None, metric: str) -> float | None:
     if result is None:
         return None
@@ -125,6 +142,14 @@ def _ours(
         return None, NOT_REPRODUCED, reason
     files = results.get(ours["model"], {})
     path = files.get(metric)
+    other = _other_dataset(entry["section"], path)
+    if other is not None:
+        return (
+            None,
+            OTHER_DATASET,
+            f"{path} is measured on {other}, not {entry['section']}: not placed in this row nor "
+            "compared with the paper (the miniature's comparisons are in results/findings.md)",
+        )
     result = read_result(path)
     value = _metric_value(result, metric)
     if value is None:
@@ -229,7 +254,7 @@ def comparison_markdown(name: str, frame: pd.DataFrame) -> str:
         for quantity in metrics:
             row = group[group["quantity"] == quantity].iloc[0]
             cells += [_ours_cell(row), str(row["paper"]), _delta_cell(row)]
-            if row["status"] == NOT_REPRODUCED and row["note"]:
+            if row["status"] in (NOT_REPRODUCED, OTHER_DATASET) and row["note"]:
                 notes.append(row["note"])
             elif row["paper_origin"] == "reported" and quantity == metrics[0]:
                 notes.append(f"reported, {row['source']}")
@@ -318,6 +343,11 @@ def table9(columns: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
         winner = grid_winner(grid) if grid and Path(grid).is_file() else None
         if column.get("paper") and paper is None:
             raise ValueError(f"table9: no paper entry {column['paper']!r} in the reference file")
+        label = column["label"]
+        dataset = result_dataset(grid)
+        if paper is not None and dataset and not str(column["paper"]).startswith(f"{dataset}_"):
+            # a miniature's grid (e.g. digits for cifar10_edm): its own row, no "matches"
+            label, paper = f"{label}: measured on {dataset}, not compared", None
         quantities = [
             (
                 "layer",
@@ -344,7 +374,7 @@ def table9(columns: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
         for quantity, measured, paper_value, matches in quantities:
             rows.append(
                 {
-                    "model": column["label"],
+                    "model": label,
                     "quantity": quantity,
                     "measured": NOT_RUN if winner is None else measured,
                     "paper": "" if paper_value is None else paper_value,
