@@ -187,7 +187,7 @@ def model_findings(files: Mapping[str, Any], thresholds: Thresholds) -> dict[str
             "chance": chance,
         },
         "checks": checks,
-        "files": {key: value for key, value in files.items() if key != "label" and value},
+        "files": {key: str(value) for key, value in files.items() if key != "label" and value},
     }
 
 

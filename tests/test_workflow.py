@@ -341,6 +341,45 @@ def test_smoke_run_produces_every_evaluation_table_and_figure(smoke_run):
 
 
 @pytest.mark.slow
+def test_smoke_run_shows_the_papers_findings(smoke_run, tmp_path):
+    """The miniature's findings hold on its own results, and a broken extractor's grid fed
+    through the same check fails them (ddae.findings)."""
+    from ddae.findings import Thresholds, model_findings
+
+    record = json.loads((smoke_run / "results/findings.json").read_text())
+    model = record["models"][0]
+    failed = [check for check in model["checks"] if not check["passed"]]
+    assert record["passed"] and not failed, failed
+    assert {check["finding"] for check in model["checks"]} >= {
+        "pretraining_beats_random_init",
+        "above_chance",
+        "grid_not_flat",
+        "noise_level_matters",
+        "best_t_not_noisiest",
+        "finetune_at_least_linear",
+    }
+    points = model["reference_points"]
+    for name in ("linear probe on raw pixels", "supervised, from scratch", "DDAE fine-tuned"):
+        assert 0 < points[name] <= 100, name
+    assert "Figure 4" in (smoke_run / "results/findings.md").read_text()
+    files = {key: smoke_run / path for key, path in model["files"].items()}
+    thresholds = Thresholds(**record["thresholds"])
+
+    def failures(files):
+        checked = model_findings({"label": "broken", **files}, thresholds)["checks"]
+        return {check["finding"] for check in checked if not check["passed"]}
+
+    # untrained weights: the random-init network's own grid in place of the pretrained one
+    assert "pretraining_beats_random_init" in failures({**files, "grid": files["random_init_grid"]})
+    # noise not applied: every t sees the features of the least noisy one
+    grid = pd.read_csv(files["grid"])
+    lowest = grid[grid["t"] == grid["t"].min()].set_index("layer")["test_accuracy"]
+    grid["test_accuracy"] = grid["layer"].map(lowest)
+    grid.to_csv(tmp_path / "noiseless.csv", index=False)
+    assert "noise_level_matters" in failures({**files, "grid": tmp_path / "noiseless.csv"})
+
+
+@pytest.mark.slow
 def test_smoke_report_has_every_table_and_figure(smoke_run):
     report = smoke_run / "report.html"
     snakemake(smoke_run, "--report", str(report))
