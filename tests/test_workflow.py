@@ -241,6 +241,28 @@ def test_bad_config_stops_before_any_job(tmp_path, edit, message):
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda c: c["pretraining"]["digits_ddpmpp_edm_init"].update(epochs=[1]),
+            r"findings.models\[0\].random_init.*needs epochs: \[0\]",
+        ),
+        (
+            lambda c: c["pretraining"]["digits_ddpmpp_edm_init"]["training"].update(seed=7),
+            r"findings.models\[0\]: runs 'digits_ddpmpp_edm' and 'digits_ddpmpp_edm_init' "
+            r"differ in training",
+        ),
+    ],
+    ids=["trained-reference", "other-initialisation"],
+)
+def test_findings_reference_must_be_the_untrained_twin(tmp_path, edit, message):
+    config = unshared(SMOKE_CONFIG)
+    edit(config)
+    code, output = snakemake(workdir_with(tmp_path, config), "-n", check=False)
+    assert code != 0 and re.search(message, output, re.DOTALL), output[-3000:]
+
+
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory) -> Path:
     """A finished run of tests/smoke in a temporary copy."""
@@ -252,6 +274,8 @@ def smoke_run(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_smoke_run_produces_every_checkpoint(smoke_run):
+    import torch
+
     from ddae.checkpoints import load_checkpoint
 
     for run, spec in SMOKE_CONFIG["pretraining"].items():
@@ -264,6 +288,11 @@ def test_smoke_run_produces_every_checkpoint(smoke_run):
             assert checkpoint["epoch"] == epoch
             assert checkpoint["step"] == epoch * (1437 // 64)
             assert (smoke_run / f"logs/digits/{run}/pretrain_epoch{epoch}.log").exists()
+            if epoch == 0:  # written without training: the initial weights, EMA = model
+                for name, value in checkpoint["ema"].items():
+                    assert torch.equal(value, checkpoint["model"][name]), name
+        if spec["epochs"] == [0]:
+            continue
         metrics = (smoke_run / f"results/digits/{run}/metrics.jsonl").read_text().splitlines()
         assert len(metrics) >= 2
         assert not (smoke_run / f"results/digits/{run}/partial/partial.pt").exists()
