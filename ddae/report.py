@@ -109,6 +109,13 @@ def _other_dataset(section: str, path: PathLike | None) -> str | None:
     return dataset if dataset and expected and dataset != expected else None
 
 
+def _miniature(paper_key: str, path: PathLike | None) -> bool:
+    """Whether a result stands in for paper model ``paper_key`` (e.g. cifar10_edm) but was
+    measured on another dataset (results/digits/...)."""
+    dataset = result_dataset(path)
+    return bool(dataset) and not paper_key.startswith(f"{dataset}_")
+
+
 def _metric_value(result: Mapping[str, Any] | None, metric: str) -> float | None:
     if result is None:
         return None
@@ -344,10 +351,9 @@ def table9(columns: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
         if column.get("paper") and paper is None:
             raise ValueError(f"table9: no paper entry {column['paper']!r} in the reference file")
         label = column["label"]
-        dataset = result_dataset(grid)
-        if paper is not None and dataset and not str(column["paper"]).startswith(f"{dataset}_"):
+        if paper is not None and _miniature(column["paper"], grid):
             # a miniature's grid (e.g. digits for cifar10_edm): its own row, no "matches"
-            label, paper = f"{label}: measured on {dataset}, not compared", None
+            label, paper = f"{label}: measured on {result_dataset(grid)}, not compared", None
         quantities = [
             (
                 "layer",
@@ -458,6 +464,8 @@ def label_free_table(
         grid = read_grid(grid_path) if grid_path and Path(grid_path).is_file() else None
         winner = grid_winner(grid_path) if grid is not None else None
         paper = reference.get(run.get("paper") or "")
+        if paper is not None and _miniature(run["paper"], grid_path or path):
+            paper = None  # the paper's layer is of another dataset: not set beside ours
         values: dict[str, Any] = {}
         if metrics is not None:
             layers = int(metrics["layer"].max())

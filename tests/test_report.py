@@ -346,3 +346,7 @@ def test_table9_does_not_match_a_miniature_grid_against_cifar10(tmp_path):
     frame = write_table9(columns, tmp_path / "t9.csv", tmp_path / "t9.md")
     assert set(frame["model"]) == {"cifar10_ddpm: measured on digits, not compared"}
     assert (frame["paper"] == "").all() and (frame["matches"] == "").all()
+    runs = [{"label": "digits_ddpm", "grid": grid, "paper": "cifar10_ddpm"}]
+    quantities = set(report.label_free_table(runs)["quantity"])
+    assert "grid-search winner (any timestep)" in quantities
+    assert "paper's layer (Table 9)" not in quantities
