@@ -39,7 +39,7 @@ Two options the paper does not use, both off by default, for the CPU miniature (
   probe's training features, (x − μ)/√(σ² + 1e-5) — a BatchNorm1d without affine parameters in
   evaluation mode, the normalisation MAE-style linear probes put before the head. The paper
   uses none ("we do not use additional normalization layers before linear classifiers since we
-  find it also works well", Sec. 4.1 / Appendix); on features of small spread, as a briefly
+  find it also works well", Appendix A); on features of small spread, as a briefly
   trained tiny network has, an un-normalised probe does not converge in a few epochs.
 * ``labels_per_class``: the probe sees only k labelled training images per class (a seeded
   choice, the same for every probe of a config): with few labels the quality of the
