@@ -63,6 +63,7 @@ include: "workflow/rules/classify.smk"
 include: "workflow/rules/analysis.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/tables.smk"
+include: "workflow/rules/findings.smk"
 
 
 rule all:
@@ -72,6 +73,7 @@ rule all:
         report_targets(),
         "results/table5.csv",
         "results/table5.md",
+        findings_targets(),
     default_target: True
 
 

@@ -32,6 +32,20 @@ What differs, and why:
   by batched tensor ops (`ProbeBank`), bit-for-bit independent in its math of the others.
 * All randomness is seeded (per-image noise and augmentation, see `ddae.features`; batch order
   from `ddae.data.epoch_permutation`; per-probe initialisation from (seed, t, layer)).
+
+Two options the paper does not use, both off by default, for the CPU miniature (tests/smoke):
+
+* ``standardize``: each feature column is standardised with the mean and variance of the
+  probe's training features, (x − μ)/√(σ² + 1e-5) — a BatchNorm1d without affine parameters in
+  evaluation mode, the normalisation MAE-style linear probes put before the head. The paper
+  uses none ("we do not use additional normalization layers before linear classifiers since we
+  find it also works well", Appendix A); on features of small spread, as a briefly
+  trained tiny network has, an un-normalised probe does not converge in a few epochs.
+* ``labels_per_class``: the probe sees only k labelled training images per class (a seeded
+  choice, the same for every probe of a config): with few labels the quality of the
+  representation shows, where with all labels even raw digit pixels are linearly separable.
+* `pixel_probe`: the same probe protocol on raw pixels (a reference point, like the paper's
+  supervised baseline, for the miniature's findings in `ddae.findings`).
 """
 
 from __future__ import annotations
@@ -72,6 +86,8 @@ from ddae.results import append_jsonl, write_json
 log = logging.getLogger(__name__)
 VIEW_STREAM = 2  # seeds the per-epoch choice of cached view (distinct from features' streams)
 INIT_STREAM = 3  # seeds each probe's initialisation
+SUBSET_STREAM = 4  # seeds the choice of the labels_per_class subset
+BATCHNORM_EPS = 1e-5  # torch.nn.BatchNorm1d's default eps (``standardize``)
 GRID_CSV_COLUMNS = ["layer", "layer_name", "t", "steps", "sigma", "test_accuracy"]
 TIE_BREAK = "highest test_accuracy; ties broken by lowest t, then lowest layer"
 
@@ -85,10 +101,16 @@ class ProbeConfig:
     lr_batch_unit: int = 128  # linear.py: lr × #GPUs at 128/GPU ⇒ lr = base_lr·batch_size/128
     batch_size: int = 512  # Table 6: 128 per GPU × 4 GPUs (global batch)
     seed: int = 0  # batch order, cached-view choice, probe initialisation
+    # Not in the paper (module docstring): standardise features with training statistics
+    # (BatchNorm without affine), and probe with k labelled images per class (None: all).
+    standardize: bool = False
+    labels_per_class: int | None = None
 
     def __post_init__(self) -> None:
         if min(self.epochs, self.batch_size, self.lr_batch_unit) < 1 or self.seed < 0:
             raise ValueError("need epochs, batch_size, lr_batch_unit >= 1 and seed >= 0")
+        if self.labels_per_class is not None and self.labels_per_class < 1:
+            raise ValueError(f"labels_per_class must be >= 1, got {self.labels_per_class}")
         if not self.base_lr > 0:
             raise ValueError(f"base_lr must be positive, got {self.base_lr}")
 
@@ -114,6 +136,35 @@ class LinearProbeConfig(ProbeConfig):
     hflip: bool = True  # Table 6: RandomHorizontalFlip()
     crop_padding: int = 4  # Table 6: RandomCrop(32, 4) (CIFAR-10) / RandomCrop(64, 4) (Tiny)
     bf16: bool = False  # bf16 autocast of the frozen network on CUDA (official: --use_amp)
+
+
+def labelled_subset(labels: Tensor, per_class: int | None, seed: int) -> Tensor:
+    """Sorted indices of ``per_class`` items of every class (all items when None), chosen by a
+    permutation seeded by (seed, SUBSET_STREAM); a class with fewer items is an error."""
+    labels = torch.as_tensor(labels).cpu()
+    if per_class is None:
+        return torch.arange(len(labels))
+    generator = torch.Generator().manual_seed(int(item_seeds((seed, SUBSET_STREAM), [0])[0]))
+    order = torch.randperm(len(labels), generator=generator)
+    chosen = []
+    for label in torch.unique(labels).tolist():
+        members = order[labels[order] == label][:per_class]
+        if len(members) < per_class:
+            raise ConfigError(
+                f"labels_per_class: {per_class} exceeds the {len(members)} training items of "
+                f"class {label}"
+            )
+        chosen.append(members)
+    return torch.cat(chosen).sort().values
+
+
+def standardizer(rows: Tensor) -> tuple[Tensor, Tensor]:
+    """(mean, 1/√(var + eps)) over all but the last dimension of ``rows`` (float32): what
+    BatchNorm1d(affine=False) applies in evaluation mode with these population statistics."""
+    flat = rows.reshape(-1, rows.shape[-1]).float()
+    mean = flat.mean(dim=0)
+    scale = torch.rsqrt(flat.var(dim=0, unbiased=False) + BATCHNORM_EPS)
+    return mean, scale
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,6 +298,15 @@ def fit_cached_probes(
     and the batches follow `epoch_permutation(N, seed, e)`; both are shared by all probes.
     """
     device = torch.device(device)
+    subset = labelled_subset(train_labels, config.labels_per_class, config.seed)
+    if config.labels_per_class is not None:
+        train, train_labels = train[:, :, subset.to(train.device)], train_labels[subset]
+    if config.standardize:  # per group (noise level): statistics of its training features
+        stats = [standardizer(train[g]) for g in range(train.shape[0])]
+        mean = torch.stack([m for m, _ in stats])[:, None, None]
+        scale = torch.stack([s for _, s in stats])[:, None, None]
+        train = (train.float() - mean) * scale
+        test = (test.float() - mean[:, 0]) * scale[:, 0]
     groups, views, num_train, _ = train.shape
     padder_src = _Padder(slices, train.device)
     bank = ProbeBank(
@@ -442,6 +502,53 @@ def grid_search(
     return record
 
 
+def pixel_probe(
+    train_path: str | Path,
+    test_path: str | Path,
+    config: Mapping[str, Any],
+    out_json: str | Path,
+    device: torch.device | str = "cpu",
+) -> dict[str, Any]:
+    """A linear probe on raw pixels (x in [−1, 1], flattened) with a grid probe's protocol.
+
+    The miniature's reference point beside DDAE features (`ddae.findings`): the same
+    `fit_cached_probes` (optimiser, schedule, ``standardize``, ``labels_per_class``, seed) as
+    `grid_search` with the same config, on one un-augmented view of the images.
+    """
+    cfg = from_mapping(GridSearchConfig, config, "probe")
+    train, test = ImageDataset.load(train_path), ImageDataset.load(test_path)
+
+    def pixels(images: Tensor) -> Tensor:
+        return (images.float() / 127.5 - 1.0).flatten(1)
+
+    train_rows, test_rows = pixels(train.images), pixels(test.images)
+    dim = train_rows.shape[1]
+    fit = fit_cached_probes(
+        train_rows[None, None],
+        train.labels,
+        test_rows[None],
+        test.labels,
+        [(0, dim)],
+        [(0, 0)],
+        len(train.classes),
+        cfg,
+        device,
+    )
+    record = {
+        "test_accuracy": float(fit.test_accuracy[0]),
+        "features": f"raw pixels ({'x'.join(map(str, train.images.shape[1:]))}, in [-1, 1])",
+        "train": str(train_path),
+        "test": str(test_path),
+        "num_classes": len(train.classes),
+        "labelled_train_images": len(labelled_subset(train.labels, cfg.labels_per_class, cfg.seed)),
+        "config": to_mapping(cfg),
+        "checkpoint": None,  # raw pixels: no diffusion checkpoint
+        "created_by": "ddae.probing.pixel_probe",
+    }
+    write_json(out_json, record)
+    return record
+
+
 # ---------------------------------------------------------------------------------------------
 # The final linear probe with the frozen network in the loop (Table 6, Tables 2–4).
 # ---------------------------------------------------------------------------------------------
@@ -541,7 +648,8 @@ def probe_in_the_loop(
     cfg = config
     _check_layer(net, layer)
     sigma = framework.sigma_at_timestep(t, steps)
-    num_train, num_test = len(train_labels), len(test_labels)
+    subset = labelled_subset(train_labels, cfg.labels_per_class, cfg.seed)
+    num_train, num_test = len(subset), len(test_labels)
     common = {
         "framework": framework,
         "net": net,
@@ -572,6 +680,11 @@ def probe_in_the_loop(
         ]
     )
     dim = test_rows.shape[1]
+    mean, scale = torch.zeros(dim, device=device), torch.ones(dim, device=device)
+    if cfg.standardize:  # statistics of the training images' features in their first view
+        rows = [p[0] for _, p in features(train_inputs, subset, (cfg.seed, TRAIN), 0, "stats")]
+        mean, scale = standardizer(torch.cat(rows))
+        test_rows = (test_rows.float() - mean) * scale
     bank = ProbeBank([dim], num_classes, [(t, layer)], cfg.seed, device)
     train_labels = train_labels.to(device)
     history = []
@@ -581,11 +694,12 @@ def probe_in_the_loop(
         metrics.write_text("")
     for epoch in range(cfg.epochs):
         lr = cfg.lr_at_epoch(epoch)
-        order = epoch_permutation(num_train, cfg.seed, epoch)
+        order = subset[epoch_permutation(num_train, cfg.seed, epoch)]
         loss_sum, correct = 0.0, 0
         desc = f"epoch {epoch + 1}/{cfg.epochs}"
         for index, pooled in features(train_inputs, order, (cfg.seed, TRAIN), epoch, desc):
-            loss, hits = bank.step(pooled[0].unsqueeze(0), train_labels[index.to(device)], lr)
+            x = (pooled[0].float() - mean) * scale if cfg.standardize else pooled[0]
+            loss, hits = bank.step(x.unsqueeze(0), train_labels[index.to(device)], lr)
             loss_sum += float(loss[0]) * len(index)
             correct += int(hits[0])
         test_correct = 0

@@ -38,6 +38,9 @@ PathLike = str | Path
 NOT_RUN = "not run"
 NOT_REPRODUCED = "not reproduced"
 NOT_INCEPTION = "measured, not Inception"  # an FID from an offline stand-in extractor
+OTHER_DATASET = "other dataset"  # a result of another dataset (the miniature) is never compared
+# The paper's table sections and the dataset (results/<dataset>/...) their numbers come from.
+SECTION_DATASETS = {"CIFAR-10": "cifar10", "Tiny-ImageNet": "tiny_imagenet"}
 COMPARISON_COLUMNS = [
     "section",
     "method",
@@ -90,6 +93,27 @@ def read_result(path: PathLike | None, kind: str = "accuracy") -> dict[str, Any]
     return read_result_json(path, kind)
 
 
+def result_dataset(path: PathLike | None) -> str | None:
+    """The dataset of a pipeline result path ``results/<dataset>/...``, else None."""
+    parts = Path(path).parts if path else ()
+    return parts[parts.index("results") + 1] if "results" in parts[:-2] else None
+
+
+def _other_dataset(section: str, path: PathLike | None) -> str | None:
+    """The result's dataset when it is not the section's (e.g. the digits miniature standing in
+    for CIFAR-10 in tables.models), else None."""
+    dataset = result_dataset(path)
+    expected = SECTION_DATASETS.get(section)
+    return dataset if dataset and expected and dataset != expected else None
+
+
+def _miniature(paper_key: str, path: PathLike | None) -> bool:
+    """Whether a result stands in for paper model ``paper_key`` (e.g. cifar10_edm) but was
+    measured on another dataset (results/digits/...)."""
+    dataset = result_dataset(path)
+    return bool(dataset) and not paper_key.startswith(f"{dataset}_")
+
+
 def _metric_value(result: Mapping[str, Any] | None, metric: str) -> float | None:
     if result is None:
         return None
@@ -123,6 +147,14 @@ def _ours(
         return None, NOT_REPRODUCED, reason
     files = results.get(ours["model"], {})
     path = files.get(metric)
+    other = _other_dataset(entry["section"], path)
+    if other is not None:
+        return (
+            None,
+            OTHER_DATASET,
+            f"{path} is measured on {other}, not {entry['section']}: not placed in this row nor "
+            "compared with the paper (the miniature's comparisons are in results/findings.md)",
+        )
     result = read_result(path, "fid" if metric == "fid" else "accuracy")
     value = _metric_value(result, metric)
     if value is None:
@@ -227,7 +259,7 @@ def comparison_markdown(name: str, frame: pd.DataFrame) -> str:
         for quantity in metrics:
             row = group[group["quantity"] == quantity].iloc[0]
             cells += [_ours_cell(row), str(row["paper"]), _delta_cell(row)]
-            if row["status"] == NOT_REPRODUCED and row["note"]:
+            if row["status"] in (NOT_REPRODUCED, OTHER_DATASET) and row["note"]:
                 notes.append(row["note"])
             elif row["paper_origin"] == "reported" and quantity == metrics[0]:
                 notes.append(f"reported, {row['source']}")
@@ -342,6 +374,10 @@ def table9(columns: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
         winner = grid_winner(grid) if grid and Path(grid).is_file() else None
         if column.get("paper") and paper is None:
             raise ValueError(f"table9: no paper entry {column['paper']!r} in the reference file")
+        label = column["label"]
+        if paper is not None and _miniature(column["paper"], grid):
+            # a miniature's grid (e.g. digits for cifar10_edm): its own row, no "matches"
+            label, paper = f"{label}: measured on {result_dataset(grid)}, not compared", None
         ours = paper and paper_in_our_numbering(paper)
         quantities = [
             (
@@ -369,7 +405,7 @@ def table9(columns: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
         for quantity, measured, paper_value, matches in quantities:
             rows.append(
                 {
-                    "model": column["label"],
+                    "model": label,
                     "quantity": quantity,
                     "measured": NOT_RUN if winner is None else measured,
                     "paper": "" if paper_value is None else paper_value,
@@ -453,6 +489,8 @@ def label_free_table(
         grid = read_result_csv(grid_path, "grid")
         winner = grid_winner(grid_path) if grid is not None else None
         paper = reference.get(run.get("paper") or "")
+        if paper is not None and _miniature(run["paper"], grid_path or path):
+            paper = None  # the paper's layer is of another dataset: not set beside ours
         values: dict[str, Any] = {}
         if metrics is not None:
             layers = int(metrics["layer"].max())

@@ -46,6 +46,12 @@ JSON_KINDS: dict[str, dict[str, tuple[str, tuple[float, float] | None]]] = {
         "samples": (_INTEGER, (1, math.inf)),
         **PROVENANCE,
     },
+    # ddae.probing.pixel_probe: the raw-pixel reference of the miniature's findings
+    "pixel_probe": {
+        "test_accuracy": (_NUMBER, (0.0, 100.0)),
+        "num_classes": (_INTEGER, (2, math.inf)),
+        **PROVENANCE,
+    },
     # the grid search's chosen (layer, t) beside grid/epoch{E}.csv
     "grid_choice": {
         "layer": (_INTEGER, (1, math.inf)),

@@ -17,8 +17,10 @@ from ddae.probing import (
     ProbeConfig,
     fit_cached_probes,
     grid_search,
+    labelled_subset,
     layer_t_from_grid,
     linear_probe,
+    pixel_probe,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -186,3 +188,42 @@ def test_linear_probe_end_to_end(tiny_run, tmp_path):
     assert metrics == saved["history"]
     with pytest.raises(ConfigError, match="layer"):
         linear_probe(checkpoint, train, test, 9, 11, 100, probe, tmp_path / "x.json")
+
+
+def test_standardised_probe_converges_on_features_of_small_spread():
+    """Features scaled by 1e-3 (a briefly trained network's spread): the paper's plain head
+    barely moves in 10 epochs; with `standardize` (BatchNorm without affine) it separates them."""
+    train, y, test, y_test = synthetic(600, 400, 16, 10)
+    train, test = train * 1e-3, test * 1e-3
+    plain = ProbeConfig(epochs=10, batch_size=32, base_lr=2e-2)
+    fit = fit_cached_probes(train, y, test, y_test, [(0, 16)], [(1, 1)], 10, plain, "cpu")
+    assert fit.test_accuracy.item() < 60.0
+    standard = ProbeConfig(epochs=10, batch_size=32, base_lr=2e-2, standardize=True)
+    fit = fit_cached_probes(train, y, test, y_test, [(0, 16)], [(1, 1)], 10, standard, "cpu")
+    assert fit.test_accuracy.item() >= 99.0
+
+
+def test_labels_per_class_subset_is_balanced_seeded_and_used():
+    labels = torch.arange(100) % 10
+    subset = labelled_subset(labels, 3, seed=0)
+    assert len(subset) == 30 and torch.bincount(labels[subset]).tolist() == [3] * 10
+    assert torch.equal(subset, labelled_subset(labels, 3, seed=0))
+    assert not torch.equal(subset, labelled_subset(labels, 3, seed=1))
+    assert torch.equal(labelled_subset(labels, None, seed=0), torch.arange(100))
+    with pytest.raises(ConfigError, match="labels_per_class: 11"):
+        labelled_subset(labels, 11, seed=0)
+    train, y, test, y_test = synthetic(600, 400, 16, 10)
+    config = ProbeConfig(epochs=3, batch_size=32, base_lr=2e-2, labels_per_class=2)
+    fit = fit_cached_probes(train, y, test, y_test, [(0, 16)], [(1, 1)], 10, config, "cpu")
+    assert fit.history[0]["train_accuracy"][0] in {5.0 * k for k in range(21)}  # 20 images
+
+
+def test_pixel_probe_reads_raw_digits(tmp_path):
+    _, train, test = tiny_probe_run(tmp_path, 200, 100)
+    config = {"epochs": 30, "base_lr": 3e-2, "batch_size": 128, "standardize": True}
+    record = pixel_probe(train, test, config, tmp_path / "pixels.json")
+    assert json.loads((tmp_path / "pixels.json").read_text()) == record
+    assert record["num_classes"] == 10 and record["labelled_train_images"] == 200
+    assert record["test_accuracy"] >= 70.0  # digits are nearly linearly separable in pixels
+    few = pixel_probe(train, test, {**config, "labels_per_class": 1}, tmp_path / "few.json")
+    assert few["labelled_train_images"] == 10 and few["test_accuracy"] < record["test_accuracy"]

@@ -313,3 +313,42 @@ def test_settings_tables_compare_with_the_paper(tmp_path):
         ],
     )
     assert scratch[scratch["matches"] != ""]["matches"].all()
+
+
+def test_a_miniature_number_never_sits_in_a_cifar10_row(tmp_path):
+    """tables.models may map cifar10_edm to a digits run: its numbers get no CIFAR-10 row, no Δ."""
+    digits = tmp_path / "results/digits/digits_ddpmpp_edm"
+    results = {
+        "cifar10_edm": {
+            "linear": write_json(digits / "linear/epoch4.json", test_accuracy=88.0),
+            "finetune": write_json(digits / "finetune/epoch4.json", test_accuracy=97.0),
+        },
+        "cifar10_wrn": {
+            "supervised": write_json(
+                tmp_path / "results/digits/baselines/wrn.json", test_accuracy=98.0
+            )
+        },
+    }
+    frame = write_comparison_table("table2", results, tmp_path / "t2.csv", tmp_path / "t2.md")
+    for method, evaluation in [
+        ("DDAE (EDM)", "Linear"),
+        ("DDAE (EDM)", "Fine-tune"),
+        ("WideResNet-28-10", "Supervised"),
+    ]:
+        cell = row(frame, method, evaluation, section="CIFAR-10")
+        assert cell["measured"] == "" and cell["difference"] == "", (method, evaluation)
+        assert cell["status"] == report.OTHER_DATASET and "digits" in cell["note"]
+    markdown = (tmp_path / "t2.md").read_text()
+    assert "88.0" not in markdown and "97.0" not in markdown and "measured on digits" in markdown
+
+
+def test_table9_does_not_match_a_miniature_grid_against_cifar10(tmp_path):
+    grid = write_grid(tmp_path / "results/digits/run/grid/epoch2.csv", peak(7, 11))
+    columns = [{"label": "cifar10_ddpm", "grid": grid, "paper": "cifar10_ddpm"}]
+    frame = write_table9(columns, tmp_path / "t9.csv", tmp_path / "t9.md")
+    assert set(frame["model"]) == {"cifar10_ddpm: measured on digits, not compared"}
+    assert (frame["paper"] == "").all() and (frame["matches"] == "").all()
+    runs = [{"label": "digits_ddpm", "grid": grid, "paper": "cifar10_ddpm"}]
+    quantities = set(report.label_free_table(runs)["quantity"])
+    assert "grid-search winner (any timestep)" in quantities
+    assert "paper's layer (Table 9)" not in quantities

@@ -243,6 +243,28 @@ def test_bad_config_stops_before_any_job(tmp_path, edit, message):
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda c: c["pretraining"]["digits_ddpmpp_edm_init"].update(epochs=[1]),
+            r"findings.models\[0\].random_init.*needs epochs: \[0\]",
+        ),
+        (
+            lambda c: c["pretraining"]["digits_ddpmpp_edm_init"]["training"].update(seed=7),
+            r"findings.models\[0\]: runs 'digits_ddpmpp_edm' and 'digits_ddpmpp_edm_init' "
+            r"differ in training",
+        ),
+    ],
+    ids=["trained-reference", "other-initialisation"],
+)
+def test_findings_reference_must_be_the_untrained_twin(tmp_path, edit, message):
+    config = unshared(SMOKE_CONFIG)
+    edit(config)
+    code, output = snakemake(workdir_with(tmp_path, config), "-n", check=False)
+    assert code != 0 and re.search(message, output, re.DOTALL), output[-3000:]
+
+
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory) -> Path:
     """A finished run of tests/smoke in a temporary copy."""
@@ -254,6 +276,8 @@ def smoke_run(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_smoke_run_produces_every_checkpoint(smoke_run):
+    import torch
+
     from ddae.checkpoints import load_checkpoint
 
     for run, spec in SMOKE_CONFIG["pretraining"].items():
@@ -266,6 +290,11 @@ def test_smoke_run_produces_every_checkpoint(smoke_run):
             assert checkpoint["epoch"] == epoch
             assert checkpoint["step"] == epoch * (1437 // 64)
             assert (smoke_run / f"logs/digits/{run}/pretrain_epoch{epoch}.log").exists()
+            if epoch == 0:  # written without training: the initial weights, EMA = model
+                for name, value in checkpoint["ema"].items():
+                    assert torch.equal(value, checkpoint["model"][name]), name
+        if spec["epochs"] == [0]:
+            continue
         metrics = (smoke_run / f"results/digits/{run}/metrics.jsonl").read_text().splitlines()
         assert len(metrics) >= 2
         assert not (smoke_run / f"results/digits/{run}/partial/partial.pt").exists()
@@ -331,11 +360,11 @@ def test_smoke_run_produces_every_evaluation_table_and_figure(smoke_run):
     for name in ("table2", "table3", "table4", "table6", "table7", "table8", "table9"):
         assert len(pd.read_csv(results / f"{name}.csv")) > 0, name
         assert (results / f"{name}.md").read_text().startswith(f"Table {name[5:]}"), name
-    table2 = pd.read_csv(results / "table2.csv")
-    fid = table2[(table2["quantity"] == "FID") & (table2["status"] != "n/a")]
-    ours = fid[fid["measured"].notna()]
-    assert len(ours) and (ours["status"] == "measured, not Inception").all()
-    assert ours["difference"].isna().all()  # an offline-extractor FID is not compared
+    for name in ("table2", "table3"):  # digits numbers never sit in a CIFAR-10 row
+        table = pd.read_csv(results / f"{name}.csv")
+        cifar = table[table["section"] == "CIFAR-10"]
+        assert cifar["measured"].isna().all() and cifar["difference"].isna().all(), name
+        assert (cifar["status"] == "other dataset").sum() >= 2, name
     for n in range(2, 7):
         assert is_png(results / f"figure{n}.png"), n
         assert (results / f"figure{n}.pdf").read_bytes().startswith(b"%PDF"), n
@@ -351,6 +380,45 @@ def test_smoke_job_logs_are_not_empty_and_end_with_their_result(smoke_run):
         lines = [line.strip() for line in re.split(r"[\r\n]", log.read_text()) if line.strip()]
         assert lines, f"{log} is empty"
         assert result.match(lines[-1]), f"{log} ends with {lines[-1]!r}"
+
+
+@pytest.mark.slow
+def test_smoke_run_shows_the_papers_findings(smoke_run, tmp_path):
+    """The miniature's findings hold on its own results, and a broken extractor's grid fed
+    through the same check fails them (ddae.findings)."""
+    from ddae.findings import Thresholds, model_findings
+
+    record = json.loads((smoke_run / "results/findings.json").read_text())
+    model = record["models"][0]
+    failed = [check for check in model["checks"] if not check["passed"]]
+    assert record["passed"] and not failed, failed
+    assert {check["finding"] for check in model["checks"]} >= {
+        "pretraining_beats_random_init",
+        "above_chance",
+        "grid_not_flat",
+        "noise_level_matters",
+        "best_t_not_noisiest",
+        "finetune_at_least_linear",
+    }
+    points = model["reference_points"]
+    for name in ("linear probe on raw pixels", "supervised, from scratch", "DDAE fine-tuned"):
+        assert 0 < points[name] <= 100, name
+    assert "Figure 4" in (smoke_run / "results/findings.md").read_text()
+    files = {key: smoke_run / path for key, path in model["files"].items()}
+    thresholds = Thresholds(**record["thresholds"])
+
+    def failures(files):
+        checked = model_findings({"label": "broken", **files}, thresholds)["checks"]
+        return {check["finding"] for check in checked if not check["passed"]}
+
+    # untrained weights: the random-init network's own grid in place of the pretrained one
+    assert "pretraining_beats_random_init" in failures({**files, "grid": files["random_init_grid"]})
+    # noise not applied: every t sees the features of the least noisy one
+    grid = pd.read_csv(files["grid"])
+    lowest = grid[grid["t"] == grid["t"].min()].set_index("layer")["test_accuracy"]
+    grid["test_accuracy"] = grid["layer"].map(lowest)
+    grid.to_csv(tmp_path / "noiseless.csv", index=False)
+    assert "noise_level_matters" in failures({**files, "grid": tmp_path / "noiseless.csv"})
 
 
 @pytest.mark.slow

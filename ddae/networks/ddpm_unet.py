@@ -18,7 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from diffusers import UNet2DModel
 from torch import nn
 
 from ddae.configs import check_attention_resolutions
@@ -55,6 +54,10 @@ class DDPMUNet(nn.Module):
             config.resolution >> level for level in range(len(config.channel_mult))
         ]
         has_attention = [res in config.attn_resolutions for res in level_resolutions]
+        # imported here: diffusers pulls in torch._dynamo (seconds per job) for every job that
+        # imports ddae.networks, most of which never build a DDPM UNet
+        from diffusers import UNet2DModel
+
         self.unet = UNet2DModel(
             sample_size=config.resolution,
             in_channels=config.in_channels,

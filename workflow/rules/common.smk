@@ -241,7 +241,8 @@ def stage_file(run, stage, epoch=None):
     when the run has no such stage."""
     if stage not in evaluation(run):
         return None
-    directory, epoch = run_directory(run), epoch or final_epoch(run)
+    directory = run_directory(run)
+    epoch = final_epoch(run) if epoch is None else epoch  # epoch 0: the untrained weights
     return {
         "fid": f"{directory}/fid/epoch{epoch}.json",
         "linear_probe": f"{directory}/linear/epoch{epoch}.json",

@@ -1,0 +1,241 @@
+"""The paper's qualitative findings, checked on the pipeline's own result files.
+
+What the miniature (tests/smoke, scikit-learn's digits) can show of the paper, each finding a
+number with a threshold that a broken feature extractor fails:
+
+* **pre-training creates the features** (Sec. 4, Tables 2-4): the pretrained network's best
+  grid-search linear probe beats the same architecture with its random initial weights — a
+  checkpoint written without training, probed by the same grid and protocol — by at least
+  ``min_gain_over_random_init`` points, and chance (100 / classes) by ``min_above_chance``.
+* **layer and noise matter** (Figure 2): the grid's accuracy spread (best − worst cell) is at
+  least ``min_grid_spread`` points, the spread over t at the best layer at least
+  ``min_noise_spread``, and the best t is not the grid's noisiest.
+* **fine-tuning is at least the linear probe** (Tables 2-3): fine-tune − linear probe ≥
+  ``min_finetune_gain`` (may be negative: a tolerance).
+* **reference points** (the paper's tables): the same probe on raw pixels and the supervised
+  classifier trained from scratch are reported beside DDAE; they are numbers to read, not checks
+  (the paper compares against other datasets' baselines, see ``NOT_SHOWN``).
+
+Thresholds come from the config (``findings.thresholds``); tests/smoke/config.yaml records the
+measurements over seeds they were chosen from. `findings` writes results/findings.json (every
+number, threshold and verdict) and results/findings.md.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ddae.configs import ConfigError, from_mapping
+from ddae.result_files import read_result_csv, read_result_json, require
+from ddae.results import atomic_output, write_json
+
+log = logging.getLogger(__name__)
+
+# Paper findings the miniature does not show, said in words (findings.json "not_shown").
+NOT_SHOWN = [
+    "Figure 4 (the T = 64 ablation trains and samples worse and probes worse than T = 1000): "
+    "two-epoch tiny runs on digits are too short and too noisy for the ordering of ablations.",
+    "Tables 2-4 (DDAE's linear probe near, and its fine-tuning above, the supervised WideResNet; "
+    "DDAE above other self-supervised methods): at this scale the tiny supervised network and a "
+    "probe on raw digit pixels are reference points only; the miniature does not claim that DDAE "
+    "features beat them.",
+    "FID (Table 2): the miniature's FID uses an offline random-conv extractor, not Inception.",
+]
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Pass marks of the findings (points of test accuracy, %)."""
+
+    min_gain_over_random_init: float = 10.0
+    min_above_chance: float = 20.0
+    min_grid_spread: float = 10.0
+    min_noise_spread: float = 10.0
+    min_finetune_gain: float = 0.0
+
+
+def read_grid_rows(path: str | Path) -> list[dict[str, float]]:
+    """grid/epoch{E}.csv rows (layer, t, steps, sigma, test_accuracy), validated
+    (`ddae.result_files`)."""
+    grid = require(path, read_result_csv, "grid")
+    return [
+        {
+            "layer": int(row.layer),
+            "t": int(row.t),
+            "steps": int(row.steps),
+            "sigma": float(row.sigma),
+            "test_accuracy": float(row.test_accuracy),
+        }
+        for row in grid.itertuples()
+    ]
+
+
+def _accuracy(path: str | Path | None) -> float | None:
+    return (
+        None
+        if path is None
+        else float(require(path, read_result_json, "accuracy")["test_accuracy"])
+    )
+
+
+def _best(rows: Sequence[Mapping[str, float]]) -> Mapping[str, float]:
+    """Highest accuracy; ties to the lowest t, then layer (ddae.probing.grid_search's rule)."""
+    return min(rows, key=lambda row: (-row["test_accuracy"], row["t"], row["layer"]))
+
+
+def _check(name: str, value: float, threshold: float, claim: str) -> dict[str, Any]:
+    return {
+        "finding": name,
+        "claim": claim,
+        "value": round(value, 2),
+        "threshold": threshold,
+        "passed": bool(value >= threshold),
+    }
+
+
+def model_findings(files: Mapping[str, Any], thresholds: Thresholds) -> dict[str, Any]:
+    """The findings of one model from its result files.
+
+    ``files``: ``label``; ``grid`` and ``random_init_grid`` (grid CSVs of the pretrained and
+    the untrained checkpoint); ``pixels`` (`ddae.probing.pixel_probe` JSON, which also gives
+    the number of classes, hence chance); optional ``linear``, ``finetune`` (the final probe and
+    fine-tuning JSONs) and ``supervised``.
+    """
+    grid = read_grid_rows(files["grid"])
+    random_grid = read_grid_rows(files["random_init_grid"])
+    best, random_best = _best(grid), _best(random_grid)
+    accuracies = [row["test_accuracy"] for row in grid]
+    at_best_layer = [row["test_accuracy"] for row in grid if row["layer"] == best["layer"]]
+    noisiest = max(row["t"] for row in grid)
+    pixels = require(files["pixels"], read_result_json, "pixel_probe")
+    chance = 100.0 / int(pixels["num_classes"])
+    checks = [
+        _check(
+            "pretraining_beats_random_init",
+            best["test_accuracy"] - random_best["test_accuracy"],
+            thresholds.min_gain_over_random_init,
+            "best grid cell of the pretrained network minus that of the same network with its "
+            "random initial weights (same grid, same probe)",
+        ),
+        _check(
+            "above_chance",
+            best["test_accuracy"] - chance,
+            thresholds.min_above_chance,
+            f"best grid cell minus chance ({chance:.1f} %)",
+        ),
+        _check(
+            "grid_not_flat",
+            max(accuracies) - min(accuracies),
+            thresholds.min_grid_spread,
+            "best minus worst (layer, t) cell of the grid (Figure 2)",
+        ),
+        _check(
+            "noise_level_matters",
+            max(at_best_layer) - min(at_best_layer),
+            thresholds.min_noise_spread,
+            "best minus worst t at the best layer (Figure 2)",
+        ),
+        {
+            "finding": "best_t_not_noisiest",
+            "claim": "the best t is not the grid's noisiest (Figure 2: features at moderate noise)",
+            "value": best["t"],
+            "threshold": f"< {noisiest}",
+            "passed": bool(best["t"] < noisiest),
+        },
+    ]
+    linear = _accuracy(files.get("linear"))
+    finetune = _accuracy(files.get("finetune"))
+    if linear is not None and finetune is not None:
+        checks.append(
+            _check(
+                "finetune_at_least_linear",
+                finetune - linear,
+                thresholds.min_finetune_gain,
+                "fine-tuning minus linear probe accuracy (Tables 2-3)",
+            )
+        )
+    return {
+        "label": files["label"],
+        "best_cell": dict(best),
+        "random_init_best_cell": dict(random_best),
+        "reference_points": {
+            "DDAE best grid cell": best["test_accuracy"],
+            "random-init network, best grid cell": random_best["test_accuracy"],
+            "linear probe on raw pixels": float(pixels["test_accuracy"]),
+            "DDAE linear probe (final, at the chosen pair)": linear,
+            "DDAE fine-tuned": finetune,
+            "supervised, from scratch": _accuracy(files.get("supervised")),
+            "chance": chance,
+        },
+        "checks": checks,
+        "files": {key: str(value) for key, value in files.items() if key != "label" and value},
+    }
+
+
+def findings_markdown(record: Mapping[str, Any]) -> str:
+    lines = [
+        f"# Findings of the paper, checked on {record['scale']}",
+        "",
+        f"Overall: **{'all findings hold' if record['passed'] else 'SOME FINDINGS FAIL'}**.",
+    ]
+    for model in record["models"]:
+        lines += ["", f"## {model['label']}", "", "| finding | value | pass mark | holds |"]
+        lines.append("|---|---|---|---|")
+        for check in model["checks"]:
+            mark = check["threshold"]
+            mark = mark if isinstance(mark, str) else f">= {mark:g}"
+            lines.append(
+                f"| {check['finding']}: {check['claim']} | {check['value']} | {mark} | "
+                f"{'yes' if check['passed'] else 'NO'} |"
+            )
+        lines += ["", "Reference points (test accuracy, %, same test split):", ""]
+        for name, value in model["reference_points"].items():
+            lines.append(f"- {name}: {'not run' if value is None else f'{value:.1f}'}")
+    lines += ["", "## Not shown at this scale", ""] + [f"- {text}" for text in record["not_shown"]]
+    return "\n".join(lines) + "\n"
+
+
+def findings(
+    models: Sequence[Mapping[str, Any]],
+    thresholds: Mapping[str, Any],
+    scale: str,
+    out_json: str | Path,
+    out_md: str | Path,
+) -> dict[str, Any]:
+    """Check every model's findings (see `model_findings`) and write the JSON and Markdown.
+
+    ``scale`` says where the numbers come from (dataset, resolution, networks, epochs).
+    A failed finding is written and logged, not raised: the file is the evidence.
+    """
+    limits = from_mapping(Thresholds, thresholds, "findings.thresholds")
+    if not models:
+        raise ConfigError("findings.models: no model to check")
+    results = [model_findings(files, limits) for files in models]
+    passed = all(check["passed"] for model in results for check in model["checks"])
+    record = {
+        "scale": scale,
+        "passed": passed,
+        "thresholds": asdict(limits),
+        "models": results,
+        "not_shown": NOT_SHOWN,
+        "created_by": "ddae.findings.findings",
+    }
+    write_json(out_json, record)
+    with atomic_output(Path(out_md)) as handle:
+        handle.write(findings_markdown(record).encode())
+    for model in results:
+        for check in model["checks"]:
+            level = logging.INFO if check["passed"] else logging.WARNING
+            log.log(
+                level,
+                "%s %s: %s (%s)",
+                model["label"],
+                check["finding"],
+                check["value"],
+                "holds" if check["passed"] else "FAILS",
+            )
+    return record
