@@ -65,7 +65,8 @@ def check_pretraining_run(name: str, run: Mapping[str, Any]) -> None:
     if not isinstance(epochs, list):
         raise ConfigError(f"{where}.epochs: expected a list of integers, got {epochs!r}")
     for i, epoch in enumerate(epochs):
-        _integer(epoch, f"{where}.epochs[{i}]", minimum=1)
+        # epoch 0: the initial weights, untrained (the findings' random-init reference)
+        _integer(epoch, f"{where}.epochs[{i}]", minimum=0)
     for key in ("gpus", "segment_epochs"):
         if key in run:
             _integer(run[key], f"{where}.{key}", minimum=0 if key == "gpus" else 1)

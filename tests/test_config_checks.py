@@ -35,6 +35,10 @@ CASES = {
         lambda c: run(c, "digits_ddpm").update(epochs=[1.0, 2]),
         r"pretraining\.digits_ddpm\.epochs\[0\]: expected an integer",
     ),
+    "negative-epoch": (
+        lambda c: run(c, "digits_ddpm").update(epochs=[-1, 2]),
+        r"pretraining\.digits_ddpm\.epochs\[0\]: must be at least 0, got -1",
+    ),
     "nan-lr": (
         lambda c: run(c, "digits_ddpm")["training"].update(lr=math.nan),
         r"pretraining\.digits_ddpm\.training\.lr: expected a finite number",
