@@ -238,4 +238,11 @@ def findings(
                 check["value"],
                 "holds" if check["passed"] else "FAILS",
             )
+    checks = [check for model in results for check in model["checks"]]
+    log.info(
+        "findings: %d of %d hold (%s)",
+        sum(check["passed"] for check in checks),
+        len(checks),
+        out_md,
+    )
     return record

@@ -546,6 +546,13 @@ def pixel_probe(
         "created_by": "ddae.probing.pixel_probe",
     }
     write_json(out_json, record)
+    log.info(
+        "linear probe on raw pixels (%s, %d labelled images): test accuracy %.2f%% (%s)",
+        record["features"],
+        record["labelled_train_images"],
+        record["test_accuracy"],
+        out_json,
+    )
     return record
 
 

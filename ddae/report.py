@@ -103,7 +103,8 @@ def _other_dataset(section: str, path: PathLike | None) -> str | None:
     """The result's dataset when it is not the section's (e.g. the digits miniature standing in
     for CIFAR-10 in tables.models), else None."""
     dataset = result_dataset(path)
-    expected = SECTION_DATASETS.get(section)
+    # a section names its dataset first ("CIFAR-10", "CIFAR-10, with ImageNet transfer")
+    expected = next((d for name, d in SECTION_DATASETS.items() if section.startswith(name)), None)
     return dataset if dataset and expected and dataset != expected else None
 
 

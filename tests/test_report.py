@@ -342,6 +342,23 @@ def test_a_miniature_number_never_sits_in_a_cifar10_row(tmp_path):
     assert "88.0" not in markdown and "97.0" not in markdown and "measured on digits" in markdown
 
 
+def test_a_miniature_number_never_sits_in_a_transfer_row(tmp_path):
+    """The section "CIFAR-10, with ImageNet transfer" is CIFAR-10 too: a digits DiT stand-in's
+    accuracy gets no value and no Δ there."""
+    dit = tmp_path / "results/digits/digits_dit"
+    results = {
+        "cifar10_dit": {
+            "linear": write_json(dit / "linear/epoch1.json", test_accuracy=8.9),
+            "finetune": write_json(dit / "finetune/epoch1.json", test_accuracy=5.0),
+        }
+    }
+    frame = write_comparison_table("table3", results, tmp_path / "t3.csv", tmp_path / "t3.md")
+    for evaluation in ("Linear", "Fine-tune"):
+        cell = row(frame, "DDAE (DiT-XL/2)", evaluation, section="CIFAR-10, with ImageNet transfer")
+        assert cell["measured"] == "" and cell["difference"] == "", evaluation
+        assert cell["status"] == report.OTHER_DATASET and "digits" in cell["note"]
+
+
 def test_table9_does_not_match_a_miniature_grid_against_cifar10(tmp_path):
     grid = write_grid(tmp_path / "results/digits/run/grid/epoch2.csv", peak(7, 11))
     columns = [{"label": "cifar10_ddpm", "grid": grid, "paper": "cifar10_ddpm"}]

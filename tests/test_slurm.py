@@ -31,6 +31,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -257,6 +258,17 @@ def cancel_after_partial_state(workdir: Path, env: dict, process: subprocess.Pop
     return {"job": ids[0], "step": load_checkpoint(partial)["step"]}
 
 
+def write_corrupt_npz(path: Path) -> None:
+    """A dataset archive whose image bytes are damaged but whose zip directory is intact: it
+    passes the planning-time truncation check (pretrain_chain.smk `intact`) and fails only
+    when the job reads it (CRC mismatch), so the job itself fails on the cluster."""
+    images = np.zeros((4, 1, 16, 16), dtype=np.uint8)
+    np.savez(path, images=images, labels=np.zeros(4, dtype=np.int64), classes=np.array(["0"]))
+    raw = bytearray(path.read_bytes())
+    raw[raw.index(b"images.npy") + 400] ^= 0xFF  # inside the image array's bytes
+    path.write_bytes(bytes(raw))
+
+
 @pytest.fixture(scope="module")
 def cluster_runs(cluster, request, tmp_path_factory):
     """Three workflows on the cluster at once: failing, segmented, cancelled mid-job.
@@ -269,7 +281,7 @@ def cluster_runs(cluster, request, tmp_path_factory):
     data = failing / "resources/data/digits"
     data.mkdir(parents=True)
     for split in ("train", "test"):  # corrupt dataset files: the job raises when it loads them
-        (data / f"{split}.npz").write_bytes(b"not a dataset\n" * 100)
+        write_corrupt_npz(data / f"{split}.npz")
     began = time.monotonic()
     processes = {"failing": on_cluster(failing, cluster, target(2))}
     try:
