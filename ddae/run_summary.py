@@ -43,7 +43,9 @@ def run_summary(targets: Sequence[str], workdir: str | Path, directory: str | No
         f"  figures ({len(figures)}): {_names(figures)}  -- .png and .pdf",
     ]
     if tables:
-        first = next((p for p in tables if p.stem == "table3"), tables[0])
+        # a miniature's findings say what its numbers show; else Table 3, the paper's headline
+        first = next((p for p in tables if p.stem == "findings"), None)
+        first = first or next((p for p in tables if p.stem == "table3"), tables[0])
         lines.append(f"  start with: {shown(f'results/{first.name}')}")
     lines += [
         "  one HTML report with every table and figure and its caption: "

@@ -20,6 +20,9 @@ def test_summary_lists_what_exists_and_how_to_open_the_report(tmp_path):
     assert "snakemake --directory tests/smoke --report report.html" in text
     assert "(writes tests/smoke/report.html;" in text
     assert "snakemake --directory tests/smoke --summary" in text
+    (tmp_path / "results" / "findings.md").write_text("x")
+    with_findings = run_summary([*TARGETS, "results/findings.md"], tmp_path, "tests/smoke")
+    assert "start with: tests/smoke/results/findings.md" in with_findings
     plain = run_summary(TARGETS, tmp_path)
     assert (
         "are in results/" in plain
