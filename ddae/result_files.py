@@ -170,3 +170,41 @@ def read_grid_choice(paths: Sequence[PathLike]) -> dict[str, Any]:
     if len(paths) != 1:
         raise ResultFileError(f"expected one grid-search choice file, got {list(paths)}")
     return require(paths[0], read_result_json, "grid_choice")
+
+
+# The kind of a pipeline result file by the stage folder it lies in
+# (results/<dataset>/<run>/<stage>/epoch<E>.<ext>, results/<dataset>/baselines/<name>).
+STAGE_KINDS = {
+    ("fid", ".json"): ("json", "fid"),
+    ("linear", ".json"): ("json", "accuracy"),
+    ("finetune", ".json"): ("json", "accuracy"),
+    ("scratch", ".json"): ("json", "accuracy"),
+    ("grid", ".csv"): ("csv", "grid"),
+    ("grid", ".json"): ("json", "grid_choice"),
+    ("align_uniform", ".csv"): ("csv", "align_uniform"),
+    ("noisy", ".csv"): ("csv", "noisy"),
+    ("baselines", ".json"): ("json", "accuracy"),  # wrn.json
+    ("baselines", ".csv"): ("csv", "noisy"),  # noisy_wrn_{vp,ve}.csv
+}
+
+
+def check_existing_results(paths: Sequence[PathLike]) -> None:
+    """Validate every existing result file among ``paths`` whose kind its stage folder tells
+    (`STAGE_KINDS`); missing files and other paths are skipped.
+
+    The Snakefile runs this while it plans the tables and figures, so a damaged result file
+    stops the run naming the file before Snakemake deletes the tables and figures that read it
+    (it removes a job's old outputs before the job starts).
+    """
+    for path in map(Path, paths):
+        kind = STAGE_KINDS.get((path.parent.name, path.suffix))
+        if kind is None or not path.exists():
+            continue
+        form, name = kind
+        try:
+            (read_result_json if form == "json" else read_result_csv)(path, name)
+        except ResultFileError as error:
+            raise ResultFileError(
+                f"{error}. The tables and figures that read it are kept; delete or restore this "
+                "file (Snakemake then reruns the job that writes it) and run again"
+            ) from None

@@ -10,7 +10,12 @@ from conftest import result_provenance
 
 from ddae import figures
 from ddae.report import write_comparison_table, write_label_free_table
-from ddae.result_files import ResultFileError, read_result_csv, read_result_json
+from ddae.result_files import (
+    ResultFileError,
+    check_existing_results,
+    read_result_csv,
+    read_result_json,
+)
 
 GOOD = {"test_accuracy": 93.1, "created_by": "ddae.probing.linear_probe", "checkpoint": "a.pt"}
 
@@ -97,3 +102,22 @@ def test_bad_grid_csv_stops_the_label_free_table(tmp_path):
             tmp_path / "t.csv",
             tmp_path / "t.md",
         )
+
+
+def test_existing_results_are_checked_by_their_stage_folder(tmp_path):
+    """What the Snakefile runs while planning the tables and figures: every existing result
+    file is validated by the kind its folder tells; missing ones and other paths pass."""
+    run = tmp_path / "results/digits/run"
+    (run / "linear").mkdir(parents=True)
+    (run / "grid").mkdir()
+    good = run / "linear/epoch2.json"
+    good.write_text(json.dumps(GOOD))
+    (run / "grid/epoch2.csv").write_text("layer,layer_name,t,steps,sigma,test_accuracy\n")
+    other = tmp_path / "results/table3.md"
+    other.write_text("not a result file")
+    check_existing_results([good, run / "linear/epoch9.json", other])
+    with pytest.raises(ResultFileError, match=r"grid/epoch2\.csv: grid CSV has no rows.*kept"):
+        check_existing_results([good, run / "grid/epoch2.csv"])
+    good.write_text("garbage{")
+    with pytest.raises(ResultFileError, match=r"linear/epoch2\.json: not valid JSON"):
+        check_existing_results([good])

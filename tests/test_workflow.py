@@ -7,6 +7,7 @@ config.yaml, with the repository's Snakefile.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -399,6 +400,24 @@ def test_smoke_run_produces_every_evaluation_table_and_figure(smoke_run):
         assert is_png(results / f"figure{n}.png"), n
         assert (results / f"figure{n}.pdf").read_bytes().startswith(b"%PDF"), n
     assert (results / "layer_choice.md").exists()
+
+
+@pytest.mark.slow
+def test_a_damaged_result_stops_the_run_and_keeps_the_tables(smoke_run):
+    """Issue 15: `garbage{` in a result file stops Snakemake while it plans, naming the file,
+    and the tables that read it survive (Snakemake deletes a job's outputs before it runs)."""
+    damaged = smoke_run / "results/digits/digits_ddpmpp_edm/linear/epoch4.json"
+    table = smoke_run / "results/table3.md"
+    original, before, stat = damaged.read_bytes(), table.read_bytes(), damaged.stat()
+    damaged.write_text("garbage{")
+    try:
+        code, output = snakemake(smoke_run, "--cores", "1", "results/table3.csv", check=False)
+    finally:  # as it was, modification time included: the rerun tests below compare times
+        damaged.write_bytes(original)
+        os.utime(damaged, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert code != 0
+    assert "linear/epoch4.json: not valid JSON" in output, output[-3000:]
+    assert table.read_bytes() == before
 
 
 @pytest.mark.slow

@@ -193,13 +193,25 @@ def figure_source(runs, fid=False):
     return text
 
 
-def files_in(value):
-    """Every result path inside a nested params mapping (so the DAG sees them as inputs)."""
+def result_paths(value):
+    """Every result path inside a nested params mapping."""
     if isinstance(value, dict):
-        return [path for item in value.values() for path in files_in(item)]
+        return [path for item in value.values() for path in result_paths(item)]
     if isinstance(value, list):
-        return [path for item in value for path in files_in(item)]
+        return [path for item in value for path in result_paths(item)]
     return [value] if isinstance(value, str) and value.startswith("results/") else []
+
+
+def files_in(value):
+    """The result paths of a table's or figure's params (so the DAG sees them as inputs). In
+    the main process the existing ones are validated first (ddae.result_files): a damaged
+    result stops the run naming the file, before Snakemake deletes the outputs that read it."""
+    paths = result_paths(value)
+    if workflow.is_main_process:
+        from ddae.result_files import check_existing_results
+
+        check_existing_results(paths)
+    return paths
 
 
 def report_targets():
