@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -172,8 +173,9 @@ def read_grid_choice(paths: Sequence[PathLike]) -> dict[str, Any]:
     return require(paths[0], read_result_json, "grid_choice")
 
 
-# The kind of a pipeline result file by the stage folder it lies in
-# (results/<dataset>/<run>/<stage>/epoch<E>.<ext>, results/<dataset>/baselines/<name>).
+# The kind of a pipeline result file by where it lies: results/<dataset>/<run>/<stage>/epoch<E>.*
+# (each stage's writer), results/<dataset>/<run>/grid/pixels.json (the findings' raw-pixel
+# probe) and results/<dataset>/baselines/{wrn.json, noisy_wrn_<vp|ve>.csv}.
 STAGE_KINDS = {
     ("fid", ".json"): ("json", "fid"),
     ("linear", ".json"): ("json", "accuracy"),
@@ -183,21 +185,36 @@ STAGE_KINDS = {
     ("grid", ".json"): ("json", "grid_choice"),
     ("align_uniform", ".csv"): ("csv", "align_uniform"),
     ("noisy", ".csv"): ("csv", "noisy"),
-    ("baselines", ".json"): ("json", "accuracy"),  # wrn.json
-    ("baselines", ".csv"): ("csv", "noisy"),  # noisy_wrn_{vp,ve}.csv
 }
+NAMED_KINDS = {
+    "pixels.json": ("json", "pixel_probe"),
+    "scratch.json": ("json", "accuracy"),  # results/<dataset>/<run>/scratch.json
+    "wrn.json": ("json", "accuracy"),
+    "noisy_wrn_vp.csv": ("csv", "noisy"),
+    "noisy_wrn_ve.csv": ("csv", "noisy"),
+}
+
+
+def result_kind(path: PathLike) -> tuple[str, str] | None:
+    """("json" | "csv", kind) of a pipeline result path, or None for any other file."""
+    path = Path(path)
+    if path.name in NAMED_KINDS:
+        return NAMED_KINDS[path.name]
+    if re.fullmatch(r"epoch\d+", path.stem):
+        return STAGE_KINDS.get((path.parent.name, path.suffix))
+    return None
 
 
 def check_existing_results(paths: Sequence[PathLike]) -> None:
     """Validate every existing result file among ``paths`` whose kind its stage folder tells
-    (`STAGE_KINDS`); missing files and other paths are skipped.
+    (`result_kind`); missing files and other paths are skipped.
 
     The Snakefile runs this while it plans the tables and figures, so a damaged result file
     stops the run naming the file before Snakemake deletes the tables and figures that read it
     (it removes a job's old outputs before the job starts).
     """
     for path in map(Path, paths):
-        kind = STAGE_KINDS.get((path.parent.name, path.suffix))
+        kind = result_kind(path)
         if kind is None or not path.exists():
             continue
         form, name = kind

@@ -15,6 +15,7 @@ from ddae.result_files import (
     check_existing_results,
     read_result_csv,
     read_result_json,
+    result_kind,
 )
 
 GOOD = {"test_accuracy": 93.1, "created_by": "ddae.probing.linear_probe", "checkpoint": "a.pt"}
@@ -115,7 +116,12 @@ def test_existing_results_are_checked_by_their_stage_folder(tmp_path):
     (run / "grid/epoch2.csv").write_text("layer,layer_name,t,steps,sigma,test_accuracy\n")
     other = tmp_path / "results/table3.md"
     other.write_text("not a result file")
-    check_existing_results([good, run / "linear/epoch9.json", other])
+    pixels = run / "grid/pixels.json"  # beside the grid choices, but of its own kind
+    pixels.write_text(json.dumps({**GOOD, "num_classes": 10}))
+    check_existing_results([good, run / "linear/epoch9.json", other, pixels])
+    assert result_kind(pixels) == ("json", "pixel_probe")
+    assert result_kind(run / "grid/epoch2.json") == ("json", "grid_choice")
+    assert result_kind(run / "linear/notes.json") is None
     with pytest.raises(ResultFileError, match=r"grid/epoch2\.csv: grid CSV has no rows.*kept"):
         check_existing_results([good, run / "grid/epoch2.csv"])
     good.write_text("garbage{")
