@@ -11,24 +11,25 @@ def check_findings():
         where = f"findings.models[{i}]"
         for key in ("pretrained", "random_init"):
             if model[key] not in PRETRAINING:
-                raise ValueError(f"{where}.{key}: no pretraining run {model[key]!r}")
+                raise ConfigError(f"{where}.{key}: no pretraining run {model[key]!r}")
             if "grid" not in evaluation(model[key]):
-                raise ValueError(f"{where}.{key}: run {model[key]!r} has no grid stage")
+                raise ConfigError(f"{where}.{key}: run {model[key]!r} has no grid stage")
         trained, untrained = PRETRAINING[model["pretrained"]], PRETRAINING[model["random_init"]]
         if untrained["epochs"] != [0]:
-            raise ValueError(f"{where}.random_init: run {model['random_init']!r} needs "
-                             f"epochs: [0] (its untrained weights), got {untrained['epochs']}")
+            raise ConfigError(f"{where}.random_init: run {model['random_init']!r} needs "
+                              f"epochs: [0] (its untrained weights), got {untrained['epochs']}")
         for key in ("dataset", *RUN_SLICE_KEYS):
             if trained.get(key) != untrained.get(key):
-                raise ValueError(f"{where}: runs {model['pretrained']!r} and "
-                                 f"{model['random_init']!r} differ in {key}")
+                raise ConfigError(f"{where}: runs {model['pretrained']!r} and "
+                                  f"{model['random_init']!r} differ in {key}")
         for key in ("steps", "grid_t", "grid", "features"):
             if evaluation(model["pretrained"]).get(key) != evaluation(model["random_init"]).get(key):
-                raise ValueError(f"{where}: runs {model['pretrained']!r} and "
-                                 f"{model['random_init']!r} differ in evaluation.{key}")
+                raise ConfigError(f"{where}: runs {model['pretrained']!r} and "
+                                  f"{model['random_init']!r} differ in evaluation.{key}")
 
 
-check_findings()
+with config_mistakes_reported(CONFIG_FILE):  # one message, as the other config checks
+    check_findings()
 
 
 def pixel_probe_file(run):
