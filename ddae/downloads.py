@@ -1,24 +1,33 @@
-"""Where every download of the pipeline reads from: the network, or a copy placed by hand.
+"""Every download of the pipeline: where it reads from, and the one verified copy into place.
 
-The download localrules (datasets, clean-fid's Inception weights, the official checkpoints of
-paper Appendix A) all open their source through `open_source`. It yields a readable binary
-stream that the caller hashes and verifies as it copies, so a file placed by hand is checked
-against the same checksum as a downloaded one. A placed copy lives under ``resources/manual/``
-at the path the download would have under ``resources/downloads/`` (e.g.
-``resources/manual/tiny_imagenet/tiny-imagenet-200.zip``). When the network fails, the error
-is one `DownloadError` message naming the URL, where the file must go and its checksum.
+The download localrules (datasets, clean-fid's Inception weights for the FID of paper Sec. 4,
+the official checkpoints of paper Appendix A) all go through `download_verified`: it opens the
+source with `open_source`, streams it into a temporary file beside the destination while
+hashing, and renames it into place only when the checksum matches, so a file placed by hand is
+checked against the same checksum as a downloaded one. Each download is described once, by a
+`Download` (URL, checksum, file name) that lives in `ddae` (this module's `INCEPTION`,
+`ddae.datasets.registry`, `ddae.official.sources`); the rules read it from there. A placed
+copy lives under ``resources/manual/`` at the path the download would have under
+``resources/downloads/`` (e.g. ``resources/manual/tiny_imagenet/tiny-imagenet-200.zip``). When
+the network fails, the error is one `DownloadError` message naming the URL, where the file must
+go and its checksum.
 """
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import logging
+import re
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
+
+from ddae.results import atomic_output
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +43,34 @@ NETWORK_ERRORS = (
 
 class DownloadError(RuntimeError):
     """A download failed; the message says what to download by hand and where to put it."""
+
+
+class ChecksumError(ValueError):
+    """A checksum is malformed, or a downloaded file does not match it (nothing was written)."""
+
+
+@dataclass(frozen=True)
+class Download:
+    """One file to download: its URL, published checksum (hex md5 or sha256, optionally
+    prefixed ``md5:``/``sha256:``; None where none is published) and the file name it is saved
+    under; ``reference`` says where the checksum was published."""
+
+    url: str
+    checksum: str | None
+    file: str
+    reference: str = ""
+
+
+# clean-fid's Inception network (the paper's FID, Sec. 4), the name clean-fid's InceptionV3W
+# loads; sha256 of that file (95,607,719 bytes) as recorded by crowsonkb/k-diffusion
+# (k_diffusion/evaluation.py, `InceptionV3FeatureExtractor`) and several independent projects.
+INCEPTION = Download(
+    url="https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/"
+    "inception-2015-12-05.pt",
+    checksum="f58cb9b6ec323ed63459aa4fb441fe750cfe39fafad6da5cb504a16f19e958f4",
+    file="inception-2015-12-05.pt",
+    reference="crowsonkb/k-diffusion k_diffusion/evaluation.py",
+)
 
 
 def placed_path(dest: str | Path) -> Path:
@@ -78,3 +115,69 @@ def open_source(
             yield response
     except NETWORK_ERRORS as error:
         raise DownloadError(failure_message(url, dest, checksum, error)) from None
+
+
+def parse_checksum(checksum: str) -> tuple[str, str]:
+    """``"<hex>"`` or ``"sha256:<hex>"`` / ``"md5:<hex>"`` → (algorithm, lower-case hex); a bare
+    digest is md5 when 32 characters long, sha256 when 64."""
+    text = checksum.strip().lower() if isinstance(checksum, str) else ""
+    if ":" in text:
+        algorithm, _, digest = text.partition(":")
+    else:
+        algorithm, digest = ("md5" if len(text) == 32 else "sha256"), text
+    lengths = {"md5": 32, "sha256": 64}
+    if algorithm not in lengths or not re.fullmatch(rf"[0-9a-f]{{{lengths[algorithm]}}}", digest):
+        raise ChecksumError(
+            f"checksum must be a hex md5 (32) or sha256 (64) digest, got {checksum!r}"
+        )
+    return algorithm, digest
+
+
+def file_digest(path: str | Path, algorithm: str) -> str:
+    """The hex ``algorithm`` (md5, sha256) digest of the file at ``path``."""
+    with Path(path).open("rb") as handle:
+        return hashlib.file_digest(handle, algorithm).hexdigest()
+
+
+def file_md5(path: str | Path) -> str:
+    return file_digest(path, "md5")
+
+
+def file_sha256(path: str | Path) -> str:
+    return file_digest(path, "sha256")
+
+
+def download_verified(
+    url: str,
+    dest: str | Path,
+    checksum: str | None,
+    timeout_s: float = 60.0,
+    chunk_size: int = 1 << 20,
+) -> str:
+    """Stream ``url`` (or a copy placed by hand, `open_source`) to ``dest`` and return its sha256.
+
+    The bytes go to a temporary file beside ``dest`` while being hashed, and are renamed into
+    place only when ``checksum`` (see `parse_checksum`) matches; otherwise `ChecksumError` names
+    the URL, both digests and ``dest``, and nothing is left at ``dest``. Without a ``checksum``
+    (none published) the file is kept and its sha256 logged.
+    """
+    dest = Path(dest)
+    algorithm, expected = parse_checksum(checksum) if checksum else ("sha256", None)
+    digest = hashlib.new(algorithm)
+    sha256 = hashlib.sha256()
+    expected_text = f"{algorithm} {expected}" if expected else None
+    with open_source(url, dest, expected_text, timeout_s) as response, atomic_output(dest) as out:
+        while chunk := response.read(chunk_size):
+            digest.update(chunk)
+            sha256.update(chunk)
+            out.write(chunk)
+        if expected is not None and digest.hexdigest() != expected:
+            raise ChecksumError(
+                f"{url}: downloaded {algorithm} is {digest.hexdigest()}, expected {expected}; "
+                f"{dest} was not written"
+            )
+    if expected is None:
+        log.warning("%s: no published checksum; downloaded sha256 %s", url, sha256.hexdigest())
+    else:
+        log.info("downloaded %s to %s (%s %s verified)", url, dest, algorithm, expected)
+    return sha256.hexdigest()

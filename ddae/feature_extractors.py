@@ -9,7 +9,7 @@ features (N, D) on its device. `EXTRACTORS` is the only place a name is turned i
   `InceptionV3W` wrapper around StyleGAN2-ADA's TorchScript translation of the TF Inception
   (``inception-2015-12-05.pt``), (x − 128)/128 into ``layers`` → 2048-d pool features. The
   weights are read from the path we are given (never clean-fid's /tmp download); they come from
-  `download_inception`, verified by sha256.
+  the ``download_inception`` rule (`ddae.downloads.INCEPTION`), verified by sha256.
 * ``"random_conv"`` — an offline stand-in for the smoke run and tests: a fixed random
   3-layer ReLU CNN (3×3 convolutions, stride 2, widths 32/64/128, He-normal weights drawn from
   NumPy's PCG64 with a fixed seed, so identical on every machine and NumPy version that keeps
@@ -22,10 +22,8 @@ features (N, D) on its device. `EXTRACTORS` is the only place a name is turned i
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import ClassVar, Protocol
@@ -35,19 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ddae.downloads import open_source
-from ddae.results import atomic_output
+from ddae.downloads import INCEPTION
 
 log = logging.getLogger(__name__)
 
-INCEPTION_FILENAME = "inception-2015-12-05.pt"  # the name clean-fid's InceptionV3W loads
-INCEPTION_URL = (
-    "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/"
-    "inception-2015-12-05.pt"
-)
-# sha256 of that file (95,607,719 bytes) as recorded by crowsonkb/k-diffusion
-# (k_diffusion/evaluation.py, `InceptionV3FeatureExtractor`) and several independent projects.
-INCEPTION_SHA256 = "f58cb9b6ec323ed63459aa4fb441fe750cfe39fafad6da5cb504a16f19e958f4"
+INCEPTION_FILENAME = INCEPTION.file  # the name clean-fid's InceptionV3W loads
 
 
 class FeatureError(ValueError):
@@ -160,46 +150,3 @@ def build_extractor(
     if name not in EXTRACTORS:
         raise FeatureError(f"unknown feature extractor {name!r} (choose from {sorted(EXTRACTORS)})")
     return EXTRACTORS[name](weights, device)
-
-
-# ---------------------------------------------------------------------------------------------
-# Download of the Inception weights (a Snakemake localrule: compute nodes are often offline).
-# ---------------------------------------------------------------------------------------------
-
-
-def _checksum_algorithm(checksum: str) -> str:
-    pattern = r"[0-9a-fA-F]{32}|[0-9a-fA-F]{64}"
-    if not isinstance(checksum, str) or not re.fullmatch(pattern, checksum):
-        raise FeatureError(
-            f"checksum must be a hex md5 (32) or sha256 (64) digest, got {checksum!r}"
-        )
-    return "md5" if len(checksum) == 32 else "sha256"
-
-
-def download_inception(
-    dest: str | Path,
-    url: str = INCEPTION_URL,
-    checksum: str = INCEPTION_SHA256,
-    timeout_s: float = 60.0,
-    chunk_size: int = 1 << 20,
-) -> Path:
-    """Stream `url` to `dest` through a temporary file; rename only if md5/sha256 matches.
-
-    `checksum` is a hex md5 (32 characters) or sha256 (64). A wrong digest raises
-    `FeatureError` naming both digests and leaves nothing at `dest`.
-    """
-    algorithm = _checksum_algorithm(checksum)
-    dest = Path(dest)
-    digest = hashlib.new(algorithm)
-    source = open_source(url, dest, f"{algorithm} {checksum}", timeout_s)
-    with source as response, atomic_output(dest) as out:
-        while chunk := response.read(chunk_size):
-            digest.update(chunk)
-            out.write(chunk)
-        if digest.hexdigest() != checksum.lower():
-            raise FeatureError(
-                f"{url}: downloaded {algorithm} is {digest.hexdigest()}, expected {checksum}; "
-                f"{dest} was not written"
-            )
-    log.info("downloaded %s to %s (%s %s)", url, dest, algorithm, checksum)
-    return dest

@@ -46,7 +46,8 @@ from ddae.latents import (
 )
 from ddae.networks import build_network, count_parameters, network_spec
 from ddae.networks.dit import DiT, dit_parameter_count
-from ddae.official import STAND_IN_NOTE, import_official, write_stand_in
+from ddae.official.importers import import_official
+from ddae.official.stand_ins import STAND_IN_NOTE, write_stand_in
 from ddae.probing import grid_search
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

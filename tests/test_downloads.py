@@ -1,18 +1,19 @@
 """Download failures are one message (URL, destination, checksum, what to do offline), and a file
-placed by hand under resources/manual/ is verified and used. No network: the URLs point at a
-closed local port."""
+placed by hand under resources/manual/ is verified and used, and a download is renamed into place
+only when its checksum matches. No network: the URLs point at a closed local port or a local
+file."""
 
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ddae import data
-from ddae.downloads import DownloadError, placed_path
-from ddae.feature_extractors import download_inception
-from ddae.official import download_official
+from ddae.downloads import ChecksumError, DownloadError, download_verified, placed_path
+from ddae.official.sources import download_official
 
 UNREACHABLE = "http://127.0.0.1:9/"  # the discard port: connection refused at once
 
@@ -27,7 +28,7 @@ def download(kind: str, dest: str, url: str, checksum: str) -> None:
     if kind == "tiny_imagenet":
         data.download_tiny_imagenet(dest, url=url, md5=checksum, timeout_s=5)
     elif kind == "inception":
-        download_inception(dest, url=url, checksum=checksum, timeout_s=5)
+        download_verified(url, dest, checksum, timeout_s=5)
     else:
         download_official("edm", dest, url=url, checksum=checksum, timeout_s=5)
 
@@ -79,3 +80,24 @@ def test_cifar10_download_failure_says_where_the_archive_goes(workdir, monkeypat
     assert "resources/downloads/cifar10/cifar-10-python.tar.gz" in message
     assert CIFAR10.tgz_md5 in message
     assert "resources/manual/cifar10/cifar-10-python.tar.gz" in message
+
+
+def test_download_verifies_checksum_and_leaves_nothing_when_wrong(tmp_path):
+    source = tmp_path / "remote.bin"
+    source.write_bytes(np.random.default_rng(7).bytes(3_000_000))
+    sha256 = hashlib.sha256(source.read_bytes()).hexdigest()
+    md5 = hashlib.md5(source.read_bytes()).hexdigest()
+    target = tmp_path / "out" / "inception-2015-12-05.pt"
+    assert download_verified(source.as_uri(), target, sha256, chunk_size=1 << 16) == sha256
+    assert target.read_bytes() == source.read_bytes()
+    target.unlink()
+    download_verified(source.as_uri(), target, md5.upper())
+    assert target.read_bytes() == source.read_bytes()
+    target.unlink()
+    message = f"{source.as_uri()}: downloaded sha256 is {sha256}, expected {'0' * 64}; {target}"
+    with pytest.raises(ChecksumError, match=message):
+        download_verified(source.as_uri(), target, "0" * 64)
+    assert list(target.parent.iterdir()) == []  # no partial or temporary file
+    with pytest.raises(ChecksumError, match="hex md5"):
+        download_verified(source.as_uri(), target, "not-a-digest")
+    assert download_verified(source.as_uri(), target, None) == sha256  # none published: kept

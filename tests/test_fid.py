@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -21,7 +20,6 @@ from ddae.feature_extractors import (
     FeatureError,
     RandomConvFeatures,
     build_extractor,
-    download_inception,
 )
 from ddae.fid import (
     FeatureStatistics,
@@ -252,25 +250,3 @@ def test_sampling_config_names_unknown_keys(tmp_path):
             "x.pt", "ref.npz", tmp_path / "o.json", tmp_path / "o.png",
             {"sampler": "euler", "steps": 18}, "random_conv", None, "cpu",
         )  # fmt: skip
-
-
-# --- download --------------------------------------------------------------------------------
-
-
-def test_download_verifies_checksum_and_leaves_nothing_when_wrong(tmp_path):
-    source = tmp_path / "remote.bin"
-    source.write_bytes(np.random.default_rng(7).bytes(3_000_000))
-    sha256 = hashlib.sha256(source.read_bytes()).hexdigest()
-    md5 = hashlib.md5(source.read_bytes()).hexdigest()
-    target = tmp_path / "out" / INCEPTION_FILENAME
-    download_inception(target, source.as_uri(), sha256, chunk_size=1 << 16)
-    assert target.read_bytes() == source.read_bytes()
-    target.unlink()
-    download_inception(target, source.as_uri(), md5.upper())
-    assert target.read_bytes() == source.read_bytes()
-    target.unlink()
-    with pytest.raises(FeatureError, match=f"expected {'0' * 64}"):
-        download_inception(target, source.as_uri(), "0" * 64)
-    assert list(target.parent.iterdir()) == []  # no partial or temporary file
-    with pytest.raises(FeatureError, match="hex md5"):
-        download_inception(target, source.as_uri(), "not-a-digest")

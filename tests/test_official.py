@@ -22,14 +22,12 @@ from conftest import TINY_DDPMPP, TINY_UNET
 from torch import nn
 
 from ddae.checkpoints import load_checkpoint, load_network
-from ddae.edm_pickle import UnsafePickleError, load_edm_pickle
+from ddae.downloads import ChecksumError, parse_checksum
 from ddae.networks import build_network
-from ddae.official import (
-    OfficialImportError,
-    _parse_checksum,
-    download_official,
-    import_official,
-)
+from ddae.official import OfficialImportError
+from ddae.official.edm_pickle import UnsafePickleError, load_edm_pickle
+from ddae.official.importers import import_official
+from ddae.official.sources import download_official
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -37,29 +35,35 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # --- DDPM: diffusers folder -------------------------------------------------------------------
 
 
+# google/ddpm-cifar10-32's config.json, shrunk to the tiny smoke spec (16 px, 32/64 channels,
+# one block per level); the other keys are the published file's
+DDPM_CIFAR10_CONFIG = {
+    "_class_name": "UNet2DModel",
+    "act_fn": "silu",
+    "attention_head_dim": None,
+    "block_out_channels": [32, 64],
+    "down_block_types": ["DownBlock2D", "AttnDownBlock2D"],
+    "downsample_padding": 0,
+    "flip_sin_to_cos": False,
+    "freq_shift": 1,
+    "in_channels": 3,
+    "layers_per_block": 1,
+    "mid_block_scale_factor": 1,
+    "norm_eps": 1e-06,
+    "norm_num_groups": 32,
+    "out_channels": 3,
+    "sample_size": 16,
+    "time_embedding_type": "positional",
+    "up_block_types": ["AttnUpBlock2D", "UpBlock2D"],
+}
+
+
 def _diffusers_ddpm_folder(folder: Path) -> nn.Module:
     """A tiny UNet2DModel laid out like google/ddpm-cifar10-32 (tests/smoke tiny DDPM spec)."""
     from diffusers import UNet2DModel
 
     torch.manual_seed(0)
-    model = UNet2DModel(
-        sample_size=16,
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=None,
-        norm_num_groups=32,
-        norm_eps=1e-6,
-        act_fn="silu",
-        time_embedding_type="positional",
-        flip_sin_to_cos=False,
-        freq_shift=1,
-        downsample_padding=0,
-        mid_block_scale_factor=1,
-    )
+    model = UNet2DModel.from_config(DDPM_CIFAR10_CONFIG)
     with torch.no_grad():  # non-trivial weights everywhere (zero-init layers would hide bugs)
         for parameter in model.parameters():
             parameter.add_(0.05 * torch.randn_like(parameter))
@@ -327,7 +331,7 @@ def test_edm_pickle_with_planted_global_is_refused(tmp_path: Path) -> None:
 
 
 def test_edm_unsupported_init_kwarg_is_named(tmp_path: Path) -> None:
-    from ddae.official import ddpmpp_config_from_edm
+    from ddae.official.edm import ddpmpp_config_from_edm
 
     kwargs = dict(img_resolution=32, in_channels=3, out_channels=3, channel_mult=[2, 2, 2])
     assert ddpmpp_config_from_edm(kwargs)["dropout"] == 0.10  # EDM's default, not ours
@@ -340,15 +344,18 @@ def test_edm_unsupported_init_kwarg_is_named(tmp_path: Path) -> None:
 # --- DiT state dict and downloads -------------------------------------------------------------
 
 
+TINY_DIT_SPEC = {
+    "arch": "dit",
+    "input_size": 8,
+    "hidden_size": 32,
+    "depth": 3,
+    "num_heads": 4,
+    "num_classes": 10,
+}
+
+
 def test_dit_state_dict_import(tmp_path: Path) -> None:
-    spec = {
-        "arch": "dit",
-        "input_size": 8,
-        "hidden_size": 32,
-        "depth": 3,
-        "num_heads": 4,
-        "num_classes": 10,
-    }
+    spec = dict(TINY_DIT_SPEC)
     torch.manual_seed(0)
     reference = build_network(spec).eval()
     with torch.no_grad():
@@ -370,10 +377,10 @@ def test_dit_state_dict_import(tmp_path: Path) -> None:
 
 
 def test_checksum_parsing_and_unknown_kind(tmp_path: Path) -> None:
-    assert _parse_checksum("A" * 32) == ("md5", "a" * 32)
-    assert _parse_checksum("sha256:" + "b" * 64) == ("sha256", "b" * 64)
-    with pytest.raises(OfficialImportError, match="checksum"):
-        _parse_checksum("xyz")
+    assert parse_checksum("A" * 32) == ("md5", "a" * 32)
+    assert parse_checksum("sha256:" + "b" * 64) == ("sha256", "b" * 64)
+    with pytest.raises(ChecksumError, match="checksum"):
+        parse_checksum("xyz")
     with pytest.raises(OfficialImportError, match="unknown official"):
         download_official("nope", tmp_path / "x")
 
@@ -387,7 +394,7 @@ def test_download_verifies_checksum(tmp_path: Path) -> None:
     good = hashlib.sha256(payload.read_bytes()).hexdigest()
     digests = download_official("dit", tmp_path / "dl.pt", url=url, checksum=good)
     assert digests == {"dl.pt": good} and (tmp_path / "dl.pt").read_bytes() == payload.read_bytes()
-    with pytest.raises(OfficialImportError, match="expected"):
+    with pytest.raises(ChecksumError, match=f"{url}: downloaded sha256 is {good}, expected 0+;"):
         download_official("edm", tmp_path / "bad.pkl", url=url, checksum="0" * 64)
     assert not (tmp_path / "bad.pkl").exists()
 
@@ -431,14 +438,7 @@ def test_import_checks_the_expected_network_and_framework(tmp_path: Path) -> Non
 
 
 def test_dit_import_checks_the_expected_run(tmp_path: Path) -> None:
-    spec = {
-        "arch": "dit",
-        "input_size": 8,
-        "hidden_size": 32,
-        "depth": 3,
-        "num_heads": 4,
-        "num_classes": 10,
-    }
+    spec = dict(TINY_DIT_SPEC)
     torch.manual_seed(0)
     state_path = tmp_path / "DiT-tiny.pt"
     torch.save(build_network(spec).state_dict(), state_path)

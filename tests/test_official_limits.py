@@ -12,8 +12,10 @@ import pytest
 from conftest import TINY_DDPMPP, TINY_UNET
 from test_official import _diffusers_ddpm_folder, _edm_pickle, _stand_in_persistence
 
-from ddae.edm_pickle import UnsafePickleError, load_edm_pickle, module_state_dict
-from ddae.official import SOURCES, OfficialImportError, import_official
+from ddae.official import OfficialImportError
+from ddae.official.edm_pickle import UnsafePickleError, load_edm_pickle, module_state_dict
+from ddae.official.importers import import_official
+from ddae.official.sources import SOURCES
 
 
 def _shared_module_bomb(path: Path, depth: int) -> None:
@@ -58,7 +60,8 @@ def test_forged_edm_spec_is_compared_before_building(tmp_path, monkeypatch):
     path = tmp_path / "edm.pkl"
     _edm_pickle(path, tmp_path / "marker", claimed={"model_channels": 4096})
     built = []
-    monkeypatch.setattr("ddae.official.build_network", lambda *a, **k: built.append(a))
+    for module in ("ddae.official.edm", "ddae.official.conversion"):
+        monkeypatch.setattr(f"{module}.build_network", lambda *a, **k: built.append(a))
     expected = {"network": TINY_DDPMPP, "framework": {"kind": "edm"}}
     with pytest.raises(OfficialImportError, match=r"network\.model_channels .* 4096"):
         import_official("edm", path, tmp_path / "out.pt", expected=expected)

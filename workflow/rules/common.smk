@@ -1,6 +1,11 @@
 # Paths and config slices shared by the rules. Pure Python, no torch: every cluster job
 # re-parses this file.
 
+from ddae.downloads import INCEPTION
+from ddae.official.sources import SOURCES
+from ddae.official.sources import download_path as official_download
+from ddae.official.sources import kind_of as official_kind_of
+
 DATASETS = config["datasets"]
 PRETRAINING = config.get("pretraining", {})
 TABLES = config.get("tables", {})
@@ -9,7 +14,7 @@ SUPERVISED = config.get("supervised", {})
 
 # clean-fid's Inception network (the paper's FID), fetched by a localrule instead of clean-fid's
 # own download into /tmp, so compute nodes need no network.
-INCEPTION_WEIGHTS = "resources/downloads/inception/inception-2015-12-05.pt"
+INCEPTION_WEIGHTS = f"resources/downloads/inception/{INCEPTION.file}"
 
 # Datasets with a download rule; the bundled `digits` needs none.
 DOWNLOADED_SOURCES = {
@@ -295,15 +300,10 @@ def noisy_baseline(wildcards):
 
 # --- checkpoint sources (paper Appendix A): trained here, official, or a smoke stand-in -------
 
-# Where each official download lands (files for pickles/state dicts, folders for diffusers).
-OFFICIAL_FILES = {
-    "edm": "edm-cifar10-32x32-uncond-vp.pkl",
-    "dit": "DiT-XL-2-256x256.pt",
-}
-OFFICIAL_FOLDERS = {
-    "ddpm": "ddpm-cifar10-32",
-    "vae": "sd-vae-ft-mse",
-}
+# Where each official download lands (files for pickles/state dicts, folders for diffusers):
+# names from ddae.official.sources.SOURCES.
+OFFICIAL_FILES = {kind: source.name for kind, source in SOURCES.items() if not source.files}
+OFFICIAL_FOLDERS = {kind: source.name for kind, source in SOURCES.items() if source.files}
 
 
 def run_source(run):
@@ -320,15 +320,6 @@ PIXEL_RUNS = [run for run in PRETRAINING if run not in DIT_RUNS]
 def runs_pattern(runs):
     """A wildcard constraint matching exactly these run names (nothing when empty)."""
     return "|".join(runs) if runs else "(?!)"
-
-
-def official_kind_of(name):
-    """The official kind (ddpm, edm, dit, vae) whose download is called `name`."""
-    return next(k for k, v in {**OFFICIAL_FILES, **OFFICIAL_FOLDERS}.items() if v == name)
-
-
-def official_download(kind):
-    return f"resources/downloads/official/{OFFICIAL_FILES.get(kind) or OFFICIAL_FOLDERS[kind]}"
 
 
 def official_source(wildcards):

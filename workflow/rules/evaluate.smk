@@ -12,10 +12,9 @@ rule download_inception:
     output:
         INCEPTION_WEIGHTS,
     params:
-        # clean-fid's Inception; sha256 as recorded by k-diffusion (k_diffusion/evaluation.py)
-        url="https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/"
-        "inception-2015-12-05.pt",
-        checksum="f58cb9b6ec323ed63459aa4fb441fe750cfe39fafad6da5cb504a16f19e958f4",
+        # clean-fid's Inception: URL and sha256 from ddae.downloads.INCEPTION
+        url=INCEPTION.url,
+        checksum=INCEPTION.checksum,
     log:
         "logs/download_inception.log",
     benchmark:

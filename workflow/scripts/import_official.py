@@ -1,7 +1,7 @@
 """Convert a downloaded official checkpoint into a ddae checkpoint (paper Appendix A)."""
 
 from ddae.joblog import logging_to
-from ddae.official import import_official
+from ddae.official.importers import import_official
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with logging_to(sm.log[0]):
