@@ -36,8 +36,10 @@ import torch
 import yaml
 from torch import nn
 
+from ddae.batching import augment_batch, to_model_range
 from ddae.checkpoints import load_network, save_checkpoint
-from ddae.data import ImageDataset, augment_batch, load_digits, to_model_range
+from ddae.datasets.digits import load_digits
+from ddae.datasets.format import ImageDataset
 from ddae.features import DecoderFeatures, cache_features
 from ddae.networks import build_network
 from ddae.probing import grid_search

@@ -52,7 +52,8 @@ from typing import Any
 import torch
 import yaml
 
-from ddae.data import ImageDataset, epoch_permutation
+from ddae.batching import epoch_permutation
+from ddae.datasets.format import ImageDataset
 from ddae.distributed import World
 from ddae.networks import count_parameters
 from ddae.training import Trainer

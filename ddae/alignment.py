@@ -33,9 +33,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from ddae.batching import to_model_range
 from ddae.checkpoints import load_network
 from ddae.configs import from_mapping
-from ddae.data import ImageDataset, to_model_range
+from ddae.datasets.format import ImageDataset
 from ddae.features import DecoderFeatures
 
 log = logging.getLogger(__name__)

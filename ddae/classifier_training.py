@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from ddae.batching import augment_batch, epoch_permutation, to_model_range
 from ddae.checkpoints import (
     CheckpointError,
     capture_rng_state,
@@ -51,7 +52,7 @@ from ddae.checkpoints import (
     save_checkpoint,
 )
 from ddae.configs import ConfigError
-from ddae.data import ImageDataset, augment_batch, epoch_permutation, to_model_range
+from ddae.datasets.format import ImageDataset
 from ddae.distributed import World, barrier, gather_objects, mean_across
 from ddae.results import append_jsonl
 from ddae.training import TrainingError

@@ -25,6 +25,7 @@ import jsonschema
 import yaml
 
 from ddae.configs import ConfigError
+from ddae.datasets.registry import config_schema
 
 Key = str | int
 
@@ -152,9 +153,14 @@ def schema_message(config: Mapping[str, Any], schema: Mapping[str, Any], text: s
     return f"{headline}{at}\n" + "".join(f"  {detail}\n" for detail in details)
 
 
+def load_schema(schema_path: str | Path) -> dict[str, Any]:
+    """config.schema.yaml with the registered datasets filled in (`ddae.datasets.registry`)."""
+    return config_schema(yaml.safe_load(Path(schema_path).read_text()))
+
+
 def check_schema(config: Mapping[str, Any], schema_path: str | Path, config_path: str | Path):
     """Raise `ConfigError` with `schema_message` unless ``config`` follows the schema."""
-    schema = yaml.safe_load(Path(schema_path).read_text())
+    schema = load_schema(schema_path)
     config_path = Path(config_path)
     text = config_path.read_text() if config_path.is_file() else ""
     message = schema_message(config, schema, text)

@@ -61,9 +61,10 @@ from numpy.lib.format import open_memmap
 from torch import Tensor, nn
 
 from ddae import joblog
+from ddae.batching import CropFlip, apply_crop_flip, to_model_range
 from ddae.checkpoints import load_network
 from ddae.configs import from_mapping, to_mapping
-from ddae.data import CropFlip, ImageDataset, apply_crop_flip, to_model_range
+from ddae.datasets.format import ImageDataset
 from ddae.diffusion import Framework
 
 TRAIN, TEST = 0, 1  # split codes in the per-item seeds

@@ -47,7 +47,7 @@ from tqdm import tqdm
 
 from ddae.checkpoints import load_network
 from ddae.configs import from_mapping, to_mapping
-from ddae.data import ImageDataset
+from ddae.datasets.format import ImageDataset
 from ddae.feature_extractors import FeatureError, build_extractor
 from ddae.results import atomic_output, write_json
 from ddae.sampling import generate

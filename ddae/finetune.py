@@ -43,9 +43,10 @@ from ddae.classifier_training import (
     ImageData,
 )
 from ddae.configs import ConfigError, from_mapping, to_mapping
-from ddae.data import ImageDataset, file_md5
+from ddae.datasets.format import ImageDataset
 from ddae.diffusion import Framework, build_framework, framework_config
 from ddae.distributed import close_world, init_world
+from ddae.downloads import file_md5
 from ddae.latents import LatentData, latent_fingerprint, load_latents
 from ddae.networks import build_network, count_parameters, network_config, network_spec
 from ddae.results import drop_metrics_after, write_json

@@ -50,7 +50,8 @@ from tqdm.auto import tqdm
 from ddae.checkpoints import load_network
 from ddae.classifier_training import ClassifierData
 from ddae.configs import ConfigError, from_mapping, to_mapping
-from ddae.data import ImageDataset, file_md5
+from ddae.datasets.format import ImageDataset
+from ddae.downloads import file_md5
 from ddae.features import (
     TEST,
     TRAIN,

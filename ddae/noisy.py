@@ -56,10 +56,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from ddae.batching import augment_batch, epoch_permutation, to_model_range
 from ddae.checkpoints import load_network
 from ddae.classifier_training import ClassifierTrainingConfig, base_lr, lr_at_epoch
 from ddae.configs import ConfigError, from_mapping, to_mapping
-from ddae.data import ImageDataset, augment_batch, epoch_permutation, to_model_range
+from ddae.datasets.format import ImageDataset
 from ddae.diffusion import DDPM, EDM, Framework, build_framework
 from ddae.features import DecoderFeatures
 from ddae.networks import build_network, network_spec

@@ -233,7 +233,7 @@ def write_stand_in_dataset(
     import torch
     import torch.nn.functional as F
 
-    from ddae.data import ImageDataset, split_path
+    from ddae.datasets.format import ImageDataset, split_path
 
     generator = torch.Generator().manual_seed(seed)
     templates = torch.rand(classes, 3, 4, 4, generator=generator)

@@ -64,9 +64,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ddae import joblog
+from ddae.batching import epoch_permutation
 from ddae.checkpoints import load_network
 from ddae.configs import ConfigError, from_mapping, to_mapping
-from ddae.data import ImageDataset, epoch_permutation
+from ddae.datasets.format import ImageDataset
 from ddae.diffusion import Framework
 from ddae.features import (
     NOISE_STREAM,

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from ddae.augment import AugmentConfig, AugmentPipe
+from ddae.batching import augment_batch, epoch_permutation, to_model_range
 from ddae.checkpoints import (
     CheckpointError,
     capture_rng_state,
@@ -47,7 +48,7 @@ from ddae.checkpoints import (
     save_checkpoint,
 )
 from ddae.configs import ConfigError, from_mapping, to_mapping
-from ddae.data import ImageDataset, augment_batch, epoch_permutation, to_model_range
+from ddae.datasets.format import ImageDataset
 from ddae.diffusion import Framework, build_framework, framework_config
 from ddae.distributed import (
     World,

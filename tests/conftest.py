@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from ddae.checkpoints import save_checkpoint
-from ddae.data import ImageDataset, load_digits
+from ddae.datasets.digits import load_digits
+from ddae.datasets.format import ImageDataset
 from ddae.networks import build_network
 from ddae.training import normalize_run
 

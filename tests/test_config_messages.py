@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ddae.config_messages import check_schema, config_mistakes_reported, schema_message
+from ddae.config_messages import check_schema, config_mistakes_reported, load_schema, schema_message
 from ddae.configs import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
-SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+SCHEMA = load_schema(REPO / "workflow" / "schemas" / "config.schema.yaml")
 SMOKE_TEXT = (REPO / "tests" / "smoke" / "config.yaml").read_text()
 PAPER_TEXT = (REPO / "config.yaml").read_text()
 

@@ -1,11 +1,12 @@
-"""ddae.data: readers on tiny files in the real source formats, the .npz format, batching."""
+"""ddae.datasets and ddae.batching: readers on tiny files in the real source formats, the .npz
+format, the conversion, batching."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import pickle
+import tarfile
 import zipfile
 from collections import Counter
 from pathlib import Path
@@ -16,8 +17,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ddae import data
-from ddae.data import DatasetError, ImageDataset
+from ddae import batching
+from ddae.datasets import cifar10, prepare, tiny_imagenet
+from ddae.datasets.digits import load_digits
+from ddae.datasets.format import DatasetError, ImageDataset, split_path
 
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer"] + [
     "dog",
@@ -48,7 +51,7 @@ def _fake_batch(seed: int) -> tuple[np.ndarray, list[int]]:
 def cifar_root(tmp_path: Path) -> Path:
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()
-    names = [*data.CIFAR10_TRAIN_FILES, data.CIFAR10_TEST_FILE]
+    names = [*cifar10.CIFAR10_TRAIN_FILES, cifar10.CIFAR10_TEST_FILE]
     for seed, name in enumerate(names):
         rows, labels = _fake_batch(seed)
         if seed % 2:  # bytes keys, as when written by Python 3
@@ -62,7 +65,7 @@ def cifar_root(tmp_path: Path) -> Path:
 
 
 def test_read_cifar10_reproduces_pixels_labels_and_classes(cifar_root: Path) -> None:
-    splits = data.read_cifar10(cifar_root)
+    splits = cifar10.read_cifar10(cifar_root)
     train, test = splits["train"], splits["test"]
     assert train.images.shape == (10, 3, 32, 32) and test.images.shape == (2, 3, 32, 32)
     assert train.classes == CIFAR_CLASSES and test.classes == CIFAR_CLASSES
@@ -81,21 +84,43 @@ def test_read_cifar10_reproduces_pixels_labels_and_classes(cifar_root: Path) -> 
 
 
 def test_read_cifar10_accepts_the_batches_folder_itself(cifar_root: Path) -> None:
-    direct = data.read_cifar10(cifar_root / "cifar-10-batches-py")["test"]
-    assert torch.equal(direct.images, data.read_cifar10(cifar_root)["test"].images)
+    direct = cifar10.read_cifar10(cifar_root / "cifar-10-batches-py")["test"]
+    assert torch.equal(direct.images, cifar10.read_cifar10(cifar_root)["test"].images)
+
+
+def test_read_cifar10_reads_the_official_archive_unextracted(cifar_root: Path) -> None:
+    archive = cifar_root / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(cifar_root / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    from_archive, from_folder = cifar10.read_cifar10(archive), cifar10.read_cifar10(cifar_root)
+    for split in ("train", "test"):
+        assert torch.equal(from_archive[split].images, from_folder[split].images)
+        assert torch.equal(from_archive[split].labels, from_folder[split].labels)
+        assert from_archive[split].classes == from_folder[split].classes
+    with tarfile.open(archive, "w:gz") as tar:  # an archive without the test batch
+        tar.add(
+            cifar_root / "cifar-10-batches-py" / "batches.meta", "cifar-10-batches-py/batches.meta"
+        )
+        for name in cifar10.CIFAR10_TRAIN_FILES:
+            tar.add(cifar_root / "cifar-10-batches-py" / name, f"cifar-10-batches-py/{name}")
+    with pytest.raises(DatasetError, match="cifar-10-batches-py/test_batch: CIFAR-10 file not"):
+        cifar10.read_cifar10(archive)
+    archive.write_bytes(b"not a tar file")
+    with pytest.raises(DatasetError, match="not a readable CIFAR-10 archive"):
+        cifar10.read_cifar10(archive)
 
 
 def test_read_cifar10_refuses_pickles_with_other_globals(cifar_root: Path) -> None:
     batch = cifar_root / "cifar-10-batches-py" / "test_batch"
     batch.write_bytes(pickle.dumps({"data": os.getcwd, "labels": []}))
     with pytest.raises(DatasetError, match="test_batch.*refusing to load global"):
-        data.read_cifar10(cifar_root)
+        cifar10.read_cifar10(cifar_root)
 
 
 def test_read_cifar10_names_a_missing_file(cifar_root: Path) -> None:
     (cifar_root / "cifar-10-batches-py" / "data_batch_3").unlink()
     with pytest.raises(DatasetError, match="data_batch_3"):
-        data.read_cifar10(cifar_root)
+        cifar10.read_cifar10(cifar_root)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -134,7 +159,7 @@ def tiny_zip(tmp_path: Path) -> Path:
 
 
 def test_read_tiny_imagenet_zip(tiny_zip: Path) -> None:
-    splits = data.read_tiny_imagenet(tiny_zip)
+    splits = tiny_imagenet.read_tiny_imagenet(tiny_zip)
     train, test = splits["train"], splits["test"]
     assert train.classes == ["n01", "n02"]  # sorted wnids, as in the official DDAE code
     assert train.images.shape == (4, 3, 64, 64) and train.images.dtype == torch.uint8
@@ -155,9 +180,9 @@ def test_read_tiny_imagenet_zip(tiny_zip: Path) -> None:
 def test_read_tiny_imagenet_folder_matches_zip(tiny_zip: Path, tmp_path: Path) -> None:
     with zipfile.ZipFile(tiny_zip) as archive:
         archive.extractall(tmp_path / "extracted")
-    from_zip = data.read_tiny_imagenet(tiny_zip)
+    from_zip = tiny_imagenet.read_tiny_imagenet(tiny_zip)
     for folder in (tmp_path / "extracted", tmp_path / "extracted" / "tiny-imagenet-200"):
-        from_folder = data.read_tiny_imagenet(folder)
+        from_folder = tiny_imagenet.read_tiny_imagenet(folder)
         for split in ("train", "test"):
             assert torch.equal(from_folder[split].images, from_zip[split].images)
             assert torch.equal(from_folder[split].labels, from_zip[split].labels)
@@ -168,7 +193,7 @@ def test_read_tiny_imagenet_names_a_missing_annotation_file(tmp_path: Path) -> N
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("tiny-imagenet-200/wnids.txt", "n01\n")
     with pytest.raises(DatasetError, match="broken.zip.*val_annotations.txt"):
-        data.read_tiny_imagenet(path)
+        tiny_imagenet.read_tiny_imagenet(path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,7 +203,7 @@ def test_read_tiny_imagenet_names_a_missing_annotation_file(tmp_path: Path) -> N
 
 @pytest.fixture(scope="module")
 def digits() -> dict[str, ImageDataset]:
-    return data.load_digits()
+    return load_digits()
 
 
 def test_digits_split_is_stratified_and_complete(digits: dict[str, ImageDataset]) -> None:
@@ -194,7 +219,7 @@ def test_digits_split_is_stratified_and_complete(digits: dict[str, ImageDataset]
 
 
 def test_digits_are_deterministic_gray_and_full_range(digits: dict[str, ImageDataset]) -> None:
-    again = data.load_digits()
+    again = load_digits()
     for split in ("train", "test"):
         assert torch.equal(again[split].images, digits[split].images)
         assert torch.equal(again[split].labels, digits[split].labels)
@@ -204,10 +229,10 @@ def test_digits_are_deterministic_gray_and_full_range(digits: dict[str, ImageDat
 
 
 def test_digits_at_native_resolution_are_scaled_source_pixels() -> None:
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits as sklearn_digits
 
-    native = data.load_digits(resolution=8)
-    source = load_digits()
+    native = load_digits(resolution=8)
+    source = sklearn_digits()
     expected = np.round(source.images * 255 / 16).astype(np.uint8)
     images = torch.cat([native["train"].images, native["test"].images])[:, 0].numpy()
     labels = torch.cat([native["train"].labels, native["test"].labels]).numpy()
@@ -262,50 +287,20 @@ def test_load_validates_contents(tmp_path: Path) -> None:
 
 def test_prepare_dataset_writes_both_splits(cifar_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "prepared"
-    data.prepare_dataset("cifar10", cifar_root, out, resolution=32)
+    prepare.prepare_dataset("cifar10", cifar_root, out, resolution=32)
     assert sorted(p.name for p in out.iterdir()) == ["test.npz", "train.npz"]
-    train = ImageDataset.load(data.split_path(out, "train"))
-    assert torch.equal(train.images, data.read_cifar10(cifar_root)["train"].images)
+    train = ImageDataset.load(split_path(out, "train"))
+    assert torch.equal(train.images, cifar10.read_cifar10(cifar_root)["train"].images)
     with pytest.raises(DatasetError, match="is 32x32 pixels, config asks for 64"):
-        data.prepare_dataset("cifar10", cifar_root, out, resolution=64)
+        prepare.prepare_dataset("cifar10", cifar_root, out, resolution=64)
     with pytest.raises(ValueError, match="unknown dataset 'mnist'"):
-        data.prepare_dataset("mnist", None, out, resolution=32)
+        prepare.prepare_dataset("mnist", None, out, resolution=32)
     with pytest.raises(ValueError, match="needs a source"):
-        data.prepare_dataset("tiny_imagenet", None, out, resolution=64)
+        prepare.prepare_dataset("tiny_imagenet", None, out, resolution=64)
     with pytest.raises(ValueError, match="bundled"):
-        data.prepare_dataset("digits", cifar_root, out, resolution=32)
-    data.prepare_dataset("digits", None, out, resolution=12)
-    assert ImageDataset.load(data.split_path(out, "test")).images.shape == (360, 3, 12, 12)
-
-
-# ---------------------------------------------------------------------------------------------
-# Checksums and downloads
-# ---------------------------------------------------------------------------------------------
-
-
-def test_verify_md5(tmp_path: Path) -> None:
-    path = tmp_path / "blob.bin"
-    path.write_bytes(b"diffusion")
-    good = hashlib.md5(b"diffusion").hexdigest()
-    data.verify_md5(path, good)
-    data.verify_md5(path, good.upper())
-    with pytest.raises(DatasetError) as error:
-        data.verify_md5(path, "0" * 32)
-    assert (
-        str(path) in str(error.value) and good in str(error.value) and "0" * 32 in str(error.value)
-    )
-
-
-def test_download_verifies_before_renaming(tmp_path: Path) -> None:
-    source = tmp_path / "remote.zip"
-    source.write_bytes(b"x" * 3_000_000)
-    good = hashlib.md5(source.read_bytes()).hexdigest()
-    dest = tmp_path / "local" / "tiny.zip"
-    with pytest.raises(DatasetError, match=f"tiny.zip.*md5 is {good}, expected {'f' * 32}"):
-        data.download_tiny_imagenet(dest, url=source.as_uri(), md5="f" * 32)
-    assert list(dest.parent.iterdir()) == []  # nothing renamed, temporary file removed
-    assert data.download_tiny_imagenet(dest, url=source.as_uri(), md5=good) == dest
-    assert dest.read_bytes() == source.read_bytes()
+        prepare.prepare_dataset("digits", cifar_root, out, resolution=32)
+    prepare.prepare_dataset("digits", None, out, resolution=12)
+    assert ImageDataset.load(split_path(out, "test")).images.shape == (360, 3, 12, 12)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -314,11 +309,11 @@ def test_download_verifies_before_renaming(tmp_path: Path) -> None:
 
 
 def test_epoch_permutation_is_a_deterministic_permutation() -> None:
-    first = data.epoch_permutation(1000, seed=3, epoch=7)
+    first = batching.epoch_permutation(1000, seed=3, epoch=7)
     assert first.dtype == torch.int64 and torch.equal(first.sort().values, torch.arange(1000))
-    assert torch.equal(first, data.epoch_permutation(1000, seed=3, epoch=7))
-    assert not torch.equal(first, data.epoch_permutation(1000, seed=3, epoch=8))
-    assert not torch.equal(first, data.epoch_permutation(1000, seed=4, epoch=7))
+    assert torch.equal(first, batching.epoch_permutation(1000, seed=3, epoch=7))
+    assert not torch.equal(first, batching.epoch_permutation(1000, seed=3, epoch=8))
+    assert not torch.equal(first, batching.epoch_permutation(1000, seed=4, epoch=7))
 
 
 def _batch(n: int = 64) -> torch.Tensor:
@@ -327,10 +322,10 @@ def _batch(n: int = 64) -> torch.Tensor:
 
 def test_flip_only_mirrors_exactly_the_flagged_images() -> None:
     images = _batch()
-    out = data.augment_batch(
+    out = batching.augment_batch(
         images, hflip=True, crop_padding=0, generator=torch.Generator().manual_seed(5)
     )
-    params = data.sample_crop_flip(
+    params = batching.sample_crop_flip(
         64, hflip=True, crop_padding=0, generator=torch.Generator().manual_seed(5)
     )
     assert 10 < int(params.flips.sum()) < 54
@@ -346,10 +341,10 @@ def _reference_crop_flip(image: torch.Tensor, top: int, left: int, flip: bool, p
 
 def test_crop_is_a_shifted_window_with_zero_padding() -> None:
     images = _batch(256)
-    out = data.augment_batch(
+    out = batching.augment_batch(
         images, hflip=True, crop_padding=4, generator=torch.Generator().manual_seed(11)
     )
-    params = data.sample_crop_flip(
+    params = batching.sample_crop_flip(
         256, hflip=True, crop_padding=4, generator=torch.Generator().manual_seed(11)
     )
     assert params.offsets.min() == 0 and params.offsets.max() == 8  # uniform on [0, 2·padding]
@@ -369,16 +364,16 @@ def test_augment_batch_is_reproducible_and_can_be_identity() -> None:
 
     def run(seed: int) -> torch.Tensor:
         generator = torch.Generator().manual_seed(seed)
-        return data.augment_batch(images, hflip=True, crop_padding=4, generator=generator)
+        return batching.augment_batch(images, hflip=True, crop_padding=4, generator=generator)
 
     assert torch.equal(run(1), run(1)) and not torch.equal(run(1), run(2))
-    plain = data.augment_batch(
+    plain = batching.augment_batch(
         images, hflip=False, crop_padding=0, generator=torch.Generator().manual_seed(1)
     )
     assert torch.equal(plain, images) and plain.dtype == torch.uint8
 
 
 def test_to_model_range() -> None:
-    values = data.to_model_range(torch.tensor([0, 51, 255], dtype=torch.uint8))
+    values = batching.to_model_range(torch.tensor([0, 51, 255], dtype=torch.uint8))
     assert values.dtype == torch.float32
     assert torch.allclose(values, torch.tensor([-1.0, -0.6, 1.0]), atol=1e-7)

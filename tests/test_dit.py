@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from ddae.batching import apply_crop_flip, to_model_range
 from ddae.checkpoints import load_checkpoint, load_network
 from ddae.classifier_training import (
     PARTIAL_STATE,
@@ -22,7 +23,8 @@ from ddae.classifier_training import (
     ClassifierTrainingConfig,
 )
 from ddae.configs import ConfigError
-from ddae.data import ImageDataset, apply_crop_flip, load_digits, to_model_range
+from ddae.datasets.digits import load_digits
+from ddae.datasets.format import ImageDataset
 from ddae.diffusion import build_framework
 from ddae.distributed import World
 from ddae.features import (

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ddae import data
+from ddae.datasets.registry import DATASETS, download_path
 from ddae.downloads import ChecksumError, DownloadError, download_verified, placed_path
 from ddae.official.sources import download_official
 
@@ -25,9 +25,7 @@ def workdir(tmp_path, monkeypatch) -> Path:
 
 
 def download(kind: str, dest: str, url: str, checksum: str) -> None:
-    if kind == "tiny_imagenet":
-        data.download_tiny_imagenet(dest, url=url, md5=checksum, timeout_s=5)
-    elif kind == "inception":
+    if kind in ("tiny_imagenet", "inception"):
         download_verified(url, dest, checksum, timeout_s=5)
     else:
         download_official("edm", dest, url=url, checksum=checksum, timeout_s=5)
@@ -70,15 +68,15 @@ def test_a_placed_file_is_verified_and_used(workdir, kind, dest, algorithm):
     assert Path(dest).read_bytes() == content
 
 
-def test_cifar10_download_failure_says_where_the_archive_goes(workdir, monkeypatch):
-    from torchvision.datasets import CIFAR10
-
-    monkeypatch.setattr(CIFAR10, "url", UNREACHABLE + "cifar-10-python.tar.gz")
+def test_dataset_download_failure_says_where_the_archive_goes(workdir):
+    # the registered URL is never reached: the same download at an unreachable URL
+    cifar10 = DATASETS["cifar10"].download
+    dest = download_path("cifar10")
+    assert dest == "resources/downloads/cifar10/cifar-10-python.tar.gz"
     with pytest.raises(DownloadError) as error:
-        data.download_cifar10("resources/downloads/cifar10")
+        download_verified(UNREACHABLE + cifar10.file, dest, cifar10.checksum, timeout_s=5)
     message = str(error.value)
-    assert "resources/downloads/cifar10/cifar-10-python.tar.gz" in message
-    assert CIFAR10.tgz_md5 in message
+    assert dest in message and "c58f30108f718f92721af3b95e74349a" in message
     assert "resources/manual/cifar10/cifar-10-python.tar.gz" in message
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import TINY_DDPMPP_8PX, TINY_UNET_8PX, tiny_probe_run
 
-from ddae.data import load_digits
+from ddae.datasets.digits import load_digits
 from ddae.diffusion import build_framework
 from ddae.features import (
     TRAIN,

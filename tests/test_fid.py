@@ -13,7 +13,7 @@ from PIL import Image
 from torch import nn
 
 from ddae.configs import ConfigError
-from ddae.data import load_digits
+from ddae.datasets.digits import load_digits
 from ddae.feature_extractors import (
     INCEPTION_FILENAME,
     CleanFIDInception,

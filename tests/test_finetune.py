@@ -18,7 +18,7 @@ from ddae.classifier_training import (
     lr_at_epoch,
 )
 from ddae.configs import ConfigError
-from ddae.data import ImageDataset
+from ddae.datasets.format import ImageDataset
 from ddae.diffusion import build_framework
 from ddae.distributed import World
 from ddae.finetune import (

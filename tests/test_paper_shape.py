@@ -22,7 +22,7 @@ import yaml
 from ddae.alignment import AlignUniformConfig as AlignUniform
 from ddae.config_messages import config_mistakes_reported
 from ddae.configs import ConfigError, from_mapping
-from ddae.data import ImageDataset
+from ddae.datasets.format import ImageDataset
 from ddae.diffusion import build_framework
 from ddae.features import DecoderFeatures, FeatureCacheConfig
 from ddae.fid import SamplingConfig

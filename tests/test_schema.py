@@ -9,6 +9,7 @@ import yaml
 
 from ddae.alignment import AlignUniformConfig
 from ddae.classifier_training import ClassifierTrainingConfig
+from ddae.config_messages import load_schema
 from ddae.diffusion import DDPM, EDM
 from ddae.features import FeatureCacheConfig
 from ddae.fid import SamplingConfig
@@ -18,7 +19,7 @@ from ddae.probing import GridSearchConfig, LinearProbeConfig
 from ddae.training import TrainingConfig
 
 REPO = Path(__file__).resolve().parents[1]
-SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+SCHEMA = load_schema(REPO / "workflow" / "schemas" / "config.schema.yaml")
 
 
 def schema_keys(definition: str, tag: str | None) -> set[str]:

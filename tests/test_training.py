@@ -15,7 +15,8 @@ import torch
 from conftest import TINY_DDPMPP, TINY_UNET, digits_subset
 
 from ddae.checkpoints import CheckpointError, StateLockedError, load_checkpoint, load_network
-from ddae.data import ImageDataset, load_digits
+from ddae.datasets.digits import load_digits
+from ddae.datasets.format import ImageDataset
 from ddae.diffusion import EDM
 from ddae.distributed import World
 from ddae.launch import PretrainingJob, run_pretraining

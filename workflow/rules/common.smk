@@ -1,6 +1,8 @@
 # Paths and config slices shared by the rules. Pure Python, no torch: every cluster job
 # re-parses this file.
 
+from ddae.datasets.registry import DATASETS as DATASET_REGISTRY
+from ddae.datasets.registry import downloaded_sources
 from ddae.downloads import INCEPTION
 from ddae.official.sources import SOURCES
 from ddae.official.sources import download_path as official_download
@@ -16,11 +18,8 @@ SUPERVISED = config.get("supervised", {})
 # own download into /tmp, so compute nodes need no network.
 INCEPTION_WEIGHTS = f"resources/downloads/inception/{INCEPTION.file}"
 
-# Datasets with a download rule; the bundled `digits` needs none.
-DOWNLOADED_SOURCES = {
-    "cifar10": "resources/downloads/cifar10/cifar-10-batches-py",
-    "tiny_imagenet": "resources/downloads/tiny_imagenet/tiny-imagenet-200.zip",
-}
+# Datasets with a download (ddae.datasets.registry); the bundled `digits` needs none.
+DOWNLOADED_SOURCES = downloaded_sources()
 
 # Values in these run keys change the trained weights; everything else about a run
 # (epochs, gpus, minutes_per_epoch) only changes which jobs exist or how they are scheduled.

@@ -1,36 +1,38 @@
 # Datasets: checksummed downloads (local rules, the only rules that touch the network) and a
-# one-off conversion into the uniform format (uint8 images + int labels per split).
+# one-off conversion into the uniform format (uint8 images + int labels per split). Every
+# dataset, its URL, checksum and file name come from ddae.datasets.registry.
 
 
 localrules:
-    download_cifar10,
-    download_tiny_imagenet,
+    download_dataset,
 
 
-rule download_cifar10:
+def dataset_download(wildcards):
+    """The registered download (URL, checksum, file name) behind a download_dataset output."""
+    path = f"resources/downloads/{wildcards.dataset}/{wildcards.file}"
+    if DOWNLOADED_SOURCES.get(wildcards.dataset) != path:
+        raise ValueError(f"{path} is no registered dataset download (ddae.datasets.registry)")
+    return DATASET_REGISTRY[wildcards.dataset].download
+
+
+rule download_dataset:
     output:
-        directory(DOWNLOADED_SOURCES["cifar10"]),
+        "resources/downloads/{dataset}/{file}",
+    wildcard_constraints:
+        dataset="|".join(DOWNLOADED_SOURCES) or "(?!)",
+        file="|".join(re.escape(path.rsplit("/", 1)[1]) for path in DOWNLOADED_SOURCES.values())
+        or "(?!)",
+    params:
+        url=lambda wildcards: dataset_download(wildcards).url,
+        checksum=lambda wildcards: dataset_download(wildcards).checksum,
     log:
-        "logs/download_cifar10.log",
+        "logs/download_{dataset}_{file}.log",
     benchmark:
-        "logs/download_cifar10.benchmark.tsv",
+        "logs/download_{dataset}_{file}.benchmark.tsv",
     conda:
         "../../envs/ddae.yaml"
     script:
-        "../scripts/download_cifar10.py"
-
-
-rule download_tiny_imagenet:
-    output:
-        DOWNLOADED_SOURCES["tiny_imagenet"],
-    log:
-        "logs/download_tiny_imagenet.log",
-    benchmark:
-        "logs/download_tiny_imagenet.benchmark.tsv",
-    conda:
-        "../../envs/ddae.yaml"
-    script:
-        "../scripts/download_tiny_imagenet.py"
+        "../scripts/download.py"
 
 
 rule prepare_dataset:

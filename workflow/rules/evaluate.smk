@@ -22,7 +22,7 @@ rule download_inception:
     conda:
         "../../envs/ddae.yaml"
     script:
-        "../scripts/download_inception.py"
+        "../scripts/download.py"
 
 
 rule fid_reference:

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from ddae.data import prepare_dataset
+from ddae.datasets.prepare import prepare_dataset
 from ddae.joblog import logging_to
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)

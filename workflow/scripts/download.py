@@ -1,4 +1,5 @@
-"""Download clean-fid's Inception weights (a localrule), verified by checksum before renaming."""
+"""Download one file (a localrule: a dataset's archive, clean-fid's Inception weights), verified
+by checksum before it is renamed into place (ddae.downloads.download_verified)."""
 
 from ddae.downloads import download_verified
 from ddae.joblog import logging_to

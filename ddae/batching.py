@@ -1,0 +1,92 @@
+"""Device-side batching for the training loops: the order of the items in an epoch, the light
+augmentations of linear probing and fine-tuning, and the models' pixel range.
+
+Augmentations for linear probing and fine-tuning (paper Appendix A, Tables 6–8):
+``RandomHorizontalFlip()`` and ``RandomCrop(32, 4)`` (CIFAR-10) or ``RandomCrop(64, 4)``
+(Tiny-ImageNet). `augment_batch` implements exactly these torchvision semantics, vectorised on
+the batch's device with an explicit `torch.Generator`. EDM's pre-training augmentation pipeline
+lives in `ddae.augment`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def epoch_permutation(num_items: int, seed: int, epoch: int) -> torch.Tensor:
+    """The order of the items in `epoch`: a CPU LongTensor determined by (seed, epoch) alone.
+
+    The two integers are mixed by numpy's SeedSequence (a hash, so nearby seeds and epochs give
+    unrelated streams) into the seed of a fresh torch generator.
+    """
+    if num_items < 0 or seed < 0 or epoch < 0:
+        raise ValueError(f"need non-negative num_items, seed, epoch; got {num_items, seed, epoch}")
+    mixed = int(np.random.SeedSequence([seed, epoch]).generate_state(1, np.uint64)[0])
+    generator = torch.Generator().manual_seed(mixed)
+    return torch.randperm(num_items, generator=generator)
+
+
+@dataclass
+class CropFlip:
+    """Per-image parameters of `augment_batch`: flip flags (N,) and (top, left) offsets (N, 2)."""
+
+    flips: torch.Tensor
+    offsets: torch.Tensor
+
+
+def sample_crop_flip(
+    num_images: int, *, hflip: bool, crop_padding: int, generator: torch.Generator
+) -> CropFlip:
+    """Draw flips (p = 0.5) then crop offsets uniform in [0, 2·padding], on generator's device.
+
+    Matches torchvision's RandomHorizontalFlip() and RandomCrop(size, padding): the window's
+    top-left corner in the zero-padded image is ``randint(0, 2·padding + 1)`` in each axis.
+    """
+    if crop_padding < 0:
+        raise ValueError(f"crop_padding must be non-negative, got {crop_padding}")
+    device = generator.device
+    flips = torch.zeros(num_images, dtype=torch.bool, device=device)
+    if hflip:
+        flips = torch.rand(num_images, generator=generator, device=device) < 0.5
+    offsets = torch.full((num_images, 2), crop_padding, dtype=torch.int64, device=device)
+    if crop_padding:
+        size = (num_images, 2)
+        offsets = torch.randint(0, 2 * crop_padding + 1, size, generator=generator, device=device)
+    return CropFlip(flips, offsets)
+
+
+def apply_crop_flip(images: torch.Tensor, params: CropFlip, crop_padding: int) -> torch.Tensor:
+    """Crop each zero-padded image at its offset, then mirror it if flagged, in one gather."""
+    n, c, h, w = images.shape
+    padded = F.pad(images, (crop_padding,) * 4) if crop_padding else images
+    device = images.device
+    columns = torch.arange(w, device=device)
+    columns = torch.where(params.flips[:, None], w - 1 - columns, columns)  # (N, W)
+    columns = columns + params.offsets[:, 1:2]
+    rows = params.offsets[:, 0:1] + torch.arange(h, device=device)  # (N, H)
+    batch = torch.arange(n, device=device)[:, None, None, None]
+    channel = torch.arange(c, device=device)[None, :, None, None]
+    return padded[batch, channel, rows[:, None, :, None], columns[:, None, None, :]]
+
+
+def augment_batch(
+    images_uint8: torch.Tensor, *, hflip: bool, crop_padding: int, generator: torch.Generator
+) -> torch.Tensor:
+    """Random horizontal flip and pad-and-crop of a uint8 batch, vectorised on its device.
+
+    The generator must live on the images' device; equal generator states give identical
+    outputs.
+    """
+    params = sample_crop_flip(
+        images_uint8.shape[0], hflip=hflip, crop_padding=crop_padding, generator=generator
+    )
+    return apply_crop_flip(images_uint8, params, crop_padding)
+
+
+def to_model_range(images_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] → float32 [-1, 1] as x / 127.5 − 1 (the diffusion models' data range)."""
+    return images_uint8.to(torch.float32) / 127.5 - 1.0
