@@ -91,5 +91,5 @@ def test_target_plans_only_what_it_shows(plans, name):
 
 def test_table3_plans_no_tiny_imagenet_job(plans):
     assert "tiny_imagenet" not in plans["table3"].lower()
-    assert "download_tiny_imagenet" not in plans["table3"]
+    assert "tiny-imagenet-200.zip" not in plans["table3"]
     assert "table3" in plans["table3"]  # the target itself is planned

@@ -104,6 +104,13 @@ def download_path(name: str) -> str:
     return f"{DOWNLOADS.as_posix()}/{name}/{download.file}"
 
 
+def registered_download(name: str, file: str) -> Download:
+    """The `Download` saved as ``resources/downloads/<name>/<file>`` (rule download_dataset)."""
+    if name not in DATASETS or download_path(name) != f"{DOWNLOADS.as_posix()}/{name}/{file}":
+        raise ValueError(f"{name}/{file}: no registered dataset download (ddae.datasets.registry)")
+    return DATASETS[name].download
+
+
 def downloaded_sources() -> dict[str, str]:
     """{dataset: download path} of every registered dataset that has a download."""
     return {name: download_path(name) for name, e in DATASETS.items() if e.download is not None}

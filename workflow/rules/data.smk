@@ -2,17 +2,11 @@
 # one-off conversion into the uniform format (uint8 images + int labels per split). Every
 # dataset, its URL, checksum and file name come from ddae.datasets.registry.
 
+from ddae.datasets.registry import registered_download
+
 
 localrules:
     download_dataset,
-
-
-def dataset_download(wildcards):
-    """The registered download (URL, checksum, file name) behind a download_dataset output."""
-    path = f"resources/downloads/{wildcards.dataset}/{wildcards.file}"
-    if DOWNLOADED_SOURCES.get(wildcards.dataset) != path:
-        raise ValueError(f"{path} is no registered dataset download (ddae.datasets.registry)")
-    return DATASET_REGISTRY[wildcards.dataset].download
 
 
 rule download_dataset:
@@ -23,8 +17,8 @@ rule download_dataset:
         file="|".join(re.escape(path.rsplit("/", 1)[1]) for path in DOWNLOADED_SOURCES.values())
         or "(?!)",
     params:
-        url=lambda wildcards: dataset_download(wildcards).url,
-        checksum=lambda wildcards: dataset_download(wildcards).checksum,
+        url=lambda wildcards: registered_download(wildcards.dataset, wildcards.file).url,
+        checksum=lambda wildcards: registered_download(wildcards.dataset, wildcards.file).checksum,
     log:
         "logs/download_{dataset}_{file}.log",
     benchmark:
