@@ -42,15 +42,18 @@ EDM_SONGUNET_DEFAULTS: dict[str, Any] = {
     "decoder_type": "standard",
     "resample_filter": [1, 1],
 }
-# keys whose value is fixed by our DDPM++ implementation
+# keys whose value is fixed by our DDPM++ implementation: EDM's defaults (unconditional)
 _EDM_FIXED = {
-    "label_dim": 0,
-    "label_dropout": 0,
-    "embedding_type": "positional",
-    "channel_mult_noise": 1,
-    "encoder_type": "standard",
-    "decoder_type": "standard",
-    "resample_filter": [1, 1],
+    key: EDM_SONGUNET_DEFAULTS[key]
+    for key in (
+        "label_dim",
+        "label_dropout",
+        "embedding_type",
+        "channel_mult_noise",
+        "encoder_type",
+        "decoder_type",
+        "resample_filter",
+    )
 }
 _EDM_RENAMED = {"img_resolution": "resolution"}
 _EDM_COPIED = (
