@@ -33,6 +33,7 @@ from typing import Any
 import yaml
 
 from ddae.configs import ConfigError
+from ddae.datasets.registry import DATASETS
 
 # Decoder-block defaults of each architecture's Config (ddae.networks; checked against the
 # dataclasses by tests/test_paper_shape.py), for specs that leave them out.
@@ -256,8 +257,9 @@ def write_stand_in_dataset(
         ImageDataset(pixels, labels.to(torch.int64), names).save(split_path(directory, split))
 
 
-# Class counts of the paper's datasets (paper Sec. 4): the stand-ins keep them.
-DATASET_CLASSES = {"cifar10": 10, "tiny_imagenet": 200}
+# Class counts of the paper's datasets (paper Sec. 4, from ddae.datasets.registry): the
+# stand-ins keep them.
+DATASET_CLASSES = {name: entry.classes for name, entry in DATASETS.items() if entry.download}
 
 
 def write_miniature(config_path: str | Path, workdir: str | Path, gpus: int = 0) -> dict[str, Any]:
