@@ -40,6 +40,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ddae.networks.protocol import check_layer, no_augment_labels
+
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """adaLN: x·(1 + scale) + shift with per-sample (B, C) shift/scale over (B, N, C) tokens."""
@@ -270,6 +272,15 @@ class DiT(nn.Module):
         )
         return tokens, c
 
+    def encode(
+        self, x: torch.Tensor, noise_labels: torch.Tensor, class_labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Output tokens (B, N, hidden) of the last block in ``self.blocks``, and c."""
+        tokens, c = self.embed(x, noise_labels, class_labels)
+        for block in self.blocks:
+            tokens = block(tokens, c)  # (B, N, hidden)
+        return tokens, c
+
     def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
         """(B, N, p²·C) tokens → (B, C, H, W) with the original's (h, w, p, q, c) layout."""
         c, p = self.out_channels, self.patch_size
@@ -282,10 +293,11 @@ class DiT(nn.Module):
         self, x: torch.Tensor, noise_labels: torch.Tensor, class_labels: torch.Tensor | None = None
     ) -> torch.Tensor:
         """All output channels (ε and, with learn_sigma, the Σ interpolation), (B, 2C, H, W)."""
-        tokens, c = self.embed(x, noise_labels, class_labels)
-        for block in self.blocks:
-            tokens = block(tokens, c)  # (B, N, hidden)
-        return self.unpatchify(self.final_layer(tokens, c))
+        return self.unpatchify(self.final_layer(*self.encode(x, noise_labels, class_labels)))
+
+    def head(self, tokens: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """ε̂ (B, C, H, W) from the last block's tokens: the final layer, Σ channels dropped."""
+        return self.unpatchify(self.final_layer(tokens, c))[:, : self.in_channels]
 
     def forward(
         self,
@@ -294,9 +306,10 @@ class DiT(nn.Module):
         augment_labels: torch.Tensor | None = None,
         class_labels: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """ε̂ for latents ``x`` (B, C, H, W) at 0-based DDPM steps ``noise_labels`` (B,)."""
-        _no_augment_labels(augment_labels)
-        return self.forward_full(x, noise_labels, class_labels)[:, : self.in_channels]
+        """ε̂ for latents ``x`` (B, C, H, W) at 0-based DDPM steps ``noise_labels`` (B,); the
+        truncated `DiTEncoder` runs this too, with its own blocks and ``head``."""
+        no_augment_labels(augment_labels, "DiT")
+        return self.head(*self.encode(x, noise_labels, class_labels))
 
     def decoder_blocks(self) -> list[tuple[str, nn.Module]]:
         """The transformer blocks in forward order: layer k is index k − 1 (the paper's 0-based
@@ -326,16 +339,17 @@ class DiTEncoder(nn.Module):
     layer are not part of it.
     """
 
-    # the DiT's own input embedding (null class label by default) on the shared modules
+    # the DiT's own input embedding (null class label by default), blocks and forward on the
+    # shared modules; only the head differs
     null_labels = DiT.null_labels
     embed = DiT.embed
+    encode = DiT.encode
+    forward = DiT.forward
 
     def __init__(self, dit: DiT, layer: int) -> None:
         super().__init__()
-        if not 1 <= layer <= dit.config.depth:
-            raise ValueError(f"layer {layer} is outside 1..{dit.config.depth}")
         self.config = dit.config
-        self.layer = layer
+        self.layer = check_layer(layer, dit.config.depth)
         self.x_embedder = dit.x_embedder
         self.t_embedder = dit.t_embedder
         self.y_embedder = dit.y_embedder
@@ -345,24 +359,10 @@ class DiTEncoder(nn.Module):
         self.layer_name = f"blocks.{layer - 1}"
         self.grid = dit.config.input_size // dit.config.patch_size
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        noise_labels: torch.Tensor,
-        augment_labels: torch.Tensor | None = None,
-        class_labels: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        _no_augment_labels(augment_labels)
-        tokens, c = self.embed(x, noise_labels, class_labels)
-        for block in self.blocks:
-            tokens = block(tokens, c)  # (B, N, hidden)
+    def head(self, tokens: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """Block ``layer``'s tokens (B, N, hidden) as a feature map (B, hidden, h, w)."""
         batch, _, hidden = tokens.shape
         return tokens.transpose(1, 2).reshape(batch, hidden, self.grid, self.grid)
-
-
-def _no_augment_labels(augment_labels: torch.Tensor | None) -> None:
-    if augment_labels is not None:
-        raise ValueError("DiT has no augmentation input; augment_labels must be None")
 
 
 def dit_parameter_count(config: DiT.Config) -> int:
