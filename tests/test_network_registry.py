@@ -195,9 +195,12 @@ def test_registered_classifiers_give_logits(arch):
     assert network_spec(network)["arch"] == arch
 
 
-def test_unregistered_network_has_no_spec():
+def test_unregistered_or_truncated_network_has_no_spec():
     with pytest.raises(ValueError, match="not a registered network"):
         network_spec(nn.Linear(2, 2))
+    dit = build_network(TINY["dit"][0])  # its encoder shares the DiT's config
+    with pytest.raises(ValueError, match="DiTEncoder is not a registered network"):
+        network_spec(dit.truncated(2))
 
 
 # --- a toy network added through the registry ------------------------------------------------

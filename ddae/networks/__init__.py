@@ -97,7 +97,7 @@ def network_spec(network: nn.Module) -> dict[str, Any]:
     """The plain mapping that `build_network` turns back into ``network``'s architecture."""
     config = getattr(network, "config", None)
     arch = next((name for name, e in NETWORKS.items() if type(config) is e.config), None)
-    if arch is None:
+    if arch is None or isinstance(network, TruncatedNetwork):
         raise ValueError(f"{type(network).__name__} is not a registered network (ddae.networks)")
     return {"arch": arch, **to_mapping(config)}
 
