@@ -7,6 +7,7 @@ import, latent caching, feature caching, the grid search and the final linear pr
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -77,6 +78,50 @@ def _randomised(network: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 
 def test_dit_xl2_parameter_count() -> None:
     assert dit_parameter_count(DiT.Config()) == 675_129_632
+
+
+def test_dit_is_built_from_timm_layers_with_the_original_names() -> None:
+    """As facebookresearch/DiT ``models.py``: timm's PatchEmbed, Attention (qkv bias), Mlp."""
+    from timm.layers import Attention, Mlp, PatchEmbed
+
+    net = build_network({**TINY_DIT, "depth": 1})
+    assert isinstance(net.x_embedder, PatchEmbed)
+    block = net.blocks[0]
+    assert isinstance(block.attn, Attention) and isinstance(block.mlp, Mlp)
+    assert block.attn.fused_attn  # PyTorch's fused kernel, whatever TIMM_FUSED_ATTN says
+    assert isinstance(block.mlp.act, torch.nn.GELU) and block.mlp.act.approximate == "tanh"
+    linear = ("weight", "bias")
+    expected = {
+        "pos_embed",
+        *(f"x_embedder.proj.{k}" for k in linear),
+        *(f"t_embedder.mlp.{i}.{k}" for i in (0, 2) for k in linear),
+        "y_embedder.embedding_table.weight",
+        *(
+            f"blocks.0.{m}.{k}"
+            for m in ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
+            for k in linear
+        ),
+        *(f"blocks.0.adaLN_modulation.1.{k}" for k in linear),
+        *(f"final_layer.{m}.{k}" for m in ("linear", "adaLN_modulation.1") for k in linear),
+    }
+    assert set(net.state_dict()) == expected
+
+
+@pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float32, 1e-5), (torch.float64, 1e-12)])
+def test_timm_attention_equals_explicit_softmax_reference(dtype, tolerance) -> None:
+    """Fused attention = proj(softmax(Q·Kᵀ/√d)·V) per head, to ``tolerance`` (absolute)."""
+    net = _randomised(build_network({**TINY_DIT, "depth": 1})).to(dtype)
+    attention = net.blocks[0].attn
+    batch, tokens, width, heads = 2, 5, 32, 4
+    x = torch.randn(batch, tokens, width, dtype=dtype, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        qkv = attention.qkv(x).reshape(batch, tokens, 3, heads, width // heads)
+        query, key, value = qkv.permute(2, 0, 3, 1, 4)  # each (B, heads, N, d)
+        weights = (query @ key.transpose(-2, -1) / math.sqrt(width // heads)).softmax(dim=-1)
+        attended = (weights @ value).transpose(1, 2).reshape(batch, tokens, width)
+        expected = attention.proj(attended)
+        assert expected.abs().max() > 0.1  # not a trivially small output
+        torch.testing.assert_close(attention(x), expected, rtol=0, atol=tolerance)
 
 
 def test_dit_outputs_eps_with_null_label_and_numbered_blocks() -> None:

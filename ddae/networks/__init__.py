@@ -1,18 +1,22 @@
 """Network registry (paper Appendix A, Table 5).
 
 Diffusion networks are plain ``(x, noise_labels, augment_labels=None) -> y`` modules; the
-framework (`ddae.diffusion`) turns them into a denoiser D(x, σ). Each one also exposes
-``decoder_blocks()``: its ordered decoder blocks, the paper's "layer k/N" (Table 9), so that
-feature extraction, truncation and figures share one numbering (k = index + 1).
+framework (`ddae.diffusion`) turns them into a denoiser D(x, σ). Their interface to the stages
+that read representations (``decoder_blocks()``: the paper's "layer k/N" of Table 9, k = index
++ 1; ``truncated(k)``; ``config``) is `ddae.networks.protocol.DiffusionNetwork`.
 
-Networks are built from plain mappings ``{"arch": <name>, **fields of <class>.Config}``
-through the explicit `NETWORKS` dict below.
+Networks are built from plain mappings ``{"arch": <name>, **fields of its config dataclass}``
+through the explicit `NETWORKS` registry below (as DiT's ``DiT_models`` maps a name to its
+builder). Adding a network: its module in this package (the class or builder and its frozen
+config dataclass), one `NETWORKS` line, and its ``arch`` in ``workflow/schemas/config.schema.yaml``
+(enum and ``$defs``; ``tests/test_network_registry.py`` keeps both equal to the registry).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from torch import nn
 
@@ -20,16 +24,61 @@ from ddae.configs import tagged_config, to_mapping
 from ddae.networks.ddpm_unet import DDPMUNet
 from ddae.networks.dit import DiT
 from ddae.networks.noisy_wide_resnet import NoisyWideResNet
+from ddae.networks.protocol import DiffusionNetwork, TruncatedNetwork
 from ddae.networks.song_unet import SongUNet
 from ddae.networks.wide_resnet import WideResNet
 
-NETWORKS: dict[str, type[nn.Module]] = {
-    "ddpm_unet": DDPMUNet,  # Ho et al. 35.7M UNet (diffusers UNet2DModel, google/ddpm-cifar10-32)
-    "ddpmpp": SongUNet,  # DDPM++ as in EDM's SongUNet (55.7M CIFAR-10, 61.8M 64 px)
-    "wide_resnet": WideResNet,  # WideResNet-28-10 supervised baseline (Table 8)
-    # Noise-conditional WRN-28-10 of Song et al. (Figure 6 baseline): forward(x, condition)
-    "noisy_wide_resnet": NoisyWideResNet,
-    "dit": DiT,  # DiT-XL/2 on SD-VAE latents (Tables 3, 4; original parameter names)
+__all__ = [
+    "NETWORKS",
+    "DiffusionNetwork",
+    "NetworkEntry",
+    "TruncatedNetwork",
+    "build_network",
+    "count_parameters",
+    "network_config",
+    "network_spec",
+]
+
+
+@dataclass(frozen=True)
+class NetworkEntry:
+    """One registered architecture.
+
+    ``config``: its frozen config dataclass (every field a key of the spec besides ``arch``);
+    ``build``: config -> module, whose ``config`` attribute is that config; ``kind``:
+    ``"diffusion"`` (satisfies `DiffusionNetwork`) or ``"classifier"`` (images, and for a
+    noise-conditional one the condition, -> logits); ``note``: what it is and where from.
+    """
+
+    config: type
+    build: Callable[[Any], nn.Module]
+    kind: Literal["diffusion", "classifier"]
+    note: str = ""
+
+    @property
+    def Config(self) -> type:  # noqa: N802 (the ``registry[name].Config`` of `tagged_config`)
+        return self.config
+
+
+NETWORKS: dict[str, NetworkEntry] = {
+    "ddpm_unet": NetworkEntry(
+        DDPMUNet.Config, DDPMUNet, "diffusion", "Ho et al. 35.7M UNet (diffusers UNet2DModel)"
+    ),
+    "ddpmpp": NetworkEntry(
+        SongUNet.Config, SongUNet, "diffusion", "DDPM++ as EDM's SongUNet (55.7M / 61.8M at 64 px)"
+    ),
+    "dit": NetworkEntry(
+        DiT.Config, DiT, "diffusion", "DiT-XL/2 on SD-VAE latents (Tables 3, 4; original names)"
+    ),
+    "wide_resnet": NetworkEntry(
+        WideResNet.Config, WideResNet, "classifier", "WideResNet-28-10 baseline (Table 8)"
+    ),
+    "noisy_wide_resnet": NetworkEntry(
+        NoisyWideResNet.Config,
+        NoisyWideResNet,
+        "classifier",
+        "noise-conditional WRN-28-10 of Song et al. (Figure 6): forward(x, condition)",
+    ),
 }
 
 
@@ -41,13 +90,16 @@ def network_config(spec: Mapping[str, Any], where: str = "network") -> Any:
 def build_network(spec: Mapping[str, Any], where: str = "network") -> nn.Module:
     """Instantiate the network described by ``spec`` (``{"arch": ..., **config}``)."""
     config = network_config(spec, where)
-    return NETWORKS[spec["arch"]](config)
+    return NETWORKS[spec["arch"]].build(config)
 
 
 def network_spec(network: nn.Module) -> dict[str, Any]:
     """The plain mapping that `build_network` turns back into ``network``'s architecture."""
-    arch = next(name for name, cls in NETWORKS.items() if type(network) is cls)
-    return {"arch": arch, **to_mapping(network.config)}
+    config = getattr(network, "config", None)
+    arch = next((name for name, e in NETWORKS.items() if type(config) is e.config), None)
+    if arch is None or isinstance(network, TruncatedNetwork):
+        raise ValueError(f"{type(network).__name__} is not a registered network (ddae.networks)")
+    return {"arch": arch, **to_mapping(config)}
 
 
 def count_parameters(network: nn.Module) -> int:

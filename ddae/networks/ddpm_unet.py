@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ddae.configs import check_attention_resolutions
+from ddae.networks.protocol import check_layer, no_augment_labels
 
 
 class DDPMUNet(nn.Module):
@@ -90,8 +91,7 @@ class DDPMUNet(nn.Module):
         augment_labels: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Predict the noise ε in ``x`` (B, C, H, W) at DDPM steps ``noise_labels`` (B,)."""
-        if augment_labels is not None:
-            raise ValueError("DDPMUNet has no augmentation input; augment_labels must be None")
+        no_augment_labels(augment_labels, "DDPMUNet")
         return self.unet(x, noise_labels, return_dict=False)[0]  # (B, C, H, W)
 
     def decoder_blocks(self) -> list[tuple[str, nn.Module]]:
@@ -154,10 +154,7 @@ class TruncatedDDPMUNet(nn.Module):
 
     def __init__(self, network: DDPMUNet, layer: int) -> None:
         super().__init__()
-        count = network.num_decoder_blocks
-        if not 1 <= layer <= count:
-            raise ValueError(f"layer {layer} is outside 1..{count} (decoder blocks)")
-        self.layer = layer
+        self.layer = check_layer(layer, network.num_decoder_blocks)
         self.layer_name = network.decoder_blocks()[layer - 1][0]
         self.blocks_per_level = network.config.num_blocks + 1
         level, within = divmod(layer - 1, self.blocks_per_level)
@@ -181,8 +178,7 @@ class TruncatedDDPMUNet(nn.Module):
         noise_labels: torch.Tensor,
         augment_labels: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        if augment_labels is not None:
-            raise ValueError("DDPMUNet has no augmentation input; augment_labels must be None")
+        no_augment_labels(augment_labels, "DDPMUNet")
         unet = self.unet
         timesteps = noise_labels
         if timesteps.dim() == 0:

@@ -1,8 +1,10 @@
 """DiT, the latent-space diffusion Transformer of Peebles & Xie (2023), for DDAE's transfer
 experiments (paper Sec. 4.2 "Transfer learning with Vision Transformers", Tables 3 and 4).
 
-Written from the original implementation's description (facebookresearch/DiT ``models.py``) with
-the same module and parameter names (``x_embedder.proj``, ``t_embedder.mlp.{0,2}``,
+Written from the original implementation's description (facebookresearch/DiT ``models.py``) and,
+like it, built from timm's ``PatchEmbed``, ``Attention`` (qkv bias, PyTorch's fused
+scaled-dot-product attention) and ``Mlp`` (tanh-approximated GELU), with the same module and
+parameter names (``x_embedder.proj``, ``t_embedder.mlp.{0,2}``,
 ``y_embedder.embedding_table``, ``pos_embed``, ``blocks.<i>.attn.qkv``, ``blocks.<i>.mlp.fc1``,
 ``blocks.<i>.adaLN_modulation.1``, ``final_layer.linear``, ...), so the published
 ``DiT-XL-2-256x256.pt`` state dict loads with ``strict=True``. DiT-XL/2 (28 blocks, width 1152,
@@ -36,8 +38,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from ddae.networks.protocol import check_layer, no_augment_labels
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -64,19 +67,6 @@ def sincos_pos_embed_2d(embed_dim: int, grid_size: int) -> np.ndarray:
         return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)  # (M, D/2)
 
     return np.concatenate([one_axis(grid_w), one_axis(grid_h)], axis=1)  # (M, D)
-
-
-class PatchEmbed(nn.Module):
-    """Non-overlapping p×p patches → tokens: (B, C, H, W) → (B, HW/p², hidden) (timm names)."""
-
-    def __init__(self, input_size: int, patch_size: int, in_channels: int, hidden: int) -> None:
-        super().__init__()
-        self.patch_size = (patch_size, patch_size)
-        self.num_patches = (input_size // patch_size) ** 2
-        self.proj = nn.Conv2d(in_channels, hidden, kernel_size=patch_size, stride=patch_size)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)
 
 
 class TimestepEmbedder(nn.Module):
@@ -121,36 +111,20 @@ class LabelEmbedder(nn.Module):
         return self.embedding_table(labels)
 
 
-class Attention(nn.Module):
-    """Multi-head self-attention with a fused qkv projection (timm's ``Attention`` names)."""
+def _timm_layers() -> tuple[type[nn.Module], type[nn.Module], type[nn.Module]]:
+    """timm's ``PatchEmbed``, ``Attention`` and ``Mlp``, the original DiT's building blocks
+    (facebookresearch/DiT ``models.py`` imports them from ``timm.models.vision_transformer``,
+    which re-exports ``timm.layers``). Imported on first use: ``import timm`` loads all of
+    timm's models (seconds), and most jobs that import `ddae.networks` build no DiT.
+    """
+    from timm.layers import Attention, Mlp, PatchEmbed
 
-    def __init__(self, dim: int, num_heads: int) -> None:
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"width {dim} is not divisible by {num_heads} heads")
-        self.num_heads = num_heads
-        self.qkv = nn.Linear(dim, dim * 3)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, tokens, channels = x.shape
-        qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, channels // self.num_heads)
-        query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, N, C/heads)
-        x = F.scaled_dot_product_attention(query, key, value)
-        return self.proj(x.transpose(1, 2).reshape(batch, tokens, channels))
+    return PatchEmbed, Attention, Mlp
 
 
-class Mlp(nn.Module):
-    """fc1 → GELU (tanh approximation) → fc2 (timm's ``Mlp`` names)."""
-
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU(approximate="tanh")
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+def _tanh_gelu() -> nn.Module:
+    """The original's ``approx_gelu``: GELU with the tanh approximation, as timm's ``act_layer``."""
+    return nn.GELU(approximate="tanh")
 
 
 class DiTBlock(nn.Module):
@@ -158,10 +132,19 @@ class DiTBlock(nn.Module):
 
     def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float) -> None:
         super().__init__()
+        _, Attention, Mlp = _timm_layers()
         self.norm1 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
-        self.attn = Attention(hidden_size, num_heads)
+        self.attn = Attention(hidden_size, num_heads=num_heads, qkv_bias=True)
+        # PyTorch's fused scaled_dot_product_attention whatever TIMM_FUSED_ATTN says, so that
+        # features do not depend on the environment (timm's default path is the same kernel)
+        self.attn.fused_attn = True
         self.norm2 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
-        self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio))
+        self.mlp = Mlp(
+            in_features=hidden_size,
+            hidden_features=int(hidden_size * mlp_ratio),
+            act_layer=_tanh_gelu,
+            drop=0,
+        )
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 6 * hidden_size))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -230,8 +213,9 @@ class DiT(nn.Module):
         self.patch_size = config.patch_size
         hidden = config.hidden_size
 
+        PatchEmbed = _timm_layers()[0]
         self.x_embedder = PatchEmbed(
-            config.input_size, config.patch_size, config.in_channels, hidden
+            config.input_size, config.patch_size, config.in_channels, hidden, bias=True
         )
         self.t_embedder = TimestepEmbedder(hidden)
         self.y_embedder = LabelEmbedder(config.num_classes, hidden, config.class_dropout_prob)
@@ -288,6 +272,15 @@ class DiT(nn.Module):
         )
         return tokens, c
 
+    def encode(
+        self, x: torch.Tensor, noise_labels: torch.Tensor, class_labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Output tokens (B, N, hidden) of the last block in ``self.blocks``, and c."""
+        tokens, c = self.embed(x, noise_labels, class_labels)
+        for block in self.blocks:
+            tokens = block(tokens, c)  # (B, N, hidden)
+        return tokens, c
+
     def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
         """(B, N, p²·C) tokens → (B, C, H, W) with the original's (h, w, p, q, c) layout."""
         c, p = self.out_channels, self.patch_size
@@ -300,10 +293,11 @@ class DiT(nn.Module):
         self, x: torch.Tensor, noise_labels: torch.Tensor, class_labels: torch.Tensor | None = None
     ) -> torch.Tensor:
         """All output channels (ε and, with learn_sigma, the Σ interpolation), (B, 2C, H, W)."""
-        tokens, c = self.embed(x, noise_labels, class_labels)
-        for block in self.blocks:
-            tokens = block(tokens, c)  # (B, N, hidden)
-        return self.unpatchify(self.final_layer(tokens, c))
+        return self.unpatchify(self.final_layer(*self.encode(x, noise_labels, class_labels)))
+
+    def head(self, tokens: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """ε̂ (B, C, H, W) from the last block's tokens: the final layer, Σ channels dropped."""
+        return self.unpatchify(self.final_layer(tokens, c))[:, : self.in_channels]
 
     def forward(
         self,
@@ -312,9 +306,10 @@ class DiT(nn.Module):
         augment_labels: torch.Tensor | None = None,
         class_labels: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """ε̂ for latents ``x`` (B, C, H, W) at 0-based DDPM steps ``noise_labels`` (B,)."""
-        _no_augment_labels(augment_labels)
-        return self.forward_full(x, noise_labels, class_labels)[:, : self.in_channels]
+        """ε̂ for latents ``x`` (B, C, H, W) at 0-based DDPM steps ``noise_labels`` (B,); the
+        truncated `DiTEncoder` runs this too, with its own blocks and ``head``."""
+        no_augment_labels(augment_labels, "DiT")
+        return self.head(*self.encode(x, noise_labels, class_labels))
 
     def decoder_blocks(self) -> list[tuple[str, nn.Module]]:
         """The transformer blocks in forward order: layer k is index k − 1 (the paper's 0-based
@@ -344,16 +339,17 @@ class DiTEncoder(nn.Module):
     layer are not part of it.
     """
 
-    # the DiT's own input embedding (null class label by default) on the shared modules
+    # the DiT's own input embedding (null class label by default), blocks and forward on the
+    # shared modules; only the head differs
     null_labels = DiT.null_labels
     embed = DiT.embed
+    encode = DiT.encode
+    forward = DiT.forward
 
     def __init__(self, dit: DiT, layer: int) -> None:
         super().__init__()
-        if not 1 <= layer <= dit.config.depth:
-            raise ValueError(f"layer {layer} is outside 1..{dit.config.depth}")
         self.config = dit.config
-        self.layer = layer
+        self.layer = check_layer(layer, dit.config.depth)
         self.x_embedder = dit.x_embedder
         self.t_embedder = dit.t_embedder
         self.y_embedder = dit.y_embedder
@@ -363,24 +359,10 @@ class DiTEncoder(nn.Module):
         self.layer_name = f"blocks.{layer - 1}"
         self.grid = dit.config.input_size // dit.config.patch_size
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        noise_labels: torch.Tensor,
-        augment_labels: torch.Tensor | None = None,
-        class_labels: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        _no_augment_labels(augment_labels)
-        tokens, c = self.embed(x, noise_labels, class_labels)
-        for block in self.blocks:
-            tokens = block(tokens, c)  # (B, N, hidden)
+    def head(self, tokens: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """Block ``layer``'s tokens (B, N, hidden) as a feature map (B, hidden, h, w)."""
         batch, _, hidden = tokens.shape
         return tokens.transpose(1, 2).reshape(batch, hidden, self.grid, self.grid)
-
-
-def _no_augment_labels(augment_labels: torch.Tensor | None) -> None:
-    if augment_labels is not None:
-        raise ValueError("DiT has no augmentation input; augment_labels must be None")
 
 
 def dit_parameter_count(config: DiT.Config) -> int:

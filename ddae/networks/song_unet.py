@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ddae.configs import check_attention_resolutions
+from ddae.networks.protocol import check_layer, no_augment_labels
 
 SKIP_SCALE = math.sqrt(0.5)  # every residual sum is scaled by √½ (DDPM++)
 ZERO_INIT_GAIN = 1e-5  # EDM's "init_zero" for the last layer of each residual branch
@@ -290,27 +291,34 @@ class SongUNet(nn.Module):
         noise_labels: torch.Tensor,
         augment_labels: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        emb = self.map_noise(noise_labels)  # (B, model_channels)
-        if self.map_augment is not None and augment_labels is not None:
-            emb = emb + self.map_augment(augment_labels)
-        emb = F.silu(self.map_layer1(F.silu(self.map_layer0(emb))))  # (B, emb_channels)
-
-        skips = []
-        for layer in self.enc.values():  # (B, C_in, R, R) -> (B, C, R/2^level, R/2^level)
-            x = layer(x, emb) if isinstance(layer, UNetBlock) else layer(x)
-            skips.append(x)
-
-        for name, layer in self.dec.items():
-            if not isinstance(layer, UNetBlock):
-                continue  # the output layers (aux_norm, aux_conv) are applied below
-            if "_block" in name:
-                x = torch.cat([x, skips.pop()], dim=1)  # (B, C + C_skip, r, r)
-            x = layer(x, emb)
-
+        x = self.decode(x, self.embedding(noise_labels, augment_labels))  # (B, C, R, R)
         res = self.config.resolution
         output_norm = self.dec[f"{res}x{res}_aux_norm"]
         output_conv = self.dec[f"{res}x{res}_aux_conv"]
         return output_conv(F.silu(output_norm(x)))  # (B, out_channels, R, R)
+
+    def embedding(
+        self, noise_labels: torch.Tensor, augment_labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The noise (and augmentation) embedding (B, emb_channels) every block receives."""
+        emb = self.map_noise(noise_labels)  # (B, model_channels)
+        if self.map_augment is not None and augment_labels is not None:
+            emb = emb + self.map_augment(augment_labels)
+        return F.silu(self.map_layer1(F.silu(self.map_layer0(emb))))  # (B, emb_channels)
+
+    def decode(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """The encoder, then the decoder blocks in ``self.dec`` (output layers excluded)."""
+        skips = []
+        for layer in self.enc.values():  # (B, C_in, R, R) -> (B, C, R/2^level, R/2^level)
+            x = layer(x, emb) if isinstance(layer, UNetBlock) else layer(x)
+            skips.append(x)
+        for name, layer in self.dec.items():
+            if not isinstance(layer, UNetBlock):
+                continue  # the output layers (aux_norm, aux_conv) are applied by forward
+            if "_block" in name:
+                x = torch.cat([x, skips.pop()], dim=1)  # (B, C + C_skip, r, r)
+            x = layer(x, emb)
+        return x
 
     def decoder_blocks(self) -> list[tuple[str, nn.Module]]:
         """The ``<res>x<res>_block<k>`` decoder blocks in forward order (paper Table 9).
@@ -338,20 +346,23 @@ class TruncatedSongUNet(nn.Module):
     """`SongUNet` up to decoder block ``layer``: ``(x, noise_labels) -> (B, C, r, r)``.
 
     Module names equal the full network's (``enc.32x32_conv``, ``dec.16x16_block0``, ...); the
-    computation repeats `SongUNet.forward` without augmentation labels, so the output equals
+    computation is `SongUNet`'s own (``embedding``, ``decode``) without augmentation labels and
+    stops after its last decoder module, so the output equals
     (bitwise) what a forward hook on ``decoder_blocks()[layer - 1]`` of the full network sees.
     Encoder skips consumed by the removed decoder blocks are computed (every encoder module lies
     on the path to the lowest resolution) but never read.
     """
 
+    embedding = SongUNet.embedding
+    decode = SongUNet.decode
+
     def __init__(self, network: SongUNet, layer: int) -> None:
         super().__init__()
         blocks = network.decoder_blocks()
-        if not 1 <= layer <= len(blocks):
-            raise ValueError(f"layer {layer} is outside 1..{len(blocks)} (decoder blocks)")
-        self.layer = layer
+        self.layer = check_layer(layer, len(blocks))
         self.layer_name = blocks[layer - 1][0]
         self.map_noise = network.map_noise
+        self.map_augment = None  # classification passes no augmentation labels
         self.map_layer0 = network.map_layer0
         self.map_layer1 = network.map_layer1
         self.enc = network.enc
@@ -368,16 +379,5 @@ class TruncatedSongUNet(nn.Module):
         noise_labels: torch.Tensor,
         augment_labels: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        if augment_labels is not None:
-            raise ValueError("the truncated DDPM++ encoder takes no augmentation labels")
-        emb = self.map_noise(noise_labels)  # (B, model_channels)
-        emb = F.silu(self.map_layer1(F.silu(self.map_layer0(emb))))  # (B, emb_channels)
-        skips = []
-        for layer in self.enc.values():
-            x = layer(x, emb) if isinstance(layer, UNetBlock) else layer(x)
-            skips.append(x)
-        for name, layer in self.dec.items():
-            if "_block" in name:
-                x = torch.cat([x, skips.pop()], dim=1)  # (B, C + C_skip, r, r)
-            x = layer(x, emb)
-        return x  # (B, C, r, r)
+        no_augment_labels(augment_labels, "the truncated DDPM++ encoder")
+        return self.decode(x, self.embedding(noise_labels))  # (B, C, r, r)
