@@ -1,5 +1,6 @@
 # Inputs and params of the tables and figures (workflow/rules/report.smk): which result files
-# each one reads. Pure Python, no torch.
+# each one reads (REPORT_PARAMS, one entry per table or figure of ddae.report.registry). Pure
+# Python, no torch.
 
 import yaml
 
