@@ -17,7 +17,7 @@ from snakemake.utils import min_version
 from ddae.config_messages import check_schema, config_mistakes_reported
 from ddae.configs import ConfigError
 from ddae.paper_shape import check_paper_shape
-from ddae.run_summary import run_summary
+from ddae.report.run_summary import run_summary
 
 min_version("9.0")
 
@@ -62,7 +62,6 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/classify.smk"
 include: "workflow/rules/analysis.smk"
 include: "workflow/rules/report.smk"
-include: "workflow/rules/tables.smk"
 include: "workflow/rules/findings.smk"
 
 
@@ -71,11 +70,9 @@ rule all:
         all_pretraining_checkpoints(),
         evaluation_targets(),
         report_targets(),
-        "results/table5.csv",
-        "results/table5.md",
         findings_targets(),
     default_target: True
 
 
 onsuccess:
-    print(run_summary([*report_targets(), "results/table5.md"], ".", workflow.overwrite_workdir))
+    print(run_summary(report_targets(), ".", workflow.overwrite_workdir))

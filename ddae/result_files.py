@@ -105,14 +105,20 @@ def _parse_json(path: Path) -> Any:
         raise ResultFileError(f"{path}: not valid JSON ({error}); rerun its job") from error
 
 
+def _existing(path: PathLike | None, kind: str, kinds: Any, what: str) -> Path | None:
+    """``path`` as a Path when the file exists, None when it was never produced (or no path was
+    given); an unknown ``kind`` is an error."""
+    if kind not in kinds:
+        raise ValueError(f"unknown {what} {kind!r} (choose from {sorted(kinds)})")
+    if path is None or not Path(path).exists():
+        return None
+    return Path(path)
+
+
 def read_result_json(path: PathLike | None, kind: str) -> dict[str, Any] | None:
     """The validated result JSON of ``kind`` (`JSON_KINDS`), or None if the file does not exist."""
-    if kind not in JSON_KINDS:
-        raise ValueError(f"unknown result kind {kind!r} (choose from {sorted(JSON_KINDS)})")
+    path = _existing(path, kind, JSON_KINDS, "result kind")
     if path is None:
-        return None
-    path = Path(path)
-    if not path.exists():
         return None
     record = _parse_json(path)
     if not isinstance(record, dict):
@@ -126,12 +132,8 @@ def read_result_json(path: PathLike | None, kind: str) -> dict[str, Any] | None:
 
 def read_result_csv(path: PathLike | None, kind: str) -> pd.DataFrame | None:
     """The validated result CSV of ``kind`` (`CSV_KINDS`), or None if the file does not exist."""
-    if kind not in CSV_KINDS:
-        raise ValueError(f"unknown CSV kind {kind!r} (choose from {sorted(CSV_KINDS)})")
+    path = _existing(path, kind, CSV_KINDS, "CSV kind")
     if path is None:
-        return None
-    path = Path(path)
-    if not path.exists():
         return None
     numeric, text = CSV_KINDS[kind]
     try:

@@ -10,7 +10,8 @@ import pytest
 from conftest import result_provenance
 from PIL import Image
 
-import ddae.figures as figures
+import ddae.report.figures as figures
+from ddae.result_files import ResultFileError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -21,9 +22,9 @@ def texts(monkeypatch):
     seen: list[str] = []
     original = figures._save
 
-    def recording(fig, png, pdf):
+    def recording(fig, *args):
+        original(fig, *args)  # titles and the source note are set as the figure is saved
         seen.extend(t.get_text() for t in fig.findobj(lambda o: hasattr(o, "get_text")))
-        original(fig, png, pdf)
 
     monkeypatch.setattr(figures, "_save", recording)
     return seen
@@ -67,22 +68,44 @@ def grid(path, steps, ts, layers):
     )
 
 
+def choice(path, layer, t, steps, accuracy):
+    """The grid search's choice file beside its grid CSV."""
+    record = {"layer": layer, "layer_name": f"b{layer}", "t": t, "steps": steps}
+    return write_json(path.with_suffix(".json"), **record, sigma=0.01 * t, test_accuracy=accuracy)
+
+
 def test_figure2(tmp_path, texts):
     grids = {
         "DDPM": grid(tmp_path / "ddpm.csv", 1000, [1, 6, 11, 16, 21], 12),
         "EDM": grid(tmp_path / "edm.csv", 18, range(1, 19), 15),
         "DiT": tmp_path / "missing.csv",
     }
+    choices = {
+        "DDPM": choice(grids["DDPM"], 6, 1, 1000, 79.8),  # the CSV's best cell
+        "EDM": choice(grids["EDM"], 3, 11, 18, 70.0),  # not the CSV's best: read, not recomputed
+        "DiT": tmp_path / "missing.json",
+    }
     figures.figure2(
         grids,
         tmp_path / "f2.png",
         tmp_path / "f2.pdf",
+        choices=choices,
         paper={"DDPM": "cifar10_ddpm", "EDM": "cifar10_edm"},
     )
     check_outputs(tmp_path / "f2.png", tmp_path / "f2.pdf")
     assert "DiT (not run)" in texts
+    assert "ours best: 6/12, t 1 (79.8%)" in texts
+    assert "ours best: 3/15, t 11 (70.0%)" in texts
     assert any(t.startswith("paper (Table 9): 7/12") for t in texts)
     assert any(t.startswith("paper (Table 9): 6/15") for t in texts)
+
+
+def test_figure2_needs_the_grid_searchs_choice_file(tmp_path):
+    grids = {"DDPM": grid(tmp_path / "ddpm.csv", 1000, [1, 6], 12)}
+    with pytest.raises(ResultFileError, match="choice file"):
+        figures.figure2(
+            grids, tmp_path / "f.png", tmp_path / "f.pdf", choices={"DDPM": tmp_path / "no.json"}
+        )
 
 
 def test_figure3(tmp_path, texts):
@@ -190,11 +213,11 @@ def test_figure_legends_sit_under_the_axes(tmp_path, monkeypatch):
     boxes = []
     original = figures._save
 
-    def recording(fig, png, pdf):
+    def recording(fig, *args):
         fig.canvas.draw()
         ax = fig.axes[0]
         boxes.append((ax.get_legend().get_window_extent(), ax.get_window_extent()))
-        original(fig, png, pdf)
+        original(fig, *args)
 
     monkeypatch.setattr(figures, "_save", recording)
     figures.figure5(panels, tmp_path / "f5.png", tmp_path / "f5.pdf")
@@ -242,11 +265,11 @@ def test_figure3_arrows_point_from_each_checkpoint_to_the_next(tmp_path, monkeyp
     arrows = []
     original = figures._save
 
-    def recording(fig, png, pdf):
+    def recording(fig, *args):
         for note in fig.axes[0].texts:
             if getattr(note, "arrow_patch", None) is not None:
                 arrows.append((note.xyann, note.xy))
-        original(fig, png, pdf)
+        original(fig, *args)
 
     monkeypatch.setattr(figures, "_save", recording)
     figures.figure3({"DDPM": rows}, tmp_path / "f3.png", tmp_path / "f3.pdf")

@@ -5,6 +5,7 @@ Figure 4's probe protocol in the planned DAG."""
 from __future__ import annotations
 
 import copy
+import json
 import math
 import re
 import subprocess
@@ -39,7 +40,7 @@ from ddae.paper_shape import (
     write_miniature,
 )
 from ddae.probing import GridSearchConfig, LinearProbeConfig
-from ddae.report import table9
+from ddae.report.table9 import table9
 from ddae.sampling import sampling_schedule
 from ddae.training import TrainingConfig, normalize_run
 
@@ -80,6 +81,9 @@ def _grid(tmp_path, layer: int, t: int) -> str:
     ]
     path = tmp_path / f"grid_{layer}_{t}.csv"
     pd.DataFrame(rows).to_csv(path, index=False)
+    best = max(rows, key=lambda row: row["test_accuracy"])  # the grid search's choice file
+    best |= {"created_by": "x", "checkpoint": None}
+    path.with_suffix(".json").write_text(json.dumps(best))
     return str(path)
 
 
@@ -89,7 +93,8 @@ def _grid(tmp_path, layer: int, t: int) -> str:
 def test_table9_reads_the_papers_dit_numbers_as_zero_based(tmp_path, layer, t, matches):
     """Table 9's DiT "12/28, t = 121" is blocks.12 and ᾱ index 121: layer 13, t = 122 here."""
     grid = _grid(tmp_path, layer, t)
-    frame = table9([{"label": "CIFAR-10 DiT", "grid": grid, "paper": "cifar10_dit"}])
+    column = {"label": "CIFAR-10 DiT", "grid": grid, "choice": grid.replace(".csv", ".json")}
+    frame = table9([{**column, "paper": "cifar10_dit"}])
     got = dict(zip(frame["quantity"], frame["matches"], strict=True))
     assert got["layer"] is (layer == 13)
     assert got["timestep"] is (t == 122)

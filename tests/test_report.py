@@ -13,16 +13,12 @@ import pandas as pd
 import pytest
 from conftest import result_provenance
 
-import ddae.report as report
-from ddae.report import (
-    comparison_table,
-    label_free_choice,
-    load_reference,
-    write_comparison_table,
-    write_label_free_table,
-    write_table9,
-)
-from ddae.report_settings import settings_table, write_settings_table
+import ddae.report.comparison as report
+from ddae.report.comparison import comparison_table, write_comparison_table
+from ddae.report.layer_choice import label_free_choice, label_free_table, write_label_free_table
+from ddae.report.reference import load_reference
+from ddae.report.settings import settings_table, write_settings_table
+from ddae.report.table9 import table9, write_table9
 
 
 def write_json(path, **values):
@@ -162,7 +158,14 @@ def write_grid(path, accuracy, steps=1000, ts=(6, 11, 16), layers=12):
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(path, index=False)
+    best = max(rows, key=lambda row: row["test_accuracy"])  # the grid search's choice file
+    write_json(path.with_suffix(".json"), **best)
     return path
+
+
+def grid_files(path):
+    """A grid CSV and the choice file its grid search writes beside it."""
+    return {"grid": path, "choice": path.with_suffix(".json")}
 
 
 def peak(layer, t):
@@ -173,16 +176,22 @@ def test_table9_grid_winner_beside_paper(tmp_path):
     columns = [
         {
             "label": "CIFAR-10 DDPM",
-            "grid": write_grid(tmp_path / "a.csv", peak(7, 11)),
+            **grid_files(write_grid(tmp_path / "a.csv", peak(7, 11))),
             "paper": "cifar10_ddpm",
         },
         {
             "label": "CIFAR-10 EDM",
-            "grid": write_grid(tmp_path / "b.csv", peak(5, 4), steps=18, ts=(3, 4, 5), layers=15),
+            **grid_files(
+                write_grid(tmp_path / "b.csv", peak(5, 4), steps=18, ts=(3, 4, 5), layers=15)
+            ),
             "paper": "cifar10_edm",
         },
-        {"label": "Tiny DDPM", "grid": tmp_path / "missing.csv", "paper": "tiny_imagenet_ddpm"},
-        {"label": "digits", "grid": write_grid(tmp_path / "c.csv", peak(2, 6)), "paper": None},
+        {"label": "Tiny DDPM", **grid_files(tmp_path / "no.csv"), "paper": "tiny_imagenet_ddpm"},
+        {
+            "label": "digits",
+            **grid_files(write_grid(tmp_path / "c.csv", peak(2, 6))),
+            "paper": None,
+        },
     ]
     frame = write_table9(columns, tmp_path / "t9.csv", tmp_path / "t9.md")
     get = {(r.model, r.quantity): r for r in frame.itertuples()}
@@ -198,19 +207,38 @@ def test_table9_grid_winner_beside_paper(tmp_path):
     assert "Table 9" in (tmp_path / "t9.md").read_text()
 
 
-def test_grid_winner_prefers_the_probes_json(tmp_path):
-    grid = write_grid(tmp_path / "grid/epoch5.csv", peak(7, 11))
+def choose(grid, layer, t):
+    """Overwrite the grid search's choice file: a pair that is not the CSV's best cell."""
     write_json(
         grid.with_suffix(".json"),
-        layer=6,
-        layer_name="block6",
-        t=6,
+        layer=layer,
+        layer_name=f"block{layer}",
+        t=t,
         steps=1000,
-        sigma=0.06,
+        sigma=0.01 * t,
         test_accuracy=88.5,
     )
-    frame = report.table9([{"label": "x", "grid": grid, "paper": "cifar10_ddpm"}])
+
+
+def test_the_winner_is_read_from_the_grid_searchs_choice_file(tmp_path):
+    grid = write_grid(tmp_path / "grid/epoch5.csv", peak(7, 11))
+    choose(grid, layer=6, t=6)
+    frame = table9([{"label": "x", **grid_files(grid), "paper": "cifar10_ddpm"}])
     assert frame.iloc[0]["measured"] == "6/12 (block6)"
+    assert frame.iloc[1]["measured"] == "6/1000"
+    au = write_align(tmp_path / "au.csv", [0.2] * 12, [-1.0] * 12)
+    runs = [{"label": "x", "align_uniform": au, **grid_files(grid), "paper": None}]
+    values = dict(zip(*label_free_table(runs)[["quantity", "value"]].T.values, strict=True))
+    assert values["grid-search winner (any timestep)"] == "6/12 (block6), t 6/1000"
+    assert values["winner accuracy (%)"] == 88.5
+
+
+def test_a_grid_without_its_choice_file_has_no_winner(tmp_path):
+    """No recomputation from the CSV: without the grid search's choice, Table 9 says not run."""
+    grid = write_grid(tmp_path / "grid/epoch5.csv", peak(7, 11))
+    grid.with_suffix(".json").unlink()
+    frame = table9([{"label": "x", **grid_files(grid), "paper": "cifar10_ddpm"}])
+    assert frame.iloc[0]["measured"] == "not run"
 
 
 def write_align(path, alignment, uniformity, t=11, steps=1000):
@@ -245,7 +273,7 @@ def test_label_free_table(tmp_path):
         {
             "label": "DDPM",
             "align_uniform": write_align(tmp_path / "au.csv", alignment, uniformity),
-            "grid": write_grid(tmp_path / "g.csv", peak(3, 11)),
+            **grid_files(write_grid(tmp_path / "g.csv", peak(3, 11))),
             "paper": "cifar10_ddpm",
         },
         {"label": "EDM", "align_uniform": tmp_path / "none.csv", "grid": None, "paper": None},
@@ -361,11 +389,11 @@ def test_a_miniature_number_never_sits_in_a_transfer_row(tmp_path):
 
 def test_table9_does_not_match_a_miniature_grid_against_cifar10(tmp_path):
     grid = write_grid(tmp_path / "results/digits/run/grid/epoch2.csv", peak(7, 11))
-    columns = [{"label": "cifar10_ddpm", "grid": grid, "paper": "cifar10_ddpm"}]
+    columns = [{"label": "cifar10_ddpm", **grid_files(grid), "paper": "cifar10_ddpm"}]
     frame = write_table9(columns, tmp_path / "t9.csv", tmp_path / "t9.md")
     assert set(frame["model"]) == {"cifar10_ddpm: measured on digits, not compared"}
     assert (frame["paper"] == "").all() and (frame["matches"] == "").all()
-    runs = [{"label": "digits_ddpm", "grid": grid, "paper": "cifar10_ddpm"}]
-    quantities = set(report.label_free_table(runs)["quantity"])
+    runs = [{"label": "digits_ddpm", **grid_files(grid), "paper": "cifar10_ddpm"}]
+    quantities = set(label_free_table(runs)["quantity"])
     assert "grid-search winner (any timestep)" in quantities
     assert "paper's layer (Table 9)" not in quantities

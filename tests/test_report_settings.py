@@ -3,7 +3,7 @@ config class's default, what the code always does, or for DiT the latent cache's
 
 from __future__ import annotations
 
-from ddae.report_settings import settings_table
+from ddae.report.settings import settings_table
 
 
 def rows(frame, label):

@@ -8,8 +8,9 @@ import json
 import pytest
 from conftest import result_provenance
 
-from ddae import figures
-from ddae.report import write_comparison_table, write_label_free_table
+from ddae.report import figures
+from ddae.report.comparison import write_comparison_table
+from ddae.report.layer_choice import write_label_free_table
 from ddae.result_files import (
     ResultFileError,
     check_existing_results,

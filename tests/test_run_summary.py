@@ -1,9 +1,9 @@
 """A successful run ends by saying which tables and figures exist, where, and how to open the
-report (ddae.run_summary, the Snakefile's onsuccess)."""
+report (ddae.report.run_summary, the Snakefile's onsuccess)."""
 
 from __future__ import annotations
 
-from ddae.run_summary import run_summary
+from ddae.report.run_summary import run_summary
 
 TARGETS = [f"results/table{n}.{ext}" for n in (2, 3, 5) for ext in ("csv", "md")]
 TARGETS += [f"results/figure{n}.{ext}" for n in (2, 3) for ext in ("png", "pdf")]

@@ -1,7 +1,11 @@
 # Inputs and params of the tables and figures (workflow/rules/report.smk): which result files
-# each one reads. Pure Python, no torch.
+# each one reads (REPORT_PARAMS, one entry per table or figure of ddae.report.registry). Pure
+# Python, no torch.
 
 import yaml
+
+from ddae.report.registry import REPORTS
+from ddae.report.registry import report_targets as registered_targets
 
 MODELS = TABLES.get("models", {})
 FIGURES = config.get("figures", {})
@@ -82,9 +86,21 @@ def grid_runs():
     return [(key, run) for key, run in model_runs() if "grid" in evaluation(run)]
 
 
+def grid_choice_file(run):
+    """The grid search's chosen (layer, t): the JSON its rule writes beside the grid CSV (the
+    tables and figures read the winner from it, never recompute it)."""
+    return stage_file(run, "grid").replace(".csv", ".json")
+
+
 def table9_columns():
     return [
-        {"label": key, "grid": stage_file(run, "grid"), "paper": key} for key, run in grid_runs()
+        {
+            "label": key,
+            "grid": stage_file(run, "grid"),
+            "choice": grid_choice_file(run),
+            "paper": key,
+        }
+        for key, run in grid_runs()
     ]
 
 
@@ -94,6 +110,7 @@ def layer_choice_runs():
             "label": run,
             "align_uniform": stage_file(run, "align_uniform"),
             "grid": stage_file(run, "grid"),
+            "choice": grid_choice_file(run),
             "paper": paper_key(run),
         }
         for run in PRETRAINING
@@ -103,6 +120,10 @@ def layer_choice_runs():
 
 def figure2_grids():
     return {label: stage_file(run, "grid") for label, run in FIGURES.get("figure2", {}).items()}
+
+
+def figure2_choices():
+    return {label: grid_choice_file(run) for label, run in FIGURES.get("figure2", {}).items()}
 
 
 def figure2_paper():
@@ -214,8 +235,69 @@ def files_in(value):
     return paths
 
 
+def runs_with(stage):
+    return [run for _, run in model_runs() if stage in evaluation(run)]
+
+
+# The writer's params of each registered table and figure (ddae.report.registry): the result
+# files it reads (its inputs, by files_in) and the config it shows.
+REPORT_PARAMS = {
+    "table2": lambda: {"results": comparison_results("table2")},
+    "table3": lambda: {"results": comparison_results("table3")},
+    "table4": lambda: {"results": comparison_results("table4")},
+    "table5": lambda: {"columns": table5_columns()},
+    "table6": lambda: {"columns": settings_columns("linear_probe")},
+    "table7": lambda: {"columns": settings_columns("finetune")},
+    "table8": lambda: {"columns": settings_columns("scratch")},
+    "table9": lambda: {"columns": table9_columns()},
+    "layer_choice": lambda: {"runs": layer_choice_runs()},
+    "figure2": lambda: {
+        "grids": figure2_grids(),
+        "choices": figure2_choices(),
+        "paper": figure2_paper(),
+        "source": figure_source(FIGURES.get("figure2", {}).values()),
+    },
+    "figure3": lambda: {
+        "series": figure3_series(),
+        "source": figure_source(FIGURES.get("figure3", {}).values()),
+    },
+    "figure4": lambda: {
+        "series": figure4_series(),
+        "source": figure_source(FIGURES.get("figure4", {}).values(), fid=True),
+    },
+    "figure5": lambda: {
+        "panels": figure5_panels(),
+        "source": figure_source(runs_with("fid"), fid=True),
+    },
+    "figure6": lambda: {
+        "panels": figure6_panels(),
+        "source": figure_source(runs_with("noisy")),
+    },
+}
+
+
+def report_params(name):
+    if name not in REPORT_PARAMS:
+        raise ValueError(
+            f"table or figure {name!r} is registered (ddae.report.registry) but has no "
+            "REPORT_PARAMS entry in workflow/rules/common_report.smk"
+        )
+    return REPORT_PARAMS[name]()
+
+
+def report_outputs(entry):
+    """Output name -> path; the first output goes into the HTML report with its caption
+    workflow/report/<name>.rst, where there is one."""
+    outputs = dict(entry.outputs())
+    shown = next(iter(outputs))
+    caption = f"{workflow.basedir}/workflow/report/{entry.name}.rst"
+    outputs[shown] = report(
+        outputs[shown],
+        caption=f"../report/{entry.name}.rst" if os.path.exists(caption) else None,
+        category=entry.kind.category,
+    )
+    return outputs
+
+
 def report_targets():
-    names = ["table2", "table3", "table4", "table6", "table7", "table8", "table9", "layer_choice"]
-    tables = [f"results/{name}.{ext}" for name in names for ext in ("csv", "md")]
-    figures = [f"results/figure{n}.{ext}" for n in range(2, 7) for ext in ("png", "pdf")]
-    return tables + figures
+    return registered_targets()

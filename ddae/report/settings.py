@@ -16,7 +16,6 @@ import dataclasses
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -24,7 +23,7 @@ import pandas as pd
 from ddae.classifier_training import ClassifierTrainingConfig
 from ddae.latents import LatentCacheConfig
 from ddae.probing import LinearProbeConfig
-from ddae.report import is_number, load_reference
+from ddae.report.reference import PathLike, is_number, load_reference, save_table
 
 log = logging.getLogger(__name__)
 
@@ -211,14 +210,13 @@ def settings_markdown(table: str, frame: pd.DataFrame) -> str:
 
 
 def write_settings_table(
-    table: str, columns: Sequence[Mapping[str, Any]], csv_path: str | Path, md_path: str | Path
+    table: str, columns: Sequence[Mapping[str, Any]], csv: PathLike, md: PathLike
 ) -> pd.DataFrame:
     """Write Table 6, 7 or 8 (``table`` = "table6" | "table7" | "table8")."""
     frame = settings_table(table, columns)
-    frame.to_csv(csv_path, index=False)
-    Path(md_path).write_text(settings_markdown(table, frame))
+    save_table(frame, settings_markdown(table, frame), csv, md)
     differ = frame[frame["matches"] == False]  # noqa: E712 ("" means no paper value)
     for row in differ.itertuples():
         log.warning("%s %s: %s, paper %s", row.model, row.quantity, row.measured, row.paper)
-    log.info("wrote %s and %s; %d settings differ from the paper", csv_path, md_path, len(differ))
+    log.info("%s: %d settings differ from the paper", table, len(differ))
     return frame

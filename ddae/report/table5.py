@@ -1,6 +1,4 @@
-"""The paper's tables as CSV (for machines) and Markdown (for people).
-
-Table 5 (Appendix A, "Network specifications for diffusion pre-training") is regenerated from
+"""Table 5 (Appendix A, "Network specifications for diffusion pre-training") is regenerated from
 the networks the pre-training runs actually build: every specification is read from the
 network's config and the parameter count is measured on the instantiated network, each beside
 the paper's value, so a config that drifts from the paper shows up as a mismatch.
@@ -10,12 +8,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from ddae.networks import build_network, count_parameters
+from ddae.report.reference import PathLike, save_table
 
 log = logging.getLogger(__name__)
 
@@ -112,15 +110,12 @@ def table5_markdown(frame: pd.DataFrame) -> str:
     )
 
 
-def write_table5(
-    columns: Sequence[Mapping[str, Any]], csv_path: str | Path, md_path: str | Path
-) -> None:
+def write_table5(columns: Sequence[Mapping[str, Any]], csv: PathLike, md: PathLike) -> None:
     frame = table5(columns)
-    frame.to_csv(csv_path, index=False)
-    Path(md_path).write_text(table5_markdown(frame))
+    save_table(frame, table5_markdown(frame), csv, md)
     mismatches = frame[frame["matches"] == False]  # noqa: E712 ("" means no paper value)
     for _, row in mismatches.iterrows():
         log.warning(
             "%s %s: %s, paper %s", row["model"], row["quantity"], row["measured"], row["paper"]
         )
-    log.info("wrote %s and %s; %d values differ from the paper", csv_path, md_path, len(mismatches))
+    log.info("table5: %d values differ from the paper", len(mismatches))

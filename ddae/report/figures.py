@@ -11,11 +11,11 @@
 * Figure 6 (Sec. 4.1.3): accuracy vs noise level of the noise-conditional DDAE MLP head and of
   the noise-conditional WideResNet, VP and VE perturbations.
 
-Each function takes explicit result paths (CONTRACT.md formats) and writes one PNG and one PDF,
-with ``source`` (dataset, scale, networks, FID extractor; see the workflow's figure rules)
-printed under the figure. Nothing is invented: a series whose files are missing is left out and
-named "not run" in its panel (never as a legend entry without a point); legends sit under the
-axes. Paper values, where the paper states them, come from
+Each function takes explicit result paths (formats checked by `ddae.result_files`) and writes
+one PNG and one PDF, with ``source`` (dataset, scale, networks, FID extractor; see
+workflow/rules/common_report.smk) printed under the figure. Nothing is invented: a series
+whose files are missing is left out and named "not run" in its panel (never as a legend entry
+without a point); legends sit under the axes. Paper values, where the paper states them, come from
 ``ddae/reference/paper_results.yaml`` and are drawn as hollow markers labelled "paper".
 """
 
@@ -35,8 +35,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ddae.report import load_reference, paper_in_our_numbering  # noqa: E402
-from ddae.result_files import read_result_csv, read_result_json, require  # noqa: E402
+from ddae.report.reference import load_reference, paper_in_our_numbering  # noqa: E402
+from ddae.report.table9 import grid_winner  # noqa: E402
+from ddae.result_files import (  # noqa: E402
+    ResultFileError,
+    read_result_csv,
+    read_result_json,
+    require,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +94,13 @@ def _figure(ncols: int, width: float = 4.2, height: float = 3.4) -> Iterator[tup
             plt.close(fig)
 
 
-def _save(fig: Any, png: PathLike, pdf: PathLike) -> None:
+def _save(
+    fig: Any, png: PathLike, pdf: PathLike, source: str | None, title: str | None = None
+) -> None:
+    """Title the figure, note its data source under it (`_source_note`), write PNG and PDF."""
+    if title:
+        fig.suptitle(title)
+    _source_note(fig, source)
     for path in (png, pdf):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, metadata={"Software": None})
@@ -131,14 +143,16 @@ def figure2(
     grids: Mapping[str, PathLike | None],
     png: PathLike,
     pdf: PathLike,
+    choices: Mapping[str, PathLike | None],
     paper: Mapping[str, str] | None = None,
     source: str | None = None,
 ) -> None:
     """Heatmaps of grid-search linear-probe accuracy, decoder layer (rows) × timestep (columns).
 
-    ``grids``: panel label → grid/epoch{E}.csv. ``paper``: panel label → Table 9 key of the
-    reference file; the paper's adopted (layer, t) is circled when its steps match the grid's.
-    Our best cell is starred.
+    ``grids``: panel label → grid/epoch{E}.csv; ``choices``: panel label → the grid search's
+    choice file grid/epoch{E}.json, whose (layer, t) is starred as ours. ``paper``: panel label
+    → Table 9 key of the reference file; the paper's adopted (layer, t) is circled when its
+    steps match the grid's.
     """
     table9 = load_reference()["table9"]
     with _figure(len(grids), width=4.6, height=4.0) as (fig, axes):
@@ -162,7 +176,12 @@ def figure2(
             ax.set_yticks(range(len(ks)), [str(k) for k in ks])
             ax.set_xlabel(f"timestep t (of {steps}; larger = noisier)")
             ax.set_ylabel(f"decoder layer k (of {layers})")
-            best = grid.loc[grid["test_accuracy"].idxmax()]
+            best = grid_winner(path, choices.get(label))
+            if best is None:
+                raise ResultFileError(
+                    f"{path}: the grid search's choice file {choices.get(label)} does not exist; "
+                    "rerun its grid search"
+                )
             ax.plot(
                 ts.index(best["t"]),
                 ks.index(best["layer"]),
@@ -192,9 +211,8 @@ def figure2(
             ax.set_title(label)
             ax.legend(loc="upper right", framealpha=0.8)
             fig.colorbar(image, ax=ax, label="linear-probe test accuracy (%)")
-        fig.suptitle("Figure 2. Linear-probe accuracy over layer × timestep (grid search)")
-        _source_note(fig, source)
-        _save(fig, png, pdf)
+        title = "Figure 2. Linear-probe accuracy over layer × timestep (grid search)"
+        _save(fig, png, pdf, source, title)
 
 
 # --- Figure 3 ----------------------------------------------------------------------------------
@@ -276,12 +294,11 @@ def figure3(
             ax.set_xlabel("uniformity L_uniform (Eq. 4, lower = more uniform)")
             ax.set_ylabel("alignment L_align (Eq. 3, lower = more aligned)")
             _legend_below(ax, ncol=4 if len(chosen) > 8 else 3)
-        fig.suptitle(
+        title = (
             "Figure 3. Alignment and uniformity of decoder layers during training\n"
             "(arrows run from each checkpoint to the next; the ringed dot is the final epoch)"
         )
-        _source_note(fig, source)
-        _save(fig, png, pdf)
+        _save(fig, png, pdf, source, title)
 
 
 # --- Figure 4 ----------------------------------------------------------------------------------
@@ -338,8 +355,7 @@ def figure4(
         )
         _not_run_note(ax, missing)
         _legend_below(ax, ncol=2)
-        _source_note(fig, source)
-        _save(fig, png, pdf)
+        _save(fig, png, pdf, source)
 
 
 def _fid_axis_label(extractors: set[str], base: str) -> str:
@@ -457,9 +473,7 @@ def figure5(
             ax.set_ylabel("test accuracy (%)")
             _not_run_note(ax, missing)
             _legend_below(ax)
-        fig.suptitle("Figure 5. Generative and discriminative performance")
-        _source_note(fig, source)
-        _save(fig, png, pdf)
+        _save(fig, png, pdf, source, "Figure 5. Generative and discriminative performance")
 
 
 # --- Figure 6 ----------------------------------------------------------------------------------
@@ -502,6 +516,5 @@ def figure6(
             ax.set_ylabel("test accuracy on noised images (%)")
             _not_run_note(ax, missing)
             _legend_below(ax)
-        fig.suptitle("Figure 6. Noise-conditional classifiers over noise scales")
-        _source_note(fig, source)
-        _save(fig, png, pdf)
+        title = "Figure 6. Noise-conditional classifiers over noise scales"
+        _save(fig, png, pdf, source, title)
