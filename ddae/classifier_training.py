@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from ddae import learning_rate
 from ddae.checkpoints import (
     CheckpointError,
     capture_rng_state,
@@ -53,6 +54,7 @@ from ddae.checkpoints import (
 from ddae.configs import ConfigError
 from ddae.data import ImageDataset, augment_batch, epoch_permutation, to_model_range
 from ddae.distributed import World, barrier, gather_objects, mean_across
+from ddae.learning_rate import peak_lr
 from ddae.results import append_jsonl
 from ddae.training import TrainingError
 
@@ -72,8 +74,9 @@ class ClassifierTrainingConfig:
     optimizer: Literal["adam", "sgd"] = "adam"
     # Table 7: 1e-3 (DDPM, EDM); Table 8: 5e-4 (DDAE encoder), 0.1 (WideResNet).
     lr: float = 1e-3
-    # 0: lr as given. N > 0: lr · batch_size / N. The official linear.py multiplies its lr by the
-    # number of GPUs at 128 images each (N = 128); noisy_classifier_WRN.py does not scale.
+    # `ddae.learning_rate`: N > 0: lr · batch_size / N; 0: lr as given. The official linear.py
+    # multiplies its lr by the number of GPUs at 128 images each (N = 128);
+    # noisy_classifier_WRN.py does not scale.
     lr_reference_batch: int = 0
     # Adam "with default momentum & weight decay" (Tables 6–7): betas (0.9, 0.999), decay 0.
     adam_betas: tuple[float, ...] = (0.9, 0.999)
@@ -106,31 +109,11 @@ class ClassifierTrainingConfig:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
 
 
-def base_lr(config: ClassifierTrainingConfig) -> float:
-    """The lr after warm-up, with the optional linear scaling by the global batch."""
-    if config.lr_reference_batch > 0:
-        return config.lr * config.batch_size / config.lr_reference_batch
-    return config.lr
-
-
 def lr_at_epoch(epoch: int, config: ClassifierTrainingConfig) -> float:
-    """lr of 0-based `epoch`: the official warm-up + per-epoch chained CosineAnnealingLR.
-
-    noisy_classifier_WRN.py sets ``lr·(e+1)/W`` at the start of each warm-up epoch and steps
-    ``CosineAnnealingLR(optim, epochs)`` after every epoch; the scheduler's recursive form then
-    continues from the last warm-up value, i.e. lr·(1 + cos(π e/E)) / (1 + cos(π (W−1)/E)) for
-    e ≥ W. Without warm-up this is the closed form lr·(1 + cos(π e/E)) / 2 (linear.py).
-    """
-    lr, epochs, warmup = base_lr(config), config.epochs, config.warmup_epochs
-    if epoch < warmup:
-        return lr * (epoch + 1) / warmup
-    if warmup == 0:
-        return lr * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
-    return (
-        lr
-        * (1.0 + math.cos(math.pi * epoch / epochs))
-        / (1.0 + math.cos(math.pi * (warmup - 1) / epochs))
-    )
+    """lr of 0-based `epoch`: the official warm-up + per-epoch chained CosineAnnealingLR
+    (noisy_classifier_WRN.py, linear.py), `ddae.learning_rate.lr_at_epoch` "cosine"."""
+    peak = peak_lr(config.lr, config.batch_size, config.lr_reference_batch)
+    return learning_rate.lr_at_epoch(epoch, peak, config.epochs, config.warmup_epochs, "cosine")
 
 
 @dataclass(frozen=True)
@@ -304,14 +287,14 @@ class ClassifierTrainer:
         if c.optimizer == "adam":
             return torch.optim.Adam(
                 network.parameters(),
-                lr=base_lr(c),
+                lr=peak_lr(c.lr, c.batch_size, c.lr_reference_batch),
                 betas=tuple(c.adam_betas),
                 weight_decay=c.weight_decay,
                 fused=self.fast,
             )
         return torch.optim.SGD(
             network.parameters(),
-            lr=base_lr(c),
+            lr=peak_lr(c.lr, c.batch_size, c.lr_reference_batch),
             momentum=c.momentum,
             weight_decay=c.weight_decay,
             nesterov=c.nesterov,
