@@ -68,6 +68,7 @@ from torch import Tensor, nn
 
 from ddae.checkpoints import load_network, partial_state_lock
 from ddae.classifier_training import (
+    PARTIAL_STATE,
     ClassifierOptions,
     ClassifierTrainer,
     ClassifierTrainingConfig,
@@ -444,6 +445,8 @@ def train_noisy_head(
             device,
         )
     write_accuracy_csv(rows, out_csv)
+    if state_dir is not None:  # the result is written: a rerun starts afresh
+        (Path(state_dir) / PARTIAL_STATE).unlink(missing_ok=True)
     return rows
 
 
@@ -610,6 +613,8 @@ def train_noisy_wrn(
         device,
     )
     write_accuracy_csv(rows, out_csv)
+    if state_dir is not None:  # the result is written: a rerun starts afresh
+        (Path(state_dir) / PARTIAL_STATE).unlink(missing_ok=True)
     return rows
 
 
