@@ -69,13 +69,14 @@ from torch import Tensor, nn
 from ddae.checkpoints import load_network, partial_state_lock
 from ddae.classifier_training import (
     PARTIAL_STATE,
+    ClassifierData,
     ClassifierOptions,
     ClassifierTrainer,
     ClassifierTrainingConfig,
     ImageData,
 )
 from ddae.configs import ConfigError, from_mapping, to_mapping
-from ddae.data import ImageDataset, augment_batch, file_md5, to_model_range
+from ddae.data import ImageDataset, file_md5, to_model_range
 from ddae.diffusion import DDPM, EDM, Framework, build_framework
 from ddae.distributed import World
 from ddae.features import DecoderFeatures
@@ -265,47 +266,36 @@ class LevelNoise:
         return x0 + _per_sample(self.sigmas[level - 1], x0) * eps
 
 
-class NoisyImageData(ImageData):
-    """`ImageData` whose model input is the noisy image plus its condition (`pack_condition`).
+class NoisyImageData(ClassifierData):
+    """`ImageData` turned into noisy model inputs: the noisy image plus its condition
+    (`pack_condition`).
 
     Per global batch, from the trainer's generator and in the order of the old loops: flip and
-    crop, the level of every image (``noise.train_draw``), then ε. The trainer's own test (after
-    the last epoch, its metrics line) sees test image i at level ``levels[i % len(levels)]``
-    with ε seeded per image, so it is the same for any process count; Figure 6's per-level
-    accuracies are `_accuracy_per_level`'s.
+    crop (``clean``), the level of every image (``noise.train_draw``), then ε. The trainer's own
+    test (after the last epoch, its metrics line) sees test image i at level
+    ``levels[i % len(levels)]`` with ε seeded per image, so it is the same for any process count;
+    Figure 6's per-level accuracies are `_accuracy_per_level`'s.
     """
 
     def __init__(
-        self,
-        train: ImageDataset,
-        test: ImageDataset,
-        config: ClassifierTrainingConfig,
-        device: torch.device,
-        noise: LevelNoise | Perturbation,
-        levels: Sequence[int],
+        self, clean: ImageData, noise: LevelNoise | Perturbation, levels: Sequence[int], seed: int
     ) -> None:
-        super().__init__(train, test, config, device)
-        self.noise, self.levels, self.seed = noise, list(levels), config.seed
+        self.clean, self.noise, self.levels, self.seed = clean, noise, list(levels), seed
+        self.device = clean.device
+        self.num_train, self.num_test = clean.num_train, clean.num_test
+        self.num_classes = clean.num_classes
 
     def train_batch(
         self, indices: Tensor, epoch: int, generator: torch.Generator, mine: slice
     ) -> tuple[Tensor, Tensor]:
-        indices = indices.to(self.device)
-        x0 = to_model_range(
-            augment_batch(
-                self.images[indices],
-                hflip=self.hflip,
-                crop_padding=self.crop_padding,
-                generator=generator,
-            )
-        )
+        x0, labels = self.clean.train_batch(indices, epoch, generator, slice(None))
         level, condition = self.noise.train_draw(len(indices), generator)
         eps = torch.randn(x0.shape, generator=generator, device=self.device)
         inputs = pack_condition(self.noise.apply(x0, level, eps), condition)
-        return inputs[mine], self.labels[indices][mine]
+        return inputs[mine], labels[mine]
 
     def test_batch(self, indices: Tensor) -> tuple[Tensor, Tensor]:
-        x0, labels = super().test_batch(indices)
+        x0, labels = self.clean.test_batch(indices)
         packed = []
         for row, index in enumerate(indices.tolist()):
             t = self.levels[index % len(self.levels)]
@@ -410,9 +400,9 @@ def train_noisy_head(
     )
     train, test = ImageDataset.load(train_path), ImageDataset.load(test_path)
     noise = LevelNoise(sigmas)
-    data = NoisyImageData(train, test, training, device, noise, levels)
+    data = NoisyImageData(ImageData(train, test, training, device), noise, levels, training.seed)
     with DecoderFeatures(net, [layer]) as features:
-        probe = to_model_range(data.test_images[:2])
+        probe = to_model_range(test.images[:2].to(device))
         with torch.no_grad(), _autocast(device, cfg.bf16):
             (pooled,) = features(*framework.network_inputs(probe, sigmas[[0, 0]]))
         dim = pooled.shape[1]
@@ -433,19 +423,42 @@ def train_noisy_head(
             return NoisyHeadClassifier(features, framework, sigmas, dim, len(train.classes))
 
         model = _train(build, data, training, device, identity, progress, metrics, state_dir)
-        rows = _accuracy_per_level(
+        return _test_and_write(
             _level_logits(model, noise, device, cfg.bf16),
-            data.test_images,
-            data.test_labels,
-            levels,
+            data,
             [float(sigmas[t_level - 1]) for t_level in levels],
             steps,
             cfg.eval_batch_size,
-            cfg.seed,
-            device,
+            out_csv,
+            state_dir,
         )
+
+
+def _test_and_write(
+    logits: Callable[[Tensor, int, Tensor], Tensor],
+    data: NoisyImageData,
+    sigmas: Sequence[float],
+    steps: int,
+    batch_size: int,
+    out_csv: str | Path,
+    state_dir: str | Path | None,
+) -> list[dict[str, Any]]:
+    """Figure 6's accuracy at every test level, written as CSV; then the partial state goes (the
+    result is written: a rerun starts afresh)."""
+    test = data.clean
+    rows = _accuracy_per_level(
+        logits,
+        test.test_images,
+        test.test_labels,
+        data.levels,
+        sigmas,
+        steps,
+        batch_size,
+        data.seed,
+        data.device,
+    )
     write_accuracy_csv(rows, out_csv)
-    if state_dir is not None:  # the result is written: a rerun starts afresh
+    if state_dir is not None:
         (Path(state_dir) / PARTIAL_STATE).unlink(missing_ok=True)
     return rows
 
@@ -589,7 +602,7 @@ def train_noisy_wrn(
         "config": to_mapping(cfg),
         "train_md5": file_md5(train_path),
     }
-    data = NoisyImageData(train, test, cfg, device, noise, levels)
+    data = NoisyImageData(ImageData(train, test, cfg, device), noise, levels, cfg.seed)
     model = _train(
         lambda: NoisyWRNClassifier(network),
         data,
@@ -601,21 +614,8 @@ def train_noisy_wrn(
         state_dir,
     )
     sigmas = [diffusion.sigma_at_timestep(t_level, steps) for t_level in levels]
-    rows = _accuracy_per_level(
-        _level_logits(model, noise, device, cfg.bf16, cfg.channels_last),
-        data.test_images,
-        data.test_labels,
-        levels,
-        sigmas,
-        steps,
-        500,
-        cfg.seed,
-        device,
-    )
-    write_accuracy_csv(rows, out_csv)
-    if state_dir is not None:  # the result is written: a rerun starts afresh
-        (Path(state_dir) / PARTIAL_STATE).unlink(missing_ok=True)
-    return rows
+    logits = _level_logits(model, noise, device, cfg.bf16, cfg.channels_last)
+    return _test_and_write(logits, data, sigmas, steps, 500, out_csv, state_dir)
 
 
 class NoisyWRNClassifier(nn.Module):

@@ -277,14 +277,14 @@ def test_condition_rides_along_as_one_plane():
 
 def test_trainer_test_split_noise_is_the_same_in_any_chunks(digits):
     """The trainer's own test draws ε per image: shards of any process count agree."""
-    from ddae.classifier_training import ClassifierTrainingConfig
+    from ddae.classifier_training import ClassifierTrainingConfig, ImageData
     from ddae.data import ImageDataset
     from ddae.noisy import LevelNoise, NoisyImageData
 
     train, test = (ImageDataset.load(path) for path in digits)
     sigmas = torch.tensor([0.1, 0.5, 1.0, 2.0], dtype=torch.float64)
-    config = ClassifierTrainingConfig(epochs=1, batch_size=50)
-    data = NoisyImageData(train, test, config, torch.device("cpu"), LevelNoise(sigmas), [1, 3])
+    clean = ImageData(train, test, ClassifierTrainingConfig(epochs=1), torch.device("cpu"))
+    data = NoisyImageData(clean, LevelNoise(sigmas), [1, 3], seed=0)
     whole, labels = data.test_batch(torch.arange(10))
     parts = [data.test_batch(torch.arange(0, 10, 2)), data.test_batch(torch.arange(1, 10, 2))]
     interleaved = torch.stack([parts[0][0], parts[1][0]], dim=1).reshape(whole.shape)

@@ -16,5 +16,4 @@ with logging_to(sm.log[0]):
         device="cuda" if int(sm.resources.gpu) > 0 else "cpu",
         progress=False,
         metrics=getattr(sm.params, "metrics", None),
-        state_dir=getattr(sm.params, "state_dir", None),
     )

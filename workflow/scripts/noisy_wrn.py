@@ -17,5 +17,4 @@ with logging_to(sm.log[0]):
         progress=False,
         steps=getattr(sm.params, "steps", None),
         metrics=getattr(sm.params, "metrics", None),
-        state_dir=getattr(sm.params, "state_dir", None),
     )
