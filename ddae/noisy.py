@@ -40,9 +40,9 @@ batch from the trainer's generator and hands the model the noisy image with its 
 one extra plane (`pack_condition`). Learning rates follow `ddae.learning_rate`. As every
 `ClassifierTrainer` job, an epoch is ⌊N / batch⌋ full batches of a fresh permutation (the
 official DataLoaders keep the last partial batch: 97 instead of 98 steps per CIFAR-10 epoch at
-512). Both run in one process on one device (on one H200 in bf16 two WRN-28-10 epochs over
-5,120 images plus 20 test levels took ~5 s, so 200 CIFAR-10 epochs are roughly an hour; the
-head is minutes).
+512). Both run in one process on one device (with the hand-written loop this replaced, two
+WRN-28-10 epochs over 5,120 images plus 20 test levels took ~5 s on one H200 in bf16, so 200
+CIFAR-10 epochs are roughly an hour; the head is minutes; not re-measured on the trainer).
 
 Both write a CSV with columns ``t, steps, sigma, test_accuracy`` (percent; sigma in the VE view,
 σ_t = √((1 − ᾱ_t)/ᾱ_t) for DDPM); the test noise is seeded per level, so results are
