@@ -240,6 +240,7 @@ class ClassifierTrainer:
         config: ClassifierTrainingConfig,
         world: World,
         identity: Mapping[str, Any],
+        keep_last_batch: bool = False,
     ) -> None:
         self.config, self.world, self.device = config, world, world.device
         self.identity = json.loads(json.dumps(identity))  # plain data, as torch.load returns it
@@ -258,6 +259,10 @@ class ClassifierTrainer:
                 raise TypeError("an ImageDataset training split needs its test split")
             self.data = ImageData(train, test, config, self.device)
         self.steps_per_epoch = self.data.num_train // config.batch_size
+        if keep_last_batch:  # the official DataLoaders' drop_last=False (ddae.noisy)
+            if world.size > 1:
+                raise ConfigError("keep_last_batch is implemented for one process only")
+            self.steps_per_epoch = math.ceil(self.data.num_train / config.batch_size)
         if self.steps_per_epoch == 0:
             raise ConfigError(
                 f"training.batch_size {config.batch_size} exceeds the {self.data.num_train} "
@@ -415,7 +420,7 @@ class ClassifierTrainer:
             raise TrainingError(
                 f"non-finite training loss {mean_loss} in epoch {s.epoch + 1}; lower the lr"
             )
-        seen = self.steps_per_epoch * c.batch_size
+        seen = min(self.steps_per_epoch * c.batch_size, self.data.num_train)
         correct = _sum_across(self.world, self.correct).item()
         last = s.epoch + 1 == c.epochs
         due = last or (options.eval_every > 0 and (s.epoch + 1) % options.eval_every == 0)
