@@ -118,7 +118,7 @@ class ProbeConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
 
     def lr_at_epoch(self, epoch: int) -> float:
-        """lr_e = lr·B/128 · (1 + cos(π e/E))/2 (CosineAnnealingLR stepped per epoch)."""
+        """lr_e = lr·B/lr_reference_batch · (1 + cos(π e/E))/2 (CosineAnnealingLR per epoch)."""
         peak = peak_lr(self.lr, self.batch_size, self.lr_reference_batch)
         return learning_rate.lr_at_epoch(epoch, peak, self.epochs, 0, "cosine")
 
