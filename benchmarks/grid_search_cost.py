@@ -130,7 +130,7 @@ def cached(checkpoint: Path, data: Path, ts, epochs: int, views: int, work: Path
             checkpoint, data / "train.npz", data / "test.npz", t, 1000, config, out, "cpu", False
         )
         dirs.append(out)
-    probe = {"epochs": epochs, "batch_size": BATCH, "base_lr": LR}
+    probe = {"epochs": epochs, "batch_size": BATCH, "lr": LR}
     grid_search(dirs, probe, work / f"K{views}.csv", work / f"K{views}.json", "cpu", False)
     return time.perf_counter() - start
 

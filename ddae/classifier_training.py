@@ -6,7 +6,7 @@ scratch and a supervised WideResNet-28-10 (Figure 5 "Scratch", Table 8). It runs
 or under ``torchrun`` (`ddae.distributed`), like pre-training (`ddae.training`):
 
 - the inputs come from a `ClassifierData` source. `ImageData`: the training split lives on the
-  device as uint8 and each global batch is augmented there with `ddae.data.augment_batch`
+  device as uint8 and each global batch is augmented there with `ddae.batching.augment_batch`
   (RandomHorizontalFlip + RandomCrop(size, 4), Tables 6–8), flips and crops drawn from one
   saved generator for the whole global batch. `ddae.latents.LatentData`: one cached (already
   augmented) VAE latent version per image and epoch (Appendix A). The order is
@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from ddae import learning_rate
 from ddae.batching import augment_batch, epoch_permutation, to_model_range
 from ddae.checkpoints import (
     CheckpointError,
@@ -54,6 +55,7 @@ from ddae.checkpoints import (
 from ddae.configs import ConfigError
 from ddae.datasets.format import ImageDataset
 from ddae.distributed import World, barrier, gather_objects, mean_across
+from ddae.learning_rate import peak_lr
 from ddae.results import append_jsonl
 from ddae.training import TrainingError
 
@@ -73,8 +75,9 @@ class ClassifierTrainingConfig:
     optimizer: Literal["adam", "sgd"] = "adam"
     # Table 7: 1e-3 (DDPM, EDM); Table 8: 5e-4 (DDAE encoder), 0.1 (WideResNet).
     lr: float = 1e-3
-    # 0: lr as given. N > 0: lr · batch_size / N. The official linear.py multiplies its lr by the
-    # number of GPUs at 128 images each (N = 128); noisy_classifier_WRN.py does not scale.
+    # `ddae.learning_rate`: N > 0: lr · batch_size / N; 0: lr as given. The official linear.py
+    # multiplies its lr by the number of GPUs at 128 images each (N = 128);
+    # noisy_classifier_WRN.py does not scale.
     lr_reference_batch: int = 0
     # Adam "with default momentum & weight decay" (Tables 6–7): betas (0.9, 0.999), decay 0.
     adam_betas: tuple[float, ...] = (0.9, 0.999)
@@ -107,31 +110,11 @@ class ClassifierTrainingConfig:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
 
 
-def base_lr(config: ClassifierTrainingConfig) -> float:
-    """The lr after warm-up, with the optional linear scaling by the global batch."""
-    if config.lr_reference_batch > 0:
-        return config.lr * config.batch_size / config.lr_reference_batch
-    return config.lr
-
-
 def lr_at_epoch(epoch: int, config: ClassifierTrainingConfig) -> float:
-    """lr of 0-based `epoch`: the official warm-up + per-epoch chained CosineAnnealingLR.
-
-    noisy_classifier_WRN.py sets ``lr·(e+1)/W`` at the start of each warm-up epoch and steps
-    ``CosineAnnealingLR(optim, epochs)`` after every epoch; the scheduler's recursive form then
-    continues from the last warm-up value, i.e. lr·(1 + cos(π e/E)) / (1 + cos(π (W−1)/E)) for
-    e ≥ W. Without warm-up this is the closed form lr·(1 + cos(π e/E)) / 2 (linear.py).
-    """
-    lr, epochs, warmup = base_lr(config), config.epochs, config.warmup_epochs
-    if epoch < warmup:
-        return lr * (epoch + 1) / warmup
-    if warmup == 0:
-        return lr * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
-    return (
-        lr
-        * (1.0 + math.cos(math.pi * epoch / epochs))
-        / (1.0 + math.cos(math.pi * (warmup - 1) / epochs))
-    )
+    """lr of 0-based `epoch`: the official warm-up + per-epoch chained CosineAnnealingLR
+    (noisy_classifier_WRN.py, linear.py), `ddae.learning_rate.lr_at_epoch` "cosine"."""
+    peak = peak_lr(config.lr, config.batch_size, config.lr_reference_batch)
+    return learning_rate.lr_at_epoch(epoch, peak, config.epochs, config.warmup_epochs, "cosine")
 
 
 @dataclass(frozen=True)
@@ -258,6 +241,7 @@ class ClassifierTrainer:
         config: ClassifierTrainingConfig,
         world: World,
         identity: Mapping[str, Any],
+        keep_last_batch: bool = False,
     ) -> None:
         self.config, self.world, self.device = config, world, world.device
         self.identity = json.loads(json.dumps(identity))  # plain data, as torch.load returns it
@@ -276,6 +260,10 @@ class ClassifierTrainer:
                 raise TypeError("an ImageDataset training split needs its test split")
             self.data = ImageData(train, test, config, self.device)
         self.steps_per_epoch = self.data.num_train // config.batch_size
+        if keep_last_batch:  # the official DataLoaders' drop_last=False (ddae.noisy)
+            if world.size > 1:
+                raise ConfigError("keep_last_batch is implemented for one process only")
+            self.steps_per_epoch = math.ceil(self.data.num_train / config.batch_size)
         if self.steps_per_epoch == 0:
             raise ConfigError(
                 f"training.batch_size {config.batch_size} exceeds the {self.data.num_train} "
@@ -305,14 +293,14 @@ class ClassifierTrainer:
         if c.optimizer == "adam":
             return torch.optim.Adam(
                 network.parameters(),
-                lr=base_lr(c),
+                lr=peak_lr(c.lr, c.batch_size, c.lr_reference_batch),
                 betas=tuple(c.adam_betas),
                 weight_decay=c.weight_decay,
                 fused=self.fast,
             )
         return torch.optim.SGD(
             network.parameters(),
-            lr=base_lr(c),
+            lr=peak_lr(c.lr, c.batch_size, c.lr_reference_batch),
             momentum=c.momentum,
             weight_decay=c.weight_decay,
             nesterov=c.nesterov,
@@ -433,7 +421,7 @@ class ClassifierTrainer:
             raise TrainingError(
                 f"non-finite training loss {mean_loss} in epoch {s.epoch + 1}; lower the lr"
             )
-        seen = self.steps_per_epoch * c.batch_size
+        seen = min(self.steps_per_epoch * c.batch_size, self.data.num_train)
         correct = _sum_across(self.world, self.correct).item()
         last = s.epoch + 1 == c.epochs
         due = last or (options.eval_every > 0 and (s.epoch + 1) % options.eval_every == 0)

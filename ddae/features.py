@@ -257,7 +257,7 @@ def per_item_normal(
 def per_item_crop_flip(
     key: Sequence[int], indices: Tensor, *, hflip: bool, crop_padding: int
 ) -> CropFlip:
-    """Flip flags and crop offsets for `ddae.data.apply_crop_flip`, item i's from (key, i) alone.
+    """Flip flags and crop offsets for `ddae.batching.apply_crop_flip`: item i's from (key, i).
 
     The distribution of torchvision's RandomHorizontalFlip() (p = ½) + RandomCrop(size, padding)
     used by the official linear.py: flip = bit 0 of the item's 63-bit hash h, top and left offsets

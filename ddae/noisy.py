@@ -32,15 +32,26 @@ SGD lr 0.1, momentum 0.9, weight decay 5e-4, 5 linear warm-up epochs then cosine
 (Table 8 settings; the lr is NOT scaled by the GPU count in that script). It is tested at the
 same levels as the head (VE: the σ of Heun level t, condition ln σ).
 
+Both are models that the project's one classifier loop trains (`ddae.classifier_training.
+ClassifierTrainer`: partial state and resumption with ``state_dir``, per-epoch metrics):
+`NoisyHeadClassifier` (the frozen DDAE network outside its parameters, the head trained) and
+`NoisyWRNClassifier`, fed by `NoisyImageData`, which draws flip/crop, the level and ε per global
+batch from the trainer's generator and hands the model the noisy image with its condition as
+one extra plane (`pack_condition`). Learning rates follow `ddae.learning_rate`. An epoch is a
+fresh permutation in batches, the last one partial (``keep_last_batch``), as the official
+DataLoaders (``drop_last=False``) and the loops this replaced: the results are bitwise those of
+those loops. Both run in one process on one device (with the hand-written loop this replaced, two
+WRN-28-10 epochs over 5,120 images plus 20 test levels took ~5 s on one H200 in bf16, so 200
+CIFAR-10 epochs are roughly an hour; the head is minutes; not re-measured on the trainer).
+
 Both write a CSV with columns ``t, steps, sigma, test_accuracy`` (percent; sigma in the VE view,
-σ_t = √((1 − ᾱ_t)/ᾱ_t) for DDPM). Both train in one process on one device (no DDP, no resume:
-on one H200 in bf16 two WRN-28-10 epochs over 5,120 images plus 20 test levels took ~5 s, so
-200 CIFAR-10 epochs are roughly an hour; the head is minutes); the test noise is seeded per
-level, so results are reproducible.
+σ_t = √((1 − ᾱ_t)/ᾱ_t) for DDPM); the test noise is seeded per level, so results are
+reproducible.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
@@ -54,18 +65,26 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm import tqdm
 
-from ddae.batching import augment_batch, epoch_permutation, to_model_range
-from ddae.checkpoints import load_network
-from ddae.classifier_training import ClassifierTrainingConfig, base_lr, lr_at_epoch
+from ddae.batching import to_model_range
+from ddae.checkpoints import load_network, partial_state_lock
+from ddae.classifier_training import (
+    PARTIAL_STATE,
+    ClassifierData,
+    ClassifierOptions,
+    ClassifierTrainer,
+    ClassifierTrainingConfig,
+    ImageData,
+)
 from ddae.configs import ConfigError, from_mapping, to_mapping
 from ddae.datasets.format import ImageDataset
 from ddae.diffusion import DDPM, EDM, Framework, build_framework
+from ddae.distributed import World
+from ddae.downloads import file_md5
 from ddae.features import DecoderFeatures
-from ddae.networks import build_network, network_spec
+from ddae.networks import build_network, network_config
 from ddae.result_files import read_grid_choice
-from ddae.results import append_jsonl, atomic_output
+from ddae.results import atomic_output, drop_metrics_after
 
 log = logging.getLogger(__name__)
 
@@ -100,11 +119,22 @@ class NoisyHeadConfig:
         if self.crop_padding < 0 or self.test_levels < 1 or self.seed < 0:
             raise ValueError("need crop_padding >= 0, test_levels >= 1, seed >= 0")
 
-    @property
-    def scaled_lr(self) -> float:
-        if self.lr_reference_batch:
-            return self.lr * self.batch_size / self.lr_reference_batch
-        return self.lr
+    def training_config(self) -> ClassifierTrainingConfig:
+        """The head's training as `ClassifierTrainer` runs it: Adam (official: default betas, no
+        weight decay) at lr · batch_size / lr_reference_batch (`ddae.learning_rate`), cosine per
+        epoch without warm-up, plain cross-entropy; the head in fp32 (NCHW inputs)."""
+        return ClassifierTrainingConfig(
+            epochs=self.epochs,
+            optimizer="adam",
+            lr=self.lr,
+            lr_reference_batch=self.lr_reference_batch,
+            batch_size=self.batch_size,
+            hflip=self.hflip,
+            crop_padding=self.crop_padding,
+            seed=self.seed,
+            bf16=self.bf16,
+            channels_last=False,
+        )
 
 
 # --- the head (Eq. 5) --------------------------------------------------------------------------
@@ -171,11 +201,6 @@ def chosen_layer(choice: Sequence[str | Path], layer_t: Mapping[str, Any] | None
     return int(layer_t["layer"])
 
 
-def _cosine_lr(lr: float, epoch: int, epochs: int) -> float:
-    """CosineAnnealingLR(T_max=epochs) stepped once per epoch (official linear probe/head)."""
-    return lr * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
-
-
 def _level_generator(device: torch.device, seed: int, t: int) -> torch.Generator:
     mixed = int(np.random.SeedSequence([seed, 7, t]).generate_state(1, np.uint64)[0])
     return torch.Generator(device).manual_seed(mixed >> 1)
@@ -202,7 +227,150 @@ def _autocast(device: torch.device, bf16: bool) -> torch.autocast:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda")
 
 
+# --- the classifiers' noisy inputs, as one model input for the shared trainer ---------------
+
+
+def pack_condition(x: Tensor, condition: Tensor) -> Tensor:
+    """(B, C, H, W) noisy images and their (B,) condition as one (B, C + 1, H, W) model input.
+
+    `ClassifierTrainer` hands its model one tensor; the condition (the head's integer t, the
+    WRN's t/T or ln σ, all exact in float32) rides along as a constant last plane.
+    """
+    plane = condition.to(x.dtype).reshape(-1, 1, 1, 1).expand(-1, 1, *x.shape[2:])
+    return torch.cat([x, plane], dim=1)
+
+
+def unpack_condition(inputs: Tensor) -> tuple[Tensor, Tensor]:
+    """The inverse of `pack_condition`: images (in ``inputs``' memory format) and condition."""
+    images = inputs[:, :-1]
+    if inputs.is_contiguous(memory_format=torch.channels_last) and not inputs.is_contiguous():
+        return images.contiguous(memory_format=torch.channels_last), inputs[:, -1, 0, 0]
+    return images.contiguous(), inputs[:, -1, 0, 0]
+
+
+class LevelNoise:
+    """How the DDAE head's images are noised (official noisy_classifier_DDAE.py): t ~ U{1..steps}
+    per image, x = x0 + σ_t ε (the VE view of Eq. 1, as denoising and linear probing see it),
+    condition t."""
+
+    def __init__(self, sigmas: Tensor) -> None:
+        self.sigmas, self.steps = sigmas, len(sigmas)  # σ of levels 1..steps, float64
+
+    def train_draw(self, batch: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        t = torch.randint(1, self.steps + 1, (batch,), generator=generator, device=generator.device)
+        return t, t
+
+    def test_level(self, t: int, batch: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        level = torch.full((batch,), t, dtype=torch.long, device=device)
+        return level, level
+
+    def apply(self, x0: Tensor, level: Tensor, eps: Tensor) -> Tensor:
+        return x0 + _per_sample(self.sigmas[level - 1], x0) * eps
+
+
+class NoisyImageData(ClassifierData):
+    """`ImageData` turned into noisy model inputs: the noisy image plus its condition
+    (`pack_condition`).
+
+    Per global batch, from the trainer's generator and in the order of the old loops: flip and
+    crop (``clean``), the level of every image (``noise.train_draw``), then ε. The trainer's own
+    test (after the last epoch, its metrics line) sees test image i at level
+    ``levels[i % len(levels)]`` with ε seeded per image, so it is the same for any process count;
+    Figure 6's per-level accuracies are `_accuracy_per_level`'s.
+    """
+
+    def __init__(
+        self, clean: ImageData, noise: LevelNoise | Perturbation, levels: Sequence[int], seed: int
+    ) -> None:
+        self.clean, self.noise, self.levels, self.seed = clean, noise, list(levels), seed
+        self.device = clean.device
+        self.num_train, self.num_test = clean.num_train, clean.num_test
+        self.num_classes = clean.num_classes
+
+    def train_batch(
+        self, indices: Tensor, epoch: int, generator: torch.Generator, mine: slice
+    ) -> tuple[Tensor, Tensor]:
+        x0, labels = self.clean.train_batch(indices, epoch, generator, slice(None))
+        level, condition = self.noise.train_draw(len(indices), generator)
+        eps = torch.randn(x0.shape, generator=generator, device=self.device)
+        inputs = pack_condition(self.noise.apply(x0, level, eps), condition)
+        return inputs[mine], labels[mine]
+
+    def test_batch(self, indices: Tensor) -> tuple[Tensor, Tensor]:
+        x0, labels = self.clean.test_batch(indices)
+        packed = []
+        for row, index in enumerate(indices.tolist()):
+            t = self.levels[index % len(self.levels)]
+            level, condition = self.noise.test_level(t, 1, self.device)
+            item = torch.Generator().manual_seed(_item_seed(self.seed, index))
+            eps = torch.randn(x0.shape[1:], generator=item).to(self.device)[None]
+            packed.append(
+                pack_condition(self.noise.apply(x0[row : row + 1], level, eps), condition)
+            )
+        return torch.cat(packed), labels
+
+
+def _item_seed(seed: int, index: int) -> int:
+    return int(np.random.SeedSequence([seed, 11, index]).generate_state(1, np.uint64)[0]) >> 1
+
+
+def _train(
+    build: Callable[[], nn.Module],
+    data: NoisyImageData,
+    config: ClassifierTrainingConfig,
+    device: torch.device,
+    identity: Mapping[str, Any],
+    progress: bool,
+    metrics: str | Path | None,
+    state_dir: str | Path | None,
+) -> nn.Module:
+    """Train a noise-conditional classifier with `ClassifierTrainer` (one process); the trained
+    network in eval mode. With ``state_dir`` an interrupted run resumes from its partial state."""
+    world = World(rank=0, size=1, device=device)
+    # the official scripts' DataLoaders keep the last partial batch (drop_last=False)
+    trainer = ClassifierTrainer(build, data, None, config, world, identity, keep_last_batch=True)
+    state = Path(state_dir) if state_dir is not None else None
+    options = ClassifierOptions(
+        state_dir=state,
+        metrics_path=Path(metrics) if metrics is not None else None,
+        eval_every=0,  # the trainer's test once, after the last epoch
+        progress=progress,
+    )
+    with partial_state_lock(state) if state is not None else contextlib.nullcontext():
+        trainer.resume(state)
+        drop_metrics_after(options.metrics_path, trainer.state.step)
+        trainer.run(options)
+    return trainer.network.eval()
+
+
 # --- the DDAE head -----------------------------------------------------------------------------
+
+
+class NoisyHeadClassifier(nn.Module):
+    """Eq. 5 as one model: frozen DDAE features of the noisy image at its level t, then the
+    trainable `NoisyHead`. The frozen network is held outside the module's parameters, state
+    and memory-format changes: the trainer trains, saves and resumes the head alone."""
+
+    def __init__(
+        self,
+        features: DecoderFeatures,
+        framework: Framework,
+        sigmas: Tensor,
+        dim: int,
+        num_classes: int,
+    ) -> None:
+        super().__init__()
+        self.head = NoisyHead(dim, num_classes)
+        self._frozen = (features, framework, sigmas)  # a tuple: not registered as submodules
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        x, condition = unpack_condition(inputs)  # x = x0 + σ_t ε, condition t
+        t = condition.round().long()
+        features, framework, sigmas = self._frozen
+        with torch.no_grad():
+            (pooled,) = features(*framework.network_inputs(x, sigmas[t - 1]))
+        with torch.autocast(x.device.type, enabled=False):  # the head in fp32, as the official
+            return self.head(pooled.float(), t)
 
 
 def train_noisy_head(
@@ -216,6 +384,7 @@ def train_noisy_head(
     device: str | torch.device = "cpu",
     progress: bool = True,
     metrics: str | Path | None = None,
+    state_dir: str | Path | None = None,
 ) -> list[dict[str, Any]]:
     """Train Eq. 5's head on frozen layer-``layer`` features with random t; test per level.
 
@@ -223,6 +392,7 @@ def train_noisy_head(
     paper). Returns the CSV rows (t, steps, sigma, test_accuracy in percent).
     """
     cfg = from_mapping(NoisyHeadConfig, config, "noisy_head")
+    training = cfg.training_config()
     device = torch.device(device)
     net, framework, _ = load_network(checkpoint, cfg.weights, map_location=device, frozen=True)
     levels = evaluation_timesteps(framework, steps, cfg.test_levels)
@@ -232,87 +402,88 @@ def train_noisy_head(
         device=device,
     )
     train, test = ImageDataset.load(train_path), ImageDataset.load(test_path)
-    images, labels = train.images.to(device), train.labels.to(device)
-    test_images, test_labels = test.images.to(device), test.labels.to(device)
-
-    def forward_features(features: DecoderFeatures, x0: Tensor, t: Tensor, eps: Tensor) -> Tensor:
-        sigma = sigmas[t - 1]
-        x = x0 + _per_sample(sigma, x0) * eps  # VE view of Eq. 1
-        with torch.no_grad(), _autocast(device, cfg.bf16):
-            (pooled,) = features(*framework.network_inputs(x, sigma))
-        return pooled.float()  # (B, d)
-
+    noise = LevelNoise(sigmas)
+    data = NoisyImageData(ImageData(train, test, training, device), noise, levels, training.seed)
     with DecoderFeatures(net, [layer]) as features:
-        probe = to_model_range(test_images[:2])
-        dim = forward_features(
-            features, probe, torch.ones(2, dtype=torch.long, device=device), torch.zeros_like(probe)
-        ).shape[1]
-        torch.manual_seed(cfg.seed)
-        head = NoisyHead(dim, len(train.classes)).to(device)
-        optimizer = torch.optim.Adam(head.parameters(), lr=cfg.scaled_lr)
-        generator = torch.Generator(device).manual_seed(cfg.seed)
+        probe = to_model_range(test.images[:2].to(device))
+        with torch.no_grad(), _autocast(device, cfg.bf16):
+            (pooled,) = features(*framework.network_inputs(probe, sigmas[[0, 0]]))
+        dim = pooled.shape[1]
         log.info(
             "noisy head on layer %d (%s), d=%d, %d levels", layer, features.names[0], dim, steps
         )
-        batches = math.ceil(len(images) / cfg.batch_size)
-        bar = tqdm(total=cfg.epochs * batches, disable=not progress, unit="step")
-        for epoch in range(cfg.epochs):
-            for group in optimizer.param_groups:
-                group["lr"] = _cosine_lr(cfg.scaled_lr, epoch, cfg.epochs)
-            order = epoch_permutation(len(images), cfg.seed, epoch).to(device)
-            loss_sum, correct = 0.0, 0
-            head.train()
-            for batch in order.split(cfg.batch_size):
-                x0 = to_model_range(
-                    augment_batch(
-                        images[batch],
-                        hflip=cfg.hflip,
-                        crop_padding=cfg.crop_padding,
-                        generator=generator,
-                    )
-                )
-                t = torch.randint(1, steps + 1, (len(batch),), generator=generator, device=device)
-                eps = torch.randn(x0.shape, generator=generator, device=device)
-                logits = head(forward_features(features, x0, t, eps), t)
-                loss = F.cross_entropy(logits, labels[batch])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                loss_sum += loss.item() * len(batch)
-                correct += int((logits.argmax(dim=1) == labels[batch]).sum())
-                bar.update(1)
-            record = {
-                "epoch": epoch + 1,
-                "lr": optimizer.param_groups[0]["lr"],
-                "loss": loss_sum / len(images),
-                "train_accuracy": 100.0 * correct / len(images),
-            }
-            log.info(
-                "epoch %(epoch)d: loss %(loss).4f, train accuracy %(train_accuracy).2f", record
-            )
-            if metrics is not None:
-                append_jsonl(metrics, record)
-        bar.close()
+        identity = {
+            "model": "noisy_head",
+            "checkpoint_md5": file_md5(checkpoint),
+            "weights": cfg.weights,
+            "layer": layer,
+            "steps": steps,
+            "config": to_mapping(training),
+            "train_md5": file_md5(train_path),
+        }
 
-        head.eval()
+        def build() -> nn.Module:
+            return NoisyHeadClassifier(features, framework, sigmas, dim, len(train.classes))
 
-        def head_logits(x0: Tensor, t_level: int, eps: Tensor) -> Tensor:
-            t = torch.full((len(x0),), t_level, dtype=torch.long, device=device)
-            return head(forward_features(features, x0, t, eps), t)
-
-        rows = _accuracy_per_level(
-            head_logits,
-            test_images,
-            test_labels,
-            levels,
+        model = _train(build, data, training, device, identity, progress, metrics, state_dir)
+        return _test_and_write(
+            _level_logits(model, noise, device, cfg.bf16),
+            data,
             [float(sigmas[t_level - 1]) for t_level in levels],
             steps,
             cfg.eval_batch_size,
-            cfg.seed,
-            device,
+            out_csv,
+            state_dir,
         )
+
+
+def _test_and_write(
+    logits: Callable[[Tensor, int, Tensor], Tensor],
+    data: NoisyImageData,
+    sigmas: Sequence[float],
+    steps: int,
+    batch_size: int,
+    out_csv: str | Path,
+    state_dir: str | Path | None,
+) -> list[dict[str, Any]]:
+    """Figure 6's accuracy at every test level, written as CSV; then the partial state goes (the
+    result is written: a rerun starts afresh)."""
+    test = data.clean
+    rows = _accuracy_per_level(
+        logits,
+        test.test_images,
+        test.test_labels,
+        data.levels,
+        sigmas,
+        steps,
+        batch_size,
+        data.seed,
+        data.device,
+    )
     write_accuracy_csv(rows, out_csv)
+    if state_dir is not None:
+        (Path(state_dir) / PARTIAL_STATE).unlink(missing_ok=True)
     return rows
+
+
+def _level_logits(
+    model: nn.Module,
+    noise: LevelNoise | Perturbation,
+    device: torch.device,
+    bf16: bool,
+    channels_last: bool = False,
+) -> Callable[[Tensor, int, Tensor], Tensor]:
+    """``logits(x0, t, ε)`` of a noise-conditional classifier at test level t."""
+
+    def logits(x0: Tensor, t_level: int, eps: Tensor) -> Tensor:
+        level, condition = noise.test_level(t_level, len(x0), device)
+        inputs = pack_condition(noise.apply(x0, level, eps), condition)
+        if channels_last and device.type == "cuda":
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        with _autocast(device, bf16):
+            return model(inputs)
+
+    return logits
 
 
 def _accuracy_per_level(
@@ -403,6 +574,7 @@ def train_noisy_wrn(
     steps: int | None = None,
     test_levels: int = 20,
     metrics: str | Path | None = None,
+    state_dir: str | Path | None = None,
 ) -> list[dict[str, Any]]:
     """Train a noise-conditional WRN under the VP or VE perturbation; test per level (Fig. 6).
 
@@ -420,92 +592,42 @@ def train_noisy_wrn(
     noise = Perturbation(perturbation, diffusion, steps)
     levels = evaluation_timesteps(diffusion, steps, test_levels)
     train, test = ImageDataset.load(train_path), ImageDataset.load(test_path)
-    torch.manual_seed(cfg.seed)
-    model = build_network(network, "network").to(device)
-    if getattr(model.config, "num_classes", len(train.classes)) != len(train.classes):
-        raise ConfigError(
-            f"network.num_classes {model.config.num_classes} != {len(train.classes)} classes"
-        )
-    fast = device.type == "cuda"
-    if fast and cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    if cfg.optimizer == "adam":
-        optimizer: torch.optim.Optimizer = torch.optim.Adam(
-            model.parameters(),
-            lr=base_lr(cfg),
-            betas=tuple(cfg.adam_betas),
-            weight_decay=cfg.weight_decay,
-        )
-    else:
-        optimizer = torch.optim.SGD(
-            model.parameters(),
-            lr=base_lr(cfg),
-            momentum=cfg.momentum,
-            weight_decay=cfg.weight_decay,
-            nesterov=cfg.nesterov,
-        )
-    generator = torch.Generator(device).manual_seed(cfg.seed)
-    images, labels = train.images.to(device), train.labels.to(device)
-    test_images, test_labels = test.images.to(device), test.labels.to(device)
-    log.info("noisy WRN (%s) %s: %s", perturbation, network_spec(model), to_mapping(cfg))
-
-    def prepare(x: Tensor) -> Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if fast and cfg.channels_last else x
-
-    batches = math.ceil(len(images) / cfg.batch_size)
-    bar = tqdm(total=cfg.epochs * batches, disable=not progress, unit="step")
-    for epoch in range(cfg.epochs):
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at_epoch(epoch, cfg)
-        model.train()
-        loss_sum, correct = 0.0, 0
-        for batch in (
-            epoch_permutation(len(images), cfg.seed, epoch).to(device).split(cfg.batch_size)
-        ):
-            x0 = to_model_range(
-                augment_batch(
-                    images[batch],
-                    hflip=cfg.hflip,
-                    crop_padding=cfg.crop_padding,
-                    generator=generator,
-                )
-            )
-            level, condition = noise.train_draw(len(batch), generator)
-            eps = torch.randn(x0.shape, generator=generator, device=device)
-            with _autocast(device, cfg.bf16):
-                logits = model(prepare(noise.apply(x0, level, eps)), condition)
-            loss = F.cross_entropy(
-                logits.float(), labels[batch], label_smoothing=cfg.label_smoothing
-            )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.item() * len(batch)
-            correct += int((logits.argmax(dim=1) == labels[batch]).sum())
-            bar.update(1)
-        if not math.isfinite(loss_sum):
-            raise FloatingPointError(f"non-finite training loss in epoch {epoch + 1}; lower lr")
-        record = {
-            "epoch": epoch + 1,
-            "lr": optimizer.param_groups[0]["lr"],
-            "loss": loss_sum / len(images),
-            "train_accuracy": 100.0 * correct / len(images),
-        }
-        log.info("epoch %(epoch)d: loss %(loss).4f, train accuracy %(train_accuracy).2f", record)
-        if metrics is not None:
-            append_jsonl(metrics, record)
-    bar.close()
-
-    model.eval()
-
-    def wrn_logits(x0: Tensor, t_level: int, eps: Tensor) -> Tensor:
-        level, condition = noise.test_level(t_level, len(x0), device)
-        with _autocast(device, cfg.bf16):
-            return model(prepare(noise.apply(x0, level, eps)), condition)
-
-    sigmas = [diffusion.sigma_at_timestep(t_level, steps) for t_level in levels]
-    rows = _accuracy_per_level(
-        wrn_logits, test_images, test_labels, levels, sigmas, steps, 500, cfg.seed, device
+    classes = getattr(network_config(network, "network"), "num_classes", len(train.classes))
+    if classes != len(train.classes):
+        raise ConfigError(f"network.num_classes {classes} != {len(train.classes)} classes")
+    log.info("noisy WRN (%s) %s: %s", perturbation, dict(network), to_mapping(cfg))
+    identity = {
+        "model": "noisy_wrn",
+        "perturbation": perturbation,
+        "network": dict(network),
+        "framework": dict(framework),
+        "steps": steps,
+        "config": to_mapping(cfg),
+        "train_md5": file_md5(train_path),
+    }
+    data = NoisyImageData(ImageData(train, test, cfg, device), noise, levels, cfg.seed)
+    model = _train(
+        lambda: NoisyWRNClassifier(network),
+        data,
+        cfg,
+        device,
+        identity,
+        progress,
+        metrics,
+        state_dir,
     )
-    write_accuracy_csv(rows, out_csv)
-    return rows
+    sigmas = [diffusion.sigma_at_timestep(t_level, steps) for t_level in levels]
+    logits = _level_logits(model, noise, device, cfg.bf16, cfg.channels_last)
+    return _test_and_write(logits, data, sigmas, steps, 500, out_csv, state_dir)
+
+
+class NoisyWRNClassifier(nn.Module):
+    """The noise-conditional WideResNet (`ddae.networks.noisy_wide_resnet`) on a packed
+    noisy image + condition input (`pack_condition`)."""
+
+    def __init__(self, network: Mapping[str, Any]) -> None:
+        super().__init__()
+        self.wrn = build_network(network, "network")
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        return self.wrn(*unpack_condition(inputs))

@@ -13,9 +13,10 @@ Protocol facts from the official code (github.com/FutureXiang/ddae), followed he
 * Optimiser: ``torch.optim.Adam(lr=base_lr)``, no weight decay, cross-entropy loss; the config's
   ``linear.lrate`` = 1e-3 at ``batch_size`` 128 *per GPU*, and ``linear.py`` multiplies the lr by
   the number of GPUs (``base_lr *= DDP_multiplier``). Table 6: 4 GPUs, i.e. a global batch of
-  512 at lr 4e-3. Here lr = base_lr · batch_size / 128 (the same rule for any global batch).
+  512 at lr 4e-3. Here (`ddae.learning_rate`) lr · batch_size / lr_reference_batch with ``lr``
+  1e-3 at ``lr_reference_batch`` 128 (the same rule for any global batch).
 * Schedule: ``CosineAnnealingLR(optimizer, T_max=epochs)`` stepped once per *epoch*:
-  lr_e = lr · (1 + cos(π e / E)) / 2 for e = 0..E−1 (η_min = 0; the last epoch is not at 0).
+  lr_e = peak · (1 + cos(π e / E)) / 2 for e = 0..E−1 (η_min = 0; the last epoch is not at 0).
 * Data: ``RandomHorizontalFlip()`` + ``RandomCrop(32, 4)`` on the training split, fresh noise
   (``torch.randn_like``) in every batch, test split un-augmented; accuracy measured once after
   the last epoch. The last partial batch is kept (DataLoader default ``drop_last=False``).
@@ -31,7 +32,7 @@ What differs, and why:
   on features recomputed every epoch; every (layer, t) probe of a checkpoint is trained jointly
   by batched tensor ops (`ProbeBank`), bit-for-bit independent in its math of the others.
 * All randomness is seeded (per-image noise and augmentation, see `ddae.features`; batch order
-  from `ddae.data.epoch_permutation`; per-probe initialisation from (seed, t, layer)).
+  from `ddae.batching.epoch_permutation`; per-probe initialisation from (seed, t, layer)).
 
 Two options the paper does not use, both off by default, for the CPU miniature (tests/smoke):
 
@@ -63,7 +64,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ddae import joblog
+from ddae import joblog, learning_rate
 from ddae.batching import epoch_permutation
 from ddae.checkpoints import load_network
 from ddae.configs import ConfigError, from_mapping, to_mapping
@@ -81,6 +82,7 @@ from ddae.features import (
     iter_features,
     load_feature_cache,
 )
+from ddae.learning_rate import peak_lr
 from ddae.result_files import read_grid_choice
 from ddae.results import append_jsonl, write_json
 
@@ -98,8 +100,9 @@ class ProbeConfig:
     """Linear-probe optimisation (paper Table 6; Appendix B for the grid search)."""
 
     epochs: int = 10  # App. B: 10 per grid probe; Table 6 final: CIFAR DDPM 10 / EDM 15, ...
-    base_lr: float = 1e-3  # Table 6: Adam 1e-3 (official config linear.lrate) per 128 images
-    lr_batch_unit: int = 128  # linear.py: lr × #GPUs at 128/GPU ⇒ lr = base_lr·batch_size/128
+    lr: float = 1e-3  # Table 6: Adam 1e-3 (official config linear.lrate) per 128 images
+    # linear.py: lr × #GPUs at 128/GPU ⇒ lr·batch_size/128 (ddae.learning_rate; 0: lr as given)
+    lr_reference_batch: int = 128
     batch_size: int = 512  # Table 6: 128 per GPU × 4 GPUs (global batch)
     seed: int = 0  # batch order, cached-view choice, probe initialisation
     # Not in the paper (module docstring): standardise features with training statistics
@@ -108,17 +111,17 @@ class ProbeConfig:
     labels_per_class: int | None = None
 
     def __post_init__(self) -> None:
-        if min(self.epochs, self.batch_size, self.lr_batch_unit) < 1 or self.seed < 0:
-            raise ValueError("need epochs, batch_size, lr_batch_unit >= 1 and seed >= 0")
+        if min(self.epochs, self.batch_size) < 1 or self.lr_reference_batch < 0 or self.seed < 0:
+            raise ValueError("need epochs, batch_size >= 1, lr_reference_batch >= 0, seed >= 0")
         if self.labels_per_class is not None and self.labels_per_class < 1:
             raise ValueError(f"labels_per_class must be >= 1, got {self.labels_per_class}")
-        if not self.base_lr > 0:
-            raise ValueError(f"base_lr must be positive, got {self.base_lr}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
 
     def lr_at_epoch(self, epoch: int) -> float:
-        """lr_e = base_lr·B/128 · (1 + cos(π e/E))/2 (CosineAnnealingLR stepped per epoch)."""
-        peak = self.base_lr * self.batch_size / self.lr_batch_unit
-        return peak * 0.5 * (1.0 + math.cos(math.pi * epoch / self.epochs))
+        """lr_e = lr·B/lr_reference_batch · (1 + cos(π e/E))/2 (CosineAnnealingLR per epoch)."""
+        peak = peak_lr(self.lr, self.batch_size, self.lr_reference_batch)
+        return learning_rate.lr_at_epoch(epoch, peak, self.epochs, 0, "cosine")
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from ddae import learning_rate
 from ddae.augment import AugmentConfig, AugmentPipe
 from ddae.batching import augment_batch, epoch_permutation, to_model_range
 from ddae.checkpoints import (
@@ -59,6 +60,7 @@ from ddae.distributed import (
     init_world,
     mean_across,
 )
+from ddae.learning_rate import peak_lr
 from ddae.networks import build_network, network_config
 from ddae.results import append_jsonl, drop_metrics_after
 
@@ -71,7 +73,8 @@ TIME_CHECK_STEPS = 16  # multi-process runs compare clocks for a time snapshot t
 @dataclass(frozen=True)
 class TrainingConfig:
     batch_size: int = 128  # global batch, summed over all processes
-    lr: float = 1e-4  # Adam learning rate after warm-up
+    lr: float = 1e-4  # Adam lr at lr_reference_batch images (ddae.learning_rate)
+    lr_reference_batch: int = 0  # N > 0: lr · batch_size / N; 0: lr as given
     warmup_epochs: int = 0  # lr · min((epoch + 1) / warmup_epochs, 1), as the DDAE code
     adam_betas: tuple[float, ...] = (0.9, 0.999)
     adam_eps: float = 1e-8
@@ -132,10 +135,15 @@ def normalize_run(run: Mapping[str, Any], where: str = "run") -> dict[str, Any]:
         raise ConfigError(
             f"{where}.training.augment_p: EDM augmentation needs network augment_dim > 0"
         )
+    # the lr as one number (ddae.learning_rate): lr 1e-4 at lr_reference_batch 128 with batch
+    # 512 is the run of lr 4e-4 (and of checkpoints written before the key existed)
+    spelled = to_mapping(training)
+    reference = spelled.pop("lr_reference_batch")
+    spelled["lr"] = peak_lr(training.lr, training.batch_size, reference)
     return {
         "network": {"arch": run["network"]["arch"], **to_mapping(network)},
         "framework": {"kind": run["framework"]["kind"], **to_mapping(framework)},
-        "training": to_mapping(training),
+        "training": spelled,
     }
 
 
@@ -165,10 +173,9 @@ def ema_decay_at(step: int, config: TrainingConfig) -> float:
 
 
 def lr_at_epoch(epoch: int, config: TrainingConfig) -> float:
-    """Per-epoch linear warm-up of the DDAE code: lr · min((epoch + 1) / warmup_epochs, 1)."""
-    if config.warmup_epochs <= 0:
-        return config.lr
-    return config.lr * min((epoch + 1) / config.warmup_epochs, 1.0)
+    """Per-epoch linear warm-up of the DDAE code, then constant (`ddae.learning_rate`)."""
+    peak = peak_lr(config.lr, config.batch_size, config.lr_reference_batch)
+    return learning_rate.lr_at_epoch(epoch, peak, 0, config.warmup_epochs, "constant")
 
 
 @torch.no_grad()
@@ -252,7 +259,7 @@ class Trainer:
         ema = copy.deepcopy(network).requires_grad_(False).eval()
         optimizer = torch.optim.Adam(
             network.parameters(),
-            lr=self.config.lr,
+            lr=peak_lr(self.config.lr, self.config.batch_size, self.config.lr_reference_batch),
             betas=tuple(self.config.adam_betas),
             eps=self.config.adam_eps,
             fused=self.fast,

@@ -43,7 +43,7 @@ def test_typo_in_a_shared_anchor_names_the_anchor_its_runs_and_the_edited_line()
     line = line_of(text, "&tiny_linear {epoch:")
     where = "pretraining.digits_ddpm.evaluation.linear_probe.epoch"
     assert first == f"unknown key 'epoch' at {where} (line {line})"
-    assert any("allowed keys there:" in d and "epochs" in d and "base_lr" in d for d in details)
+    assert any("allowed keys there:" in d and "epochs" in d and "seed" in d for d in details)
     assert "  did you mean 'epochs'?" in details
     shared = next(d for d in details if "anchor" in d)
     users = 1 + SMOKE_TEXT.count("linear_probe: *tiny_linear")  # the definition and its aliases

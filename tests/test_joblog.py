@@ -51,7 +51,7 @@ def test_feature_grid_and_probe_jobs_log_progress_and_end_with_their_result(tmp_
     assert "INFO ddae.progress: train view 2/2: done, 2 batches in" in text
     assert RESULT.match(last_line(log)) and "cached 4 layers at t = 5/100" in last_line(log)
 
-    probe = {"epochs": 2, "base_lr": 1e-2, "batch_size": 32}
+    probe = {"epochs": 2, "lr": 1e-2, "batch_size": 32}
     log = tmp_path / "grid.log"
     with logging_to(log):
         grid_search([tmp_path / "t5"], probe, tmp_path / "grid.csv", tmp_path / "grid.json")

@@ -22,8 +22,10 @@ from ddae.noisy import (
     TimestepEmbedding,
     chosen_layer,
     evaluation_timesteps,
+    pack_condition,
     train_noisy_head,
     train_noisy_wrn,
+    unpack_condition,
 )
 
 TINY_WRN = {
@@ -256,4 +258,111 @@ def test_perturbation_must_match_the_framework(digits, tmp_path):
             *digits,
             QUICK_WRN,
             tmp_path / "x.csv",
+        )
+
+
+# --- on the shared classifier trainer ----------------------------------------------------------
+
+
+def test_condition_rides_along_as_one_plane():
+    x = torch.randn(3, 3, 8, 8)
+    condition = torch.tensor([1.0, 17.0, 0.25])
+    packed = pack_condition(x, condition)
+    assert packed.shape == (3, 4, 8, 8)
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        images, back = unpack_condition(packed.contiguous(memory_format=memory_format))
+        assert torch.equal(images, x) and torch.equal(back, condition)
+        assert images.is_contiguous(memory_format=memory_format)
+
+
+def test_trainer_test_split_noise_is_the_same_in_any_chunks(digits):
+    """The trainer's own test draws ε per image: shards of any process count agree."""
+    from ddae.classifier_training import ClassifierTrainingConfig, ImageData
+    from ddae.datasets.format import ImageDataset
+    from ddae.noisy import LevelNoise, NoisyImageData
+
+    train, test = (ImageDataset.load(path) for path in digits)
+    sigmas = torch.tensor([0.1, 0.5, 1.0, 2.0], dtype=torch.float64)
+    clean = ImageData(train, test, ClassifierTrainingConfig(epochs=1), torch.device("cpu"))
+    data = NoisyImageData(clean, LevelNoise(sigmas), [1, 3], seed=0)
+    whole, labels = data.test_batch(torch.arange(10))
+    parts = [data.test_batch(torch.arange(0, 10, 2)), data.test_batch(torch.arange(1, 10, 2))]
+    interleaved = torch.stack([parts[0][0], parts[1][0]], dim=1).reshape(whole.shape)
+    assert torch.equal(whole, interleaved)
+    assert whole[:, -1, 0, 0].tolist() == [1.0, 3.0] * 5  # level of test image i: levels[i % 2]
+
+
+def test_noisy_head_resumes_from_its_partial_state(digits, tmp_path, monkeypatch, caplog):
+    """ClassifierTrainer's partial state: only the head is saved (the frozen network stays out),
+    and a rerun after an interruption continues from it to the uninterrupted run's accuracies."""
+    import ddae.noisy
+
+    checkpoint = tiny_checkpoint(tmp_path / "net.pt", TINY_UNET, {"kind": "ddpm", "timesteps": 64})
+    config = {**QUICK_HEAD, "epochs": 2, "test_levels": 4}
+    state = tmp_path / "state"
+    whole = train_noisy_head(
+        checkpoint, *digits, 2, 64, config, tmp_path / "a.csv", progress=False, state_dir=state
+    )
+    assert not (state / "partial.pt").exists()  # removed once the CSV is written
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:  # killed after training, before the test levels
+        patch.setattr(ddae.noisy, "_accuracy_per_level", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            train_noisy_head(
+                checkpoint,
+                *digits,
+                2,
+                64,
+                config,
+                tmp_path / "b.csv",
+                progress=False,
+                state_dir=state,
+            )
+    saved = torch.load(state / "partial.pt", map_location="cpu", weights_only=False)
+    assert saved["epoch"] == 1  # written after epoch 1 of 2
+    assert saved["model"] and all(key.startswith("head.") for key in saved["model"])
+    with caplog.at_level("INFO", logger="ddae.classifier_training"):
+        resumed = train_noisy_head(
+            checkpoint, *digits, 2, 64, config, tmp_path / "b.csv", progress=False, state_dir=state
+        )
+    assert "resuming from" in caplog.text
+    assert resumed == whole
+    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
+
+
+def test_noisy_training_keeps_the_last_partial_batch(digits, tmp_path):
+    """drop_last=False as the official DataLoaders: 300 images at 128 are 3 steps (2 full + 44),
+    which ClassifierTrainer takes with keep_last_batch in one process only."""
+    from ddae.classifier_training import ClassifierTrainer, ClassifierTrainingConfig
+    from ddae.datasets.format import ImageDataset
+    from ddae.distributed import World
+
+    metrics = tmp_path / "wrn.metrics.jsonl"
+    train_noisy_wrn(
+        "vp",
+        TINY_WRN,
+        {"kind": "ddpm", "timesteps": 1000},
+        *digits,
+        {**QUICK_WRN, "batch_size": 128},
+        tmp_path / "wrn.csv",
+        progress=False,
+        test_levels=2,
+        metrics=metrics,
+    )
+    (record,) = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert record["step"] == 3
+    train, test = (ImageDataset.load(path) for path in digits)
+    two = World(rank=0, size=2, device=torch.device("cpu"))
+    with pytest.raises(ConfigError, match="one process"):
+        ClassifierTrainer(
+            lambda: torch.nn.Linear(1, 1),
+            train,
+            test,
+            ClassifierTrainingConfig(epochs=1, batch_size=128),
+            two,
+            {},
+            keep_last_batch=True,
         )

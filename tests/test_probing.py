@@ -42,7 +42,7 @@ def synthetic(num_train, num_test, dim, classes, views=2, separable=True, seed=0
 
 
 def test_separable_features_are_learnt_and_shuffled_labels_are_not():
-    config = ProbeConfig(epochs=10, batch_size=32, base_lr=2e-2)
+    config = ProbeConfig(epochs=10, batch_size=32, lr=2e-2)
     train, y, test, y_test = synthetic(600, 400, 16, 10)
     fit = fit_cached_probes(train, y, test, y_test, [(0, 16)], [(1, 1)], 10, config, "cpu")
     assert fit.test_accuracy.item() >= 99.0
@@ -69,7 +69,7 @@ def test_joint_probes_match_probes_trained_one_at_a_time(dtype, tolerance):
         trains.append(train[0] * (g + 1))  # noise levels differ
         tests.append(test[0] * (g + 1))
     train, test = torch.stack(trains), torch.stack(tests)
-    config = ProbeConfig(epochs=3, batch_size=32, base_lr=3e-3)  # 97 = 3·32 + 1: partial batch
+    config = ProbeConfig(epochs=3, batch_size=32, lr=3e-3)  # 97 = 3·32 + 1: partial batch
     keys = [(t, k + 1) for t in ts for k in range(len(slices))]
     joint = fit_cached_probes(train, y, test, y_test, slices, keys, 4, config, "cpu", dtype)
     for g, t in enumerate(ts):
@@ -100,7 +100,7 @@ def test_joint_probes_match_probes_trained_one_at_a_time(dtype, tolerance):
 
 def test_lr_schedule_is_per_epoch_cosine_with_gpu_scaling():
     """linear.py: lr = lrate × #GPUs (128 per GPU), CosineAnnealingLR(T_max=epochs) per epoch."""
-    config = ProbeConfig(epochs=10, base_lr=1e-3, batch_size=512)
+    config = ProbeConfig(epochs=10, lr=1e-3, batch_size=512)
     optimizer = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=4e-3)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, 10)
     for epoch in range(10):
@@ -195,10 +195,10 @@ def test_standardised_probe_converges_on_features_of_small_spread():
     barely moves in 10 epochs; with `standardize` (BatchNorm without affine) it separates them."""
     train, y, test, y_test = synthetic(600, 400, 16, 10)
     train, test = train * 1e-3, test * 1e-3
-    plain = ProbeConfig(epochs=10, batch_size=32, base_lr=2e-2)
+    plain = ProbeConfig(epochs=10, batch_size=32, lr=2e-2)
     fit = fit_cached_probes(train, y, test, y_test, [(0, 16)], [(1, 1)], 10, plain, "cpu")
     assert fit.test_accuracy.item() < 60.0
-    standard = ProbeConfig(epochs=10, batch_size=32, base_lr=2e-2, standardize=True)
+    standard = ProbeConfig(epochs=10, batch_size=32, lr=2e-2, standardize=True)
     fit = fit_cached_probes(train, y, test, y_test, [(0, 16)], [(1, 1)], 10, standard, "cpu")
     assert fit.test_accuracy.item() >= 99.0
 
@@ -213,14 +213,14 @@ def test_labels_per_class_subset_is_balanced_seeded_and_used():
     with pytest.raises(ConfigError, match="labels_per_class: 11"):
         labelled_subset(labels, 11, seed=0)
     train, y, test, y_test = synthetic(600, 400, 16, 10)
-    config = ProbeConfig(epochs=3, batch_size=32, base_lr=2e-2, labels_per_class=2)
+    config = ProbeConfig(epochs=3, batch_size=32, lr=2e-2, labels_per_class=2)
     fit = fit_cached_probes(train, y, test, y_test, [(0, 16)], [(1, 1)], 10, config, "cpu")
     assert fit.history[0]["train_accuracy"][0] in {5.0 * k for k in range(21)}  # 20 images
 
 
 def test_pixel_probe_reads_raw_digits(tmp_path):
     _, train, test = tiny_probe_run(tmp_path, 200, 100)
-    config = {"epochs": 30, "base_lr": 3e-2, "batch_size": 128, "standardize": True}
+    config = {"epochs": 30, "lr": 3e-2, "batch_size": 128, "standardize": True}
     record = pixel_probe(train, test, config, tmp_path / "pixels.json")
     assert json.loads((tmp_path / "pixels.json").read_text()) == record
     assert record["num_classes"] == 10 and record["labelled_train_images"] == 200

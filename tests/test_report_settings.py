@@ -15,12 +15,12 @@ def test_paper_defaults_are_shown_as_the_effective_values():
     columns = [
         {
             "label": "cifar10_ddpm",
-            "config": {"epochs": 10, "base_lr": 1e-3, "batch_size": 512},
+            "config": {"epochs": 10, "lr": 1e-3, "batch_size": 512},
             "paper": "cifar10_ddpm",
         },
         {
             "label": "cifar10_dit",
-            "config": {"epochs": 30, "base_lr": 1e-3, "batch_size": 512, "hflip": False},
+            "config": {"epochs": 30, "lr": 1e-3, "batch_size": 512, "hflip": False},
             "paper": "cifar10_dit",
             "augmentation": {"crop_padding": 2},
         },

@@ -52,7 +52,7 @@ TITLES = {
 # paper quantity -> config key names it may have in a run's settings (last dotted component)
 ALIASES = {
     "optimizer": ("optimizer",),
-    "lr": ("lr", "learning_rate", "base_lr"),
+    "lr": ("lr", "learning_rate", "base_lr"),  # base_lr: probe JSONs from before ddae.learning_rate
     "schedule": ("schedule", "lr_schedule", "scheduler"),
     "batch_size": ("batch_size", "global_batch_size"),
     "epochs": ("epochs",),
