@@ -75,4 +75,4 @@ rule all:
 
 
 onsuccess:
-    print(run_summary(report_targets(), ".", workflow.overwrite_workdir))
+    print(run_summary([*report_targets(), *findings_targets()], ".", workflow.overwrite_workdir))

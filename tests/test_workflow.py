@@ -471,6 +471,16 @@ def test_smoke_run_shows_the_papers_findings(smoke_run, tmp_path):
 
 
 @pytest.mark.slow
+def test_run_summary_points_a_miniature_at_its_findings_first(smoke_run):
+    """The onsuccess summary is given the findings as well as the tables (Snakefile), so a
+    miniature's summary starts with results/findings.md; a leaf rerun triggers it."""
+    (smoke_run / "results/findings.md").unlink()
+    output = snakemake(smoke_run, "--cores", "1", "results/findings.md")
+    start = [line for line in output.splitlines() if "start with:" in line]
+    assert start and start[-1].endswith("results/findings.md"), start
+
+
+@pytest.mark.slow
 def test_smoke_report_has_every_table_and_figure(smoke_run):
     report = smoke_run / "report.html"
     snakemake(smoke_run, "--report", str(report))
