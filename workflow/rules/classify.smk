@@ -7,15 +7,12 @@
 
 rule finetune:
     input:
+        unpack(source_files),
         checkpoint="results/{dataset}/{run}/checkpoints/epoch{epoch}.pt",
-        train=lambda wildcards: dataset_split(wildcards.dataset, "train"),
-        test=lambda wildcards: dataset_split(wildcards.dataset, "test"),
         choice=layer_t_choice,
     output:
         json="results/{dataset}/{run}/finetune/epoch{epoch}.json",
         metrics="results/{dataset}/{run}/finetune/epoch{epoch}.metrics.jsonl",
-    wildcard_constraints:
-        run=runs_pattern(PIXEL_RUNS),
     params:
         training=lambda wildcards: evaluation_stage(wildcards, "finetune"),
         layer_t=fixed_layer_t,

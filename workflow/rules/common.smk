@@ -314,7 +314,6 @@ OFFICIAL_RUNS = [run for run in PRETRAINING if "official" in run_source(run)]
 STAND_IN_RUNS = [run for run in PRETRAINING if "stand_in" in run_source(run)]
 TRAINED_RUNS = [run for run in PRETRAINING if not run_source(run)]
 DIT_RUNS = [run for run, spec in PRETRAINING.items() if spec["network"]["arch"] == "dit"]
-PIXEL_RUNS = [run for run in PRETRAINING if run not in DIT_RUNS]
 
 
 def runs_pattern(runs):
@@ -339,6 +338,14 @@ def dit_network(wildcards):
     """The DiT network spec an official DiT import is checked against (None otherwise)."""
     run = pretraining_run(wildcards)
     return run["network"] if run["network"]["arch"] == "dit" else None
+
+
+def source_files(wildcards):
+    """What a run's feature, probe and fine-tuning jobs read (`ddae.sources.open_source`): its
+    dataset's image splits, or for a DiT the VAE latents of rule cache_latents (Sec. 4.2)."""
+    if wildcards.run in DIT_RUNS:
+        return {"latents": f"results/{wildcards.dataset}/{wildcards.run}/latents"}
+    return {split: dataset_split(wildcards.dataset, split) for split in ("train", "test")}
 
 
 def vae_source(wildcards):

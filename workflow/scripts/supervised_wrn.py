@@ -2,13 +2,13 @@
 
 from ddae.finetune import train_supervised_wrn
 from ddae.joblog import logging_to
+from ddae.sources import open_source
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with logging_to(sm.log[0]):
     train_supervised_wrn(
         network=dict(sm.params.network),
-        train_path=sm.input.train,
-        test_path=sm.input.test,
+        source=open_source(sm.input),
         config=dict(sm.params.training),
         out_json=sm.output.json,
         metrics_path=sm.output.metrics,
