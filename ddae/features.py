@@ -557,19 +557,12 @@ def cache_features(
     device = torch.device(device)
     net, framework, run = load_network(checkpoint, "ema", map_location=device, frozen=True)
     source.check_network(run["network"], str(checkpoint))
-    train_inputs = source.train_views(
-        views=cfg.views,
-        seed=cfg.seed,
-        hflip=cfg.hflip,
-        crop_padding=cfg.crop_padding,
-        device=device,
-    )
     return write_feature_cache(
         out_dir,
         framework=framework,
         net=net,
         sigma=framework.sigma_at_timestep(t, steps),
-        train_inputs=train_inputs,
+        train_inputs=source.train_views(cfg, device),
         train_labels=source.train_labels,
         test_inputs=source.test_inputs(device),
         test_labels=source.test_labels,

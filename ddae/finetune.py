@@ -26,6 +26,7 @@ per-epoch history, the model's record, the source's files (`ddae.results` writes
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ from ddae.diffusion import Framework, build_framework, framework_config
 from ddae.distributed import close_world, init_world
 from ddae.launch import run_job
 from ddae.networks import build_network, count_parameters, network_config, network_spec
+from ddae.probing import resolve_layer_t
 from ddae.results import drop_metrics_after, write_json
 from ddae.sources import Source, open_source
 
@@ -118,6 +120,7 @@ class PretrainedEncoder(_TruncatedEncoder):
     """The checkpoint's EMA network, truncated (Table 7 fine-tuning)."""
 
     kind: ClassVar[str] = "pretrained"
+    created_by: ClassVar[str] = "finetune"  # the name its result records
     checkpoint: str
 
     def prepare(self, source: Source, where: str) -> tuple[Builder, dict[str, Any]]:
@@ -134,7 +137,11 @@ class ScratchEncoder(_TruncatedEncoder):
     """The same truncated encoder, randomly initialised (Table 8, Figure 5 "Scratch")."""
 
     kind: ClassVar[str] = "scratch"
-    run: dict[str, Any]  # {network, framework} as `_scratch_run` fills it in
+    created_by: ClassVar[str] = "train_from_scratch"
+    run: dict[str, Any]  # {network, framework}, every default filled in on construction
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "run", _scratch_run(self.run))
 
     def prepare(self, source: Source, where: str) -> tuple[Builder, dict[str, Any]]:
         run = self.run
@@ -153,7 +160,16 @@ class WideResNetModel:
     """A WideResNet (28-10 in the paper) trained from scratch (Table 8)."""
 
     kind: ClassVar[str] = "wide_resnet"
+    created_by: ClassVar[str] = "train_supervised_wrn"
     network: dict[str, Any]  # {"arch": "wide_resnet", ...}
+
+    def __post_init__(self) -> None:
+        network = self.network
+        if not isinstance(network, Mapping) or network.get("arch") != "wide_resnet":
+            raise ConfigError(
+                f"network.arch: the supervised baseline is 'wide_resnet', got {network!r}"
+            )
+        network_config(network, "network")
 
     def prepare(self, source: Source, where: str) -> tuple[Builder, dict[str, Any]]:
         classes = source.num_classes
@@ -208,7 +224,6 @@ class ClassifierJob:
     config: dict[str, Any]  # ClassifierTrainingConfig mapping
     out_json: str
     state_dir: str  # partial state and the torchrun job file
-    created_by: str  # the name the result records ("finetune", "train_from_scratch", ...)
     metrics: str | None = None  # jsonl, one line per epoch
     processes: int = 1  # torchrun workers (one per GPU)
     device: str = "cuda"  # "cuda" or "cpu"
@@ -229,7 +244,6 @@ def train_classifier(
     out_json: str | Path,
     metrics_path: str | Path | None,
     state_dir: str | Path,
-    created_by: str,
     processes: int = 1,
     device: str = "cuda",
     **options: Any,
@@ -243,14 +257,13 @@ def train_classifier(
     if isinstance(config, ClassifierTrainingConfig):
         config = to_mapping(config)
     mapping = source.training_config(config)
-    from_mapping(ClassifierTrainingConfig, mapping, f"{created_by}.config")
+    from_mapping(ClassifierTrainingConfig, mapping, f"{model.created_by}.config")
     job = ClassifierJob(
         model={"kind": model.kind, **to_mapping(model)},
         source=dict(source.files),
         config=mapping,
         out_json=str(out_json),
         state_dir=str(state_dir),
-        created_by=created_by,
         metrics=str(metrics_path) if metrics_path is not None else None,
         processes=processes,
         device=device,
@@ -265,7 +278,7 @@ def finetune(
     """Fine-tune the checkpoint's network truncated at ``layer``, timestep fixed to t (Table 7),
     on images or cached latents; further arguments as `train_classifier`."""
     model = PretrainedEncoder(layer=layer, t=t, steps=steps, checkpoint=str(checkpoint))
-    train_classifier(model, source, *args, created_by="finetune", **kw)
+    train_classifier(model, source, *args, **kw)
 
 
 def train_from_scratch(
@@ -273,20 +286,51 @@ def train_from_scratch(
 ) -> None:
     """Train the same truncated encoder from a random initialisation (Table 8, Figure 5);
     further arguments as `train_classifier`."""
-    model = ScratchEncoder(layer=layer, t=t, steps=steps, run=_scratch_run(run))
-    train_classifier(model, source, *args, created_by="train_from_scratch", **kw)
+    train_classifier(ScratchEncoder(layer=layer, t=t, steps=steps, run=run), source, *args, **kw)
 
 
 def train_supervised_wrn(network: Mapping[str, Any], source: Source, *args: Any, **kw: Any) -> None:
     """Train a WideResNet (28-10 in the paper) on the images from scratch (Table 8); further
     arguments as `train_classifier`."""
-    if not isinstance(network, Mapping) or network.get("arch") != "wide_resnet":
-        raise ConfigError(
-            f"network.arch: the supervised baseline is 'wide_resnet', got {network!r}"
-        )
-    network_config(network, "network")
+    train_classifier(WideResNetModel(network), source, *args, **kw)
+
+
+def classifier_stage(
+    model: Mapping[str, Any],
+    inputs: Any,
+    layer_t: Mapping[str, Any] | None,
+    steps: int | None,
+    config: Mapping[str, Any],
+    out_json: str | Path,
+    metrics_path: str | Path | None,
+    state_dir: str | Path,
+    gpus: int,
+) -> None:
+    """One job of the classifier rules (finetune, scratch, supervised_wrn).
+
+    ``model``: a `MODELS` spec without what the job's inputs give: the ``checkpoint`` input of a
+    model with a checkpoint, and for a truncated encoder (layer, t, steps) from the ``choice``
+    input (the grid search's JSON) or else the fixed ``layer_t`` (`ddae.probing.resolve_layer_t`).
+    ``inputs`` (the rule's named input) also names the source (`ddae.sources.open_source`).
+    ``gpus``: torchrun workers, one per GPU; 0 trains in one CPU process.
+    """
+    fields = dict(model)
+    kind = fields.get("kind")
+    names = {f.name for f in dataclasses.fields(MODELS[kind])} if kind in MODELS else set()
+    if "checkpoint" in names:
+        fields["checkpoint"] = str(inputs.get("checkpoint"))
+    if "layer" in names:
+        layer, t, steps = resolve_layer_t(inputs.get("choice") or [], layer_t, steps)
+        fields.update(layer=layer, t=t, steps=steps)
     train_classifier(
-        WideResNetModel(dict(network)), source, *args, created_by="train_supervised_wrn", **kw
+        model_spec(fields),
+        open_source(inputs),
+        config,
+        out_json,
+        metrics_path,
+        state_dir,
+        processes=max(gpus, 1),
+        device="cuda" if gpus > 0 else "cpu",
     )
 
 
@@ -295,18 +339,19 @@ def train_supervised_wrn(network: Mapping[str, Any], source: Source, *args: Any,
 
 def run_classifier_job(job: ClassifierJob) -> None:
     """Train the job's classifier in this process (one torchrun worker or the only process)."""
-    config = from_mapping(ClassifierTrainingConfig, job.config, f"{job.created_by}.config")
-    model = model_spec(job.model, f"{job.created_by}.model")
+    model = model_spec(job.model)
+    created_by = model.created_by
+    config = from_mapping(ClassifierTrainingConfig, job.config, f"{created_by}.config")
     world = init_world("cpu" if job.device == "cpu" else None)
     held = contextlib.ExitStack()
     try:
         source = open_source(job.source)
         data = source.classifier_data(config, world.device)
-        build, record = model.prepare(source, job.created_by)
+        build, record = model.prepare(source, created_by)
         checkpoint = record["checkpoint"]
         identity = {
             **{k: v for k, v in record.items() if k != "sigma"},
-            "created_by": job.created_by,
+            "created_by": created_by,
             "config": to_mapping(config),
             "data": source.fingerprint(),
             "checkpoint_md5": file_md5(checkpoint) if checkpoint else None,
@@ -340,7 +385,7 @@ def run_classifier_job(job: ClassifierJob) -> None:
                 "history": history,
                 "checkpoint": checkpoint,
                 "config": to_mapping(config),
-                "created_by": job.created_by,
+                "created_by": created_by,
                 "parameters": count_parameters(network),
                 "processes": world.size,
                 **source.record(),

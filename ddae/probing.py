@@ -591,19 +591,8 @@ def linear_probe(
     net, framework, run = load_network(checkpoint, "ema", map_location=device, frozen=True)
     source.check_network(run["network"], str(checkpoint))
     _check_layer(net, layer)
-    train_inputs = source.train_epochs(
-        epochs=cfg.epochs,
-        seed=cfg.seed,
-        hflip=cfg.hflip,
-        crop_padding=cfg.crop_padding,
-        device=device,
-    )
-    test_inputs = source.test_inputs(device)
-    train_labels, test_labels, num_classes = (
-        source.train_labels,
-        source.test_labels,
-        source.num_classes,
-    )
+    train_inputs, test_inputs = source.train_epochs(cfg, device), source.test_inputs(device)
+    train_labels, test_labels = source.train_labels, source.test_labels
     sigma = framework.sigma_at_timestep(t, steps)
     subset = labelled_subset(train_labels, cfg.labels_per_class, cfg.seed)
     num_train, num_test = len(subset), len(test_labels)
@@ -642,7 +631,7 @@ def linear_probe(
         rows = [p[0] for _, p in features(train_inputs, subset, (cfg.seed, TRAIN), 0, "stats")]
         mean, scale = standardizer(torch.cat(rows))
         test_rows = (test_rows.float() - mean) * scale
-    bank = ProbeBank([dim], num_classes, [(t, layer)], cfg.seed, device)
+    bank = ProbeBank([dim], source.num_classes, [(t, layer)], cfg.seed, device)
     train_labels = train_labels.to(device)
     history = []
     metrics = Path(metrics_path) if metrics_path else None
@@ -705,12 +694,6 @@ def _check_layer(net: torch.nn.Module, layer: int) -> None:
     blocks = net.decoder_blocks()
     if not 1 <= layer <= len(blocks):
         raise ConfigError(f"layer {layer} is not within 1..{len(blocks)}")
-
-
-def layer_t_from_grid(path: str | Path, steps: int) -> tuple[int, int]:
-    """(layer, t) of a `grid_search` JSON, checking that its ``steps`` matches ``steps``."""
-    layer, t, _ = resolve_layer_t([path], None, steps)
-    return layer, t
 
 
 def resolve_layer_t(

@@ -182,17 +182,16 @@ class Source:
     train_labels: Tensor
     test_labels: Tensor
 
-    def train_views(
-        self, *, views: int, seed: int, hflip: bool, crop_padding: int, device: torch.device
-    ) -> InputsFor:
-        """``inputs(view, indices)`` of training views 0..views−1, item i's a function of
-        (seed, view, i) alone (a `ddae.features` cache's K views)."""
+    def train_views(self, config: Any, device: torch.device) -> InputsFor:
+        """``inputs(view, indices)`` of training views 0..config.views−1, item i's a function of
+        (config.seed, view, i) alone (a `ddae.features` cache's K views); ``config`` also says
+        ``hflip`` and ``crop_padding`` (`ddae.features.FeatureCacheConfig`)."""
         raise NotImplementedError
 
-    def train_epochs(
-        self, *, epochs: int, seed: int, hflip: bool, crop_padding: int, device: torch.device
-    ) -> InputsFor:
-        """``inputs(epoch, indices)``: the training inputs of each epoch of a probe."""
+    def train_epochs(self, config: Any, device: torch.device) -> InputsFor:
+        """``inputs(epoch, indices)``: the training inputs of each of ``config.epochs`` epochs
+        of a probe (seed, hflip, crop_padding as `train_views`; `ddae.probing.LinearProbeConfig`).
+        """
         raise NotImplementedError
 
     def test_inputs(self, device: torch.device) -> InputsFor:
@@ -231,19 +230,16 @@ class ImageSource(Source):
         self.num_classes = len(self.train.classes)
         self.train_labels, self.test_labels = self.train.labels, self.test.labels
 
-    def train_views(
-        self, *, views: int, seed: int, hflip: bool, crop_padding: int, device: torch.device
-    ) -> InputsFor:
-        images = self.train.images.to(device)
-        return image_inputs(images, hflip=hflip, crop_padding=crop_padding, key=(seed, TRAIN))
-
-    def train_epochs(
-        self, *, epochs: int, seed: int, hflip: bool, crop_padding: int, device: torch.device
-    ) -> InputsFor:
-        # epoch e sees exactly view e of a feature cache with the same seed
-        return self.train_views(
-            views=epochs, seed=seed, hflip=hflip, crop_padding=crop_padding, device=device
+    def train_views(self, config: Any, device: torch.device) -> InputsFor:
+        return image_inputs(
+            self.train.images.to(device),
+            hflip=config.hflip,
+            crop_padding=config.crop_padding,
+            key=(config.seed, TRAIN),
         )
+
+    def train_epochs(self, config: Any, device: torch.device) -> InputsFor:
+        return self.train_views(config, device)  # epoch e: view e of a cache with the same seed
 
     def test_inputs(self, device: torch.device) -> InputsFor:
         return image_inputs(self.test.images.to(device), hflip=False, crop_padding=0, key=None)
@@ -268,22 +264,18 @@ class LatentSource(Source):
         self.train_labels = torch.from_numpy(np.asarray(self.cache.train_labels))
         self.test_labels = torch.from_numpy(np.asarray(self.cache.test_labels))
 
-    def train_views(
-        self, *, views: int, seed: int, hflip: bool, crop_padding: int, device: torch.device
-    ) -> InputsFor:
+    def train_views(self, config: Any, device: torch.device) -> InputsFor:
         held = self.cache.meta["views"]
-        if views > held:
+        if config.views > held:
             raise ConfigError(
-                f"features.views: {views} views but {self.files['latents']} holds {held} "
+                f"features.views: {config.views} views but {self.files['latents']} holds {held} "
                 "latent versions"
             )
         return latent_inputs(self.cache.train)  # view k: version k (hflip/crop: baked in)
 
-    def train_epochs(
-        self, *, epochs: int, seed: int, hflip: bool, crop_padding: int, device: torch.device
-    ) -> InputsFor:
+    def train_epochs(self, config: Any, device: torch.device) -> InputsFor:
         views = int(self.cache.meta["views"])
-        copies = epoch_copies(len(self.train_labels), views, epochs, seed)
+        copies = epoch_copies(len(self.train_labels), views, config.epochs, config.seed)
         return latent_inputs(self.cache.train, copies)  # one random version per item and epoch
 
     def test_inputs(self, device: torch.device) -> InputsFor:

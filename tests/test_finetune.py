@@ -23,6 +23,7 @@ from ddae.diffusion import build_framework
 from ddae.distributed import World
 from ddae.finetune import (
     TruncatedClassifier,
+    classifier_stage,
     finetune,
     train_from_scratch,
     train_supervised_wrn,
@@ -269,6 +270,35 @@ def test_layer_t_comes_from_the_grid_or_the_config(tmp_path):
     assert resolve_layer_t([], {"layer": 7, "t": 11}, 1000) == (7, 11, 1000)
     with pytest.raises(ConfigError, match="layer_t"):
         resolve_layer_t([], None, 1000)
+
+
+def test_classifier_stage_takes_layer_t_checkpoint_and_source_from_the_rule_inputs(
+    digits, tmp_path
+):
+    checkpoint = tiny_checkpoint(tmp_path / "edm.pt", TINY_DDPMPP, {"kind": "edm"}, seed=1)
+    grid = tmp_path / "grid.json"
+    grid.write_text(json.dumps(GRID_CHOICE | {"layer": 2, "layer_name": "x", "t": 4, "steps": 18}))
+    inputs = {"checkpoint": checkpoint, "train": digits["small"], "test": digits["test"]}
+    config = {"epochs": 1, "batch_size": 64, "hflip": False}
+    out = tmp_path / "finetune.json"
+    stage = {"metrics_path": None, "state_dir": tmp_path / "s", "gpus": 0}
+    classifier_stage(
+        {"kind": "pretrained"}, inputs | {"choice": [str(grid)]}, None, 18, config, out, **stage
+    )
+    result = json.loads(out.read_text())
+    assert (result["layer"], result["t"], result["steps"]) == (2, 4, 18)
+    assert result["created_by"] == "finetune" and result["checkpoint"] == str(checkpoint)
+    assert (result["train"], result["test"]) == (str(digits["small"]), str(digits["test"]))
+    with pytest.raises(ConfigError, match="steps=18, config says 1000"):
+        classifier_stage({"kind": "pretrained"}, inputs | {"choice": [str(grid)]}, None, 1000,
+                         config, out, **stage)  # fmt: skip
+    classifier_stage(
+        {"kind": "pretrained"}, inputs | {"choice": []}, {"layer": 1, "t": 3}, 18, config, out,
+        **stage,
+    )  # fmt: skip
+    assert json.loads(out.read_text())["layer"] == 1
+    with pytest.raises(ConfigError, match=r"model.kind: unknown 'mlp'"):
+        classifier_stage({"kind": "mlp"}, inputs, None, None, config, out, **stage)
 
 
 @pytest.mark.slow

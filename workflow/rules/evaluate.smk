@@ -55,8 +55,8 @@ rule sample_fid:
         reference="results/{dataset}/fid/reference.npz",
         weights=fid_weights,
     output:
-        json="results/{dataset}/{run}/fid/epoch{epoch}.json",
-        grid="results/{dataset}/{run}/fid/epoch{epoch}.png",
+        json=stage_output("fid"),
+        grid=stage_output("fid", ".png"),
     params:
         sampling=lambda wildcards: evaluation_stage(wildcards, "fid"),
         extractor=FID["extractor"],
@@ -101,8 +101,8 @@ rule grid_search:
     input:
         features=feature_directories,
     output:
-        csv="results/{dataset}/{run}/grid/epoch{epoch}.csv",
-        json="results/{dataset}/{run}/grid/epoch{epoch}.json",
+        csv=stage_output("grid"),
+        json=stage_output("grid", ".json"),
     params:
         probe=lambda wildcards: evaluation_stage(wildcards, "grid"),
     resources:
@@ -124,8 +124,8 @@ rule linear_probe:
         checkpoint="results/{dataset}/{run}/checkpoints/epoch{epoch}.pt",
         choice=layer_t_choice,
     output:
-        json="results/{dataset}/{run}/linear/epoch{epoch}.json",
-        metrics="results/{dataset}/{run}/linear/epoch{epoch}.metrics.jsonl",
+        json=stage_output("linear_probe"),
+        metrics=stage_output("linear_probe", ".metrics.jsonl"),
     params:
         probe=lambda wildcards: evaluation_stage(wildcards, "linear_probe"),
         layer_t=fixed_layer_t,
