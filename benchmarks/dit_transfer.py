@@ -6,7 +6,7 @@ weights: throughput does not depend on them, and no download is needed) and meas
 precision (fp32; bf16 autocast on CUDA):
 
 * ``features``: one forward pass with hooks pooling all 28 blocks (`ddae.features`), the work of
-  `cache_dit_features` per latent;
+  `ddae.features.cache_features` per latent;
 * ``finetune``: a training step of the encoder truncated after block 12 (Table 9's 12/28) with
   mean pooling, a linear head and Adam (`ddae.finetune`'s model), images/s and peak memory;
 * the largest difference between the truncated encoder's pooled output and the hooked feature of

@@ -12,9 +12,10 @@ run's chosen timestep t (paper Eq. 3–4):
 Lower is better for both ("near lower left corners" of the paper's Figure 3). `align_uniform`
 measures both for EVERY decoder block in one forward pass per noise draw (the probes' own
 `ddae.features.DecoderFeatures` hooks: global average pooling of each block) and writes
-``layer, layer_name, t, steps, sigma, alignment, uniformity`` (CONTRACT.md). Images are noised
-in the frameworks' common VE coordinates x_t = x0 + σ_t ε and enter the network through
-``framework.network_inputs``, exactly as for denoising and linear probing (Sec. 3.2).
+``layer, layer_name, t, steps, sigma, alignment, uniformity`` (the columns `ddae.result_files`
+checks for an align_uniform CSV). Images are noised in the frameworks' common VE coordinates
+x_t = x0 + σ_t ε and enter the network through ``framework.network_inputs``, exactly as for
+denoising and linear probing (Sec. 3.2).
 """
 
 from __future__ import annotations
@@ -193,8 +194,8 @@ def align_uniform(
     """Measure Eq. 3–4 for every decoder block of ``checkpoint`` at timestep ``t``/``steps``.
 
     ``t``/``steps`` follow Table 9's notation (the run's chosen timestep); ``config`` is an
-    `AlignUniformConfig` mapping. Writes ``out_csv`` with the CONTRACT.md columns, one row per
-    layer (1-based), and returns the rows.
+    `AlignUniformConfig` mapping. Writes ``out_csv`` with the module docstring's columns, one row
+    per layer (1-based), and returns the rows.
     """
     settings = from_mapping(AlignUniformConfig, config, "align_uniform")
     net, framework, _run = load_network(checkpoint, weights="ema", map_location="cpu")

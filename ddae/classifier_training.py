@@ -5,11 +5,12 @@ One loop serves the classification rules of the paper: fine-tuning truncated DDA
 scratch and a supervised WideResNet-28-10 (Figure 5 "Scratch", Table 8). It runs as one process
 or under ``torchrun`` (`ddae.distributed`), like pre-training (`ddae.training`):
 
-- the inputs come from a `ClassifierData` source. `ImageData`: the training split lives on the
-  device as uint8 and each global batch is augmented there with `ddae.batching.augment_batch`
-  (RandomHorizontalFlip + RandomCrop(size, 4), Tables 6–8), flips and crops drawn from one
-  saved generator for the whole global batch. `ddae.latents.LatentData`: one cached (already
-  augmented) VAE latent version per image and epoch (Appendix A). The order is
+- the inputs come from a `ddae.sources.ClassifierData` (`ddae.sources.Source.classifier_data`).
+  `ImageData`: the training split lives on the device as uint8 and each global batch is
+  augmented there with `ddae.batching.augment_batch` (RandomHorizontalFlip + RandomCrop(size, 4),
+  Tables 6–8), flips and crops drawn from one saved generator for the whole global batch.
+  `ddae.sources.LatentData`: one cached (already augmented) VAE latent version per image and
+  epoch (Appendix A). The order is
   `epoch_permutation(seed, epoch)` and every rank keeps its slice of each global batch, so N
   processes follow one process with the same global batch (BatchNorm statistics aside: they
   are per process, as in the official DDP code);
@@ -44,7 +45,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from ddae import learning_rate
-from ddae.batching import augment_batch, epoch_permutation, to_model_range
+from ddae.batching import epoch_permutation
 from ddae.checkpoints import (
     CheckpointError,
     capture_rng_state,
@@ -57,6 +58,7 @@ from ddae.datasets.format import ImageDataset
 from ddae.distributed import World, barrier, gather_objects, mean_across
 from ddae.learning_rate import peak_lr
 from ddae.results import append_jsonl
+from ddae.sources import ClassifierData, ImageData  # re-exported: the trainer's data
 from ddae.training import TrainingError
 
 log = logging.getLogger(__name__)
@@ -149,81 +151,6 @@ def _broadcast_buffers(world: World, module: nn.Module) -> None:
 
 def _sum_across(world: World, value: Tensor) -> Tensor:
     return mean_across(world, value) * world.size if world.size > 1 else value
-
-
-class ClassifierData:
-    """Where a `ClassifierTrainer` gets its inputs: the training and test splits on a device.
-
-    `ImageData` (uint8 images, flip + crop per global batch) serves the pixel-space jobs;
-    `ddae.latents.LatentData` (one cached VAE latent version per image and epoch) serves DiT
-    fine-tuning. The trainer owns order, sharding, optimisation and state; a source only turns
-    indices into model inputs.
-    """
-
-    num_train: int
-    num_test: int
-    num_classes: int
-
-    def train_batch(
-        self, indices: Tensor, epoch: int, generator: torch.Generator, mine: slice
-    ) -> tuple[Tensor, Tensor]:
-        """(inputs, labels) of this rank's part ``mine`` of the global batch ``indices`` (CPU).
-
-        Random augmentation must be drawn from ``generator`` for the whole global batch, so that
-        N processes follow one process with the same global batch.
-        """
-        raise NotImplementedError
-
-    def test_batch(self, indices: Tensor) -> tuple[Tensor, Tensor]:
-        """(inputs, labels) of test items ``indices`` (CPU), un-augmented."""
-        raise NotImplementedError
-
-    def check_spec(self, spec: Mapping[str, Any], where: str) -> None:
-        """Raise `ConfigError` if a network ``spec`` cannot take these inputs."""
-
-
-class ImageData(ClassifierData):
-    """uint8 image splits on the device; each global batch flipped and cropped there."""
-
-    def __init__(
-        self,
-        train: ImageDataset,
-        test: ImageDataset,
-        config: ClassifierTrainingConfig,
-        device: torch.device,
-    ) -> None:
-        self.hflip, self.crop_padding = config.hflip, config.crop_padding
-        self.device = device
-        self.images = train.images.to(device)  # uint8 (N, C, H, W), augmented on device
-        self.labels = train.labels.to(device)
-        self.test_images = test.images.to(device)
-        self.test_labels = test.labels.to(device)
-        self.num_train, self.num_test = len(self.images), len(self.test_images)
-        self.num_classes = len(train.classes)
-
-    def train_batch(
-        self, indices: Tensor, epoch: int, generator: torch.Generator, mine: slice
-    ) -> tuple[Tensor, Tensor]:
-        indices = indices.to(self.device)
-        images = augment_batch(
-            self.images[indices],
-            hflip=self.hflip,
-            crop_padding=self.crop_padding,
-            generator=generator,
-        )
-        return to_model_range(images[mine]), self.labels[indices][mine]  # x0 in [-1, 1]
-
-    def test_batch(self, indices: Tensor) -> tuple[Tensor, Tensor]:
-        indices = indices.to(self.device)
-        return to_model_range(self.test_images[indices]), self.test_labels[indices]
-
-    def check_spec(self, spec: Mapping[str, Any], where: str) -> None:
-        resolution = spec.get("resolution")
-        size = self.images.shape[-1]
-        if resolution is not None and resolution != size:
-            raise ConfigError(
-                f"{where}.resolution {resolution} does not match the {size} px images"
-            )
 
 
 class ClassifierTrainer:

@@ -53,7 +53,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -64,11 +64,14 @@ from ddae import joblog
 from ddae.batching import CropFlip, apply_crop_flip, to_model_range
 from ddae.checkpoints import load_network
 from ddae.configs import from_mapping, to_mapping
-from ddae.datasets.format import ImageDataset
 from ddae.diffusion import Framework
+
+if TYPE_CHECKING:  # ddae.sources builds on this module
+    from ddae.sources import Source
 
 TRAIN, TEST = 0, 1  # split codes in the per-item seeds
 AUGMENT_STREAM, NOISE_STREAM = 0, 1  # independent streams per item: crop/flip, then ε
+VIEW_STREAM = 2  # seeds the per-epoch choice of a cached view or latent version
 log = logging.getLogger(__name__)
 FEATURE_DTYPE = np.float16
 META_FILE = "meta.json"
@@ -535,8 +538,7 @@ def _replace_dir(source: Path, target: Path) -> None:
 
 def cache_features(
     checkpoint: str | Path,
-    train_path: str | Path,
-    test_path: str | Path,
+    source: Source,
     t: int,
     steps: int,
     config: Mapping[str, Any],
@@ -546,36 +548,31 @@ def cache_features(
 ) -> Path:
     """Cache all-layer features of a checkpoint's EMA network at timestep t/steps (Table 9).
 
-    σ = framework.sigma_at_timestep(t, steps); K flip+crop views of the training split and the
-    un-augmented test split, float16, in ``out_dir`` (format: module docstring).
+    σ = framework.sigma_at_timestep(t, steps); K training views of the ``source``
+    (`ddae.sources`: flip + crop views of images, or the first K cached latent versions, whose
+    augmentation is baked in) and its un-augmented test split, float16, in ``out_dir`` (format:
+    module docstring).
     """
     cfg = from_mapping(FeatureCacheConfig, config, "features")
     device = torch.device(device)
-    net, framework, _ = load_network(checkpoint, "ema", map_location=device, frozen=True)
-    sigma = framework.sigma_at_timestep(t, steps)
-    train, test = ImageDataset.load(train_path), ImageDataset.load(test_path)
+    net, framework, run = load_network(checkpoint, "ema", map_location=device, frozen=True)
+    source.check_network(run["network"], str(checkpoint))
     return write_feature_cache(
         out_dir,
         framework=framework,
         net=net,
-        sigma=sigma,
-        train_inputs=image_inputs(
-            train.images.to(device),
-            hflip=cfg.hflip,
-            crop_padding=cfg.crop_padding,
-            key=(cfg.seed, TRAIN),
-        ),
-        train_labels=train.labels,
-        test_inputs=image_inputs(test.images.to(device), hflip=False, crop_padding=0, key=None),
-        test_labels=test.labels,
-        num_classes=len(train.classes),
+        sigma=framework.sigma_at_timestep(t, steps),
+        train_inputs=source.train_views(cfg, device),
+        train_labels=source.train_labels,
+        test_inputs=source.test_inputs(device),
+        test_labels=source.test_labels,
+        num_classes=source.num_classes,
         config=cfg,
         meta={
             "t": t,
             "steps": steps,
             "checkpoint": str(checkpoint),
-            "train": str(train_path),
-            "test": str(test_path),
+            **source.record(),
             "created_by": "ddae.features.cache_features",
         },
         device=device,

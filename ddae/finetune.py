@@ -1,34 +1,37 @@
 """Fine-tuning truncated DDAE encoders and the supervised baselines (paper Sec. 4.1, App. A).
 
-Four rules share one model head and one training loop (`ddae.classifier_training`):
+A classifier job is a model spec plus a `ddae.sources.Source` (images or cached VAE latents),
+trained by the one loop of `ddae.classifier_training`. The model specs (`MODELS`):
 
-- `finetune` (Table 7): the pre-trained diffusion network (EMA weights, as the official
-  linear.py) is truncated after the chosen decoder block ("layer k/N", Table 9); clean images
-  go in, the timestep input is fixed to the chosen t ("For fine-tuning, clean images are passed
-  to DDAE encoders, which are truncated at the optimal layers. The timestep inputs are also
-  fixed to the optimal values", Sec. 3.2); the block output is globally average-pooled and fed
-  to a linear classifier (no extra normalisation layer, App. A); everything is trained end to
-  end with Adam 1e-3 and cosine decay.
-- `finetune_dit` (Table 7, DiT rows; Sec. 4.2): the same for a DiT on cached VAE latents
-  (`ddae.latents.LatentData`: one random augmented latent version per image and epoch), block
-  tokens averaged, null class label; Adam 8e-5, batch 8 × 8 GPUs, 50 epochs.
-- `train_from_scratch` (Table 8, Figure 5 "Scratch"): the same truncated encoder, randomly
-  initialised, Adam 5e-4, 200 epochs with 5 warm-up epochs.
-- `train_supervised_wrn` (Table 8): WideResNet-28-10, SGD 0.1 (momentum 0.9, weight decay
-  5e-4 in the official noisy_classifier_WRN.py), 200 epochs with 5 warm-up epochs.
+- `PretrainedEncoder` (`finetune`, Table 7): the pre-trained diffusion network (EMA weights, as
+  the official linear.py) truncated after the chosen decoder block ("layer k/N", Table 9);
+  clean inputs go in, the timestep input is fixed to the chosen t ("For fine-tuning, clean
+  images are passed to DDAE encoders, which are truncated at the optimal layers. The timestep
+  inputs are also fixed to the optimal values", Sec. 3.2); the block output is globally
+  average-pooled (DiT: its tokens averaged, null class label) and fed to a linear classifier
+  (no extra normalisation layer, App. A); everything is trained end to end with Adam and cosine
+  decay (Table 7: 1e-3; DiT on latents, Sec. 4.2: 8e-5, batch 8 × 8 GPUs, 50 epochs, one random
+  augmented latent version per image and epoch, `ddae.sources.LatentSource`).
+- `ScratchEncoder` (`train_from_scratch`, Table 8, Figure 5 "Scratch"): the same truncated
+  encoder, randomly initialised, Adam 5e-4, 200 epochs with 5 warm-up epochs.
+- `WideResNetModel` (`train_supervised_wrn`, Table 8): WideResNet-28-10, SGD 0.1 (momentum
+  0.9, weight decay 5e-4 in the official noisy_classifier_WRN.py), 200 epochs with 5 warm-up
+  epochs.
 
-Each runs in one process or under ``torchrun`` through `ddae.launch.run_job` and writes the
-result JSON of CONTRACT.md (test accuracy in percent, layer, t, σ, per-epoch history).
+Each job runs in one process or under ``torchrun`` through `ddae.launch.run_job` (by the name
+of `run_classifier_job`) and writes one result JSON: test accuracy in percent, layer, t, σ,
+per-epoch history, the model's record, the source's files (`ddae.results` writes it).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -36,20 +39,19 @@ from torch import nn
 from ddae.checkpoints import load_network, partial_state_lock
 from ddae.classifier_training import (
     PARTIAL_STATE,
-    ClassifierData,
     ClassifierOptions,
     ClassifierTrainer,
     ClassifierTrainingConfig,
-    ImageData,
 )
 from ddae.configs import ConfigError, from_mapping, to_mapping
-from ddae.datasets.format import ImageDataset
 from ddae.diffusion import Framework, build_framework, framework_config
 from ddae.distributed import close_world, init_world
 from ddae.downloads import file_md5
-from ddae.latents import LatentData, latent_fingerprint, load_latents
+from ddae.launch import run_job
 from ddae.networks import build_network, count_parameters, network_config, network_spec
+from ddae.probing import resolve_layer_t
 from ddae.results import drop_metrics_after, write_json
+from ddae.sources import Source, open_source
 
 log = logging.getLogger(__name__)
 
@@ -89,24 +91,140 @@ class TruncatedClassifier(nn.Module):
         return self.head(self.features(x0))  # (B, num_classes)
 
 
+# --- model specs: what is trained (the source says on what) ----------------------------------
+
+Builder = Callable[[], nn.Module]
+
+
+@dataclass(frozen=True)
+class _TruncatedEncoder:
+    """A diffusion network truncated after ``layer``, timestep input fixed to t/steps."""
+
+    layer: int  # 1-based decoder block (Table 9 "k/N")
+    t: int  # Table 9 "t/steps"
+    steps: int
+
+    def _builder(self, network: Callable[[], tuple[nn.Module, Framework]], classes: int) -> Builder:
+        def build() -> nn.Module:
+            return TruncatedClassifier(*network(), self.layer, self.t, self.steps, classes)
+
+        return build
+
+    def _layer_t(self, framework: Framework) -> dict[str, Any]:
+        sigma = framework.sigma_at_timestep(self.t, self.steps)  # validates t/steps early
+        return {"layer": self.layer, "t": self.t, "steps": self.steps, "sigma": sigma}
+
+
+@dataclass(frozen=True)
+class PretrainedEncoder(_TruncatedEncoder):
+    """The checkpoint's EMA network, truncated (Table 7 fine-tuning)."""
+
+    kind: ClassVar[str] = "pretrained"
+    created_by: ClassVar[str] = "finetune"  # the name its result records
+    checkpoint: str
+
+    def prepare(self, source: Source, where: str) -> tuple[Builder, dict[str, Any]]:
+        """A builder of the classifier and what the result records about the model."""
+        pretrained, framework, run = load_network(self.checkpoint, weights="ema")  # linear.py
+        source.check_network(run["network"], f"{where}.network")
+        build = self._builder(lambda: (pretrained, framework), source.num_classes)
+        record = {"checkpoint": self.checkpoint, "run": {k: run[k] for k in _RUN_KEYS}}
+        return build, {**record, **self._layer_t(framework)}
+
+
+@dataclass(frozen=True)
+class ScratchEncoder(_TruncatedEncoder):
+    """The same truncated encoder, randomly initialised (Table 8, Figure 5 "Scratch")."""
+
+    kind: ClassVar[str] = "scratch"
+    created_by: ClassVar[str] = "train_from_scratch"
+    run: dict[str, Any]  # {network, framework}, every default filled in on construction
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "run", _scratch_run(self.run))
+
+    def prepare(self, source: Source, where: str) -> tuple[Builder, dict[str, Any]]:
+        run = self.run
+        source.check_network(run["network"], f"{where}.network")
+
+        def fresh() -> tuple[nn.Module, Framework]:
+            return build_network(run["network"]), build_framework(run["framework"])
+
+        build = self._builder(fresh, source.num_classes)
+        framework = build_framework(run["framework"])
+        return build, {"checkpoint": None, "run": run, **self._layer_t(framework)}
+
+
+@dataclass(frozen=True)
+class WideResNetModel:
+    """A WideResNet (28-10 in the paper) trained from scratch (Table 8)."""
+
+    kind: ClassVar[str] = "wide_resnet"
+    created_by: ClassVar[str] = "train_supervised_wrn"
+    network: dict[str, Any]  # {"arch": "wide_resnet", ...}
+
+    def __post_init__(self) -> None:
+        network = self.network
+        if not isinstance(network, Mapping) or network.get("arch") != "wide_resnet":
+            raise ConfigError(
+                f"network.arch: the supervised baseline is 'wide_resnet', got {network!r}"
+            )
+        network_config(network, "network")
+
+    def prepare(self, source: Source, where: str) -> tuple[Builder, dict[str, Any]]:
+        classes = source.num_classes
+        spec = dict(self.network)
+        spec.setdefault("num_classes", classes)
+        if spec["num_classes"] != classes:
+            raise ConfigError(f"network.num_classes {spec['num_classes']} != {classes} classes")
+        spec = network_spec(build_network(spec))  # defaults filled in
+        return (lambda: build_network(spec)), {"network": spec, "checkpoint": None}
+
+
+_RUN_KEYS = ("network", "framework")
+# model kind -> spec class; a job names its model by kind (the noise-conditional head joins here)
+MODELS: dict[str, type] = {m.kind: m for m in (PretrainedEncoder, ScratchEncoder, WideResNetModel)}
+
+
+def model_spec(mapping: Mapping[str, Any], where: str = "model") -> Any:
+    """The `MODELS` spec of ``{"kind": ..., fields}``."""
+    kind = mapping.get("kind") if isinstance(mapping, Mapping) else None
+    if kind not in MODELS:
+        raise ConfigError(f"{where}.kind: unknown {kind!r} (choose from {sorted(MODELS)})")
+    return from_mapping(MODELS[kind], {k: v for k, v in mapping.items() if k != "kind"}, where)
+
+
+def _scratch_run(run: Mapping[str, Any], where: str = "run") -> dict[str, Any]:
+    """Validated ``{network, framework}`` with every default filled in."""
+    if not isinstance(run, Mapping):
+        raise ConfigError(f"{where}: expected a mapping, got {run!r}")
+    unknown = sorted(set(run) - set(_RUN_KEYS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (allowed: framework, network)")
+    for key in _RUN_KEYS:
+        if key not in run:
+            raise ConfigError(f"{where}.{key}: required key is missing")
+    network = network_config(run["network"], f"{where}.network")
+    framework = framework_config(run["framework"], f"{where}.framework")
+    return {
+        "network": {"arch": run["network"]["arch"], **to_mapping(network)},
+        "framework": {"kind": run["framework"]["kind"], **to_mapping(framework)},
+    }
+
+
+# --- the job: a model spec, a source, a training config -------------------------------------
+
+
 @dataclass(frozen=True)
 class ClassifierJob:
     """One classifier training: what `ddae.launch` hands every torchrun worker."""
 
-    created_by: Literal["finetune", "finetune_dit", "train_from_scratch", "train_supervised_wrn"]
+    model: dict[str, Any]  # a `MODELS` spec: {"kind": ..., fields}
+    source: dict[str, str]  # `ddae.sources.Source.files`: {train, test} or {latents}
     config: dict[str, Any]  # ClassifierTrainingConfig mapping
     out_json: str
     state_dir: str  # partial state and the torchrun job file
-    train: str | None = None  # training split (ImageDataset file); not for finetune_dit
-    test: str | None = None  # test split, evaluated un-augmented; not for finetune_dit
-    latents: str | None = None  # finetune_dit: `ddae.latents.cache_latents` directory
     metrics: str | None = None  # jsonl, one line per epoch
-    checkpoint: str | None = None  # finetune: pre-trained checkpoint (EMA weights)
-    run: dict[str, Any] | None = None  # scratch: {network, framework}
-    network: dict[str, Any] | None = None  # supervised_wrn: {"arch": "wide_resnet", ...}
-    layer: int | None = None  # 1-based decoder block (Table 9 "k/N")
-    t: int | None = None  # Table 9 "t/steps"
-    steps: int | None = None
     processes: int = 1  # torchrun workers (one per GPU)
     device: str = "cuda"  # "cuda" or "cpu"
     snapshot_every_seconds: float = 600.0
@@ -119,281 +237,124 @@ class ClassifierJob:
         return self.out_json
 
 
-def _scratch_run(run: Mapping[str, Any], where: str = "run") -> dict[str, Any]:
-    """Validated ``{network, framework}`` with every default filled in."""
-    if not isinstance(run, Mapping):
-        raise ConfigError(f"{where}: expected a mapping, got {run!r}")
-    unknown = sorted(set(run) - {"network", "framework"})
-    if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (allowed: framework, network)")
-    for key in ("network", "framework"):
-        if key not in run:
-            raise ConfigError(f"{where}.{key}: required key is missing")
-    network = network_config(run["network"], f"{where}.network")
-    framework = framework_config(run["framework"], f"{where}.framework")
-    return {
-        "network": {"arch": run["network"]["arch"], **to_mapping(network)},
-        "framework": {"kind": run["framework"]["kind"], **to_mapping(framework)},
-    }
-
-
-def _submit(
-    created_by: str,
+def train_classifier(
+    model: Any,
+    source: Source,
     config: Mapping[str, Any] | ClassifierTrainingConfig,
     out_json: str | Path,
     metrics_path: str | Path | None,
     state_dir: str | Path,
-    **fields: Any,
+    processes: int = 1,
+    device: str = "cuda",
+    **options: Any,
 ) -> None:
-    """Assemble the `ClassifierJob` (paths as strings, the config as a mapping), check its
-    config and run it, in this process or under torchrun."""
-    from ddae.launch import run_job  # ddae.launch imports this module
+    """Train a `MODELS` spec on ``source``, in this process or under torchrun.
 
+    ``options``: snapshot_every_seconds, snapshot_every_steps, eval_every, progress. On latents
+    the config's ``hflip``/``crop_padding`` default to off and must stay off
+    (`ddae.sources.LatentSource.training_config`: the versions are already augmented).
+    """
+    if isinstance(config, ClassifierTrainingConfig):
+        config = to_mapping(config)
+    mapping = source.training_config(config)
+    from_mapping(ClassifierTrainingConfig, mapping, f"{model.created_by}.config")
     job = ClassifierJob(
-        created_by=created_by,
-        config=_config_mapping(config),
+        model={"kind": model.kind, **to_mapping(model)},
+        source=dict(source.files),
+        config=mapping,
         out_json=str(out_json),
-        metrics=str(metrics_path) if metrics_path is not None else None,
         state_dir=str(state_dir),
-        **fields,
+        metrics=str(metrics_path) if metrics_path is not None else None,
+        processes=processes,
+        device=device,
+        **options,
     )
-    from_mapping(ClassifierTrainingConfig, job.config, f"{job.created_by}.config")
-    run_job("classifier", job)
-
-
-def _config_mapping(config: Mapping[str, Any] | ClassifierTrainingConfig) -> dict[str, Any]:
-    return to_mapping(config) if isinstance(config, ClassifierTrainingConfig) else dict(config)
+    run_job("ddae.finetune:run_classifier_job", job)
 
 
 def finetune(
-    checkpoint: str | Path,
-    train_path: str | Path,
-    test_path: str | Path,
-    layer: int,
-    t: int,
-    steps: int,
-    config: Mapping[str, Any] | ClassifierTrainingConfig,
-    out_json: str | Path,
-    metrics_path: str | Path | None,
-    state_dir: str | Path,
-    processes: int = 1,
-    device: str = "cuda",
-    **options: Any,
+    checkpoint: str | Path, source: Source, layer: int, t: int, steps: int, *args: Any, **kw: Any
 ) -> None:
-    """Fine-tune the checkpoint's network truncated at ``layer``, timestep fixed to t (Table 7).
-
-    ``options``: snapshot_every_seconds, snapshot_every_steps, eval_every, progress.
-    """
-    _submit(
-        "finetune",
-        config,
-        out_json,
-        metrics_path,
-        state_dir,
-        checkpoint=str(checkpoint),
-        train=str(train_path),
-        test=str(test_path),
-        layer=layer,
-        t=t,
-        steps=steps,
-        processes=processes,
-        device=device,
-        **options,
-    )
-
-
-def finetune_dit(
-    checkpoint: str | Path,
-    latent_dir: str | Path,
-    layer: int,
-    t: int,
-    steps: int,
-    config: Mapping[str, Any] | ClassifierTrainingConfig,
-    out_json: str | Path,
-    metrics_path: str | Path | None,
-    state_dir: str | Path,
-    processes: int = 1,
-    device: str = "cuda",
-    **options: Any,
-) -> None:
-    """Fine-tune a DiT truncated after block ``layer`` on cached VAE latents (Table 7, DiT).
-
-    Table 7: Adam, base lr 8e-5, cosine decay, 8 latents per GPU × 8 GPUs, 50 epochs. The DiT
-    (EMA weights) is cut after block ``layer`` (`ddae.networks.dit.DiTEncoder`), its timestep
-    input fixed to t/steps and its class input to the null label; clean latents go in (Sec.
-    3.2), the output tokens are averaged and fed to a linear head (`TruncatedClassifier`). Each
-    epoch every image uses one random latent version (`ddae.latents.epoch_copies`, seeded by the
-    config's seed), with no further flip or crop: ``hflip`` and ``crop_padding`` default to off
-    here and must stay off. The test latents are evaluated after every epoch. Result JSON as
-    `finetune` plus ``latents``; resumable and multi-process in the same way.
-    """
-    mapping = {"hflip": False, "crop_padding": 0, **_config_mapping(config)}
-    if mapping["hflip"] or mapping["crop_padding"]:
-        raise ConfigError(
-            "training.hflip/crop_padding: the cached latent versions are already augmented "
-            "(paper App. A); DiT fine-tuning applies no further flip or crop, set "
-            "hflip: false and crop_padding: 0"
-        )
-    _submit(
-        "finetune_dit",
-        mapping,
-        out_json,
-        metrics_path,
-        state_dir,
-        checkpoint=str(checkpoint),
-        latents=str(latent_dir),
-        layer=layer,
-        t=t,
-        steps=steps,
-        processes=processes,
-        device=device,
-        **options,
-    )
+    """Fine-tune the checkpoint's network truncated at ``layer``, timestep fixed to t (Table 7),
+    on images or cached latents; further arguments as `train_classifier`."""
+    model = PretrainedEncoder(layer=layer, t=t, steps=steps, checkpoint=str(checkpoint))
+    train_classifier(model, source, *args, **kw)
 
 
 def train_from_scratch(
-    run: Mapping[str, Any],
-    train_path: str | Path,
-    test_path: str | Path,
-    layer: int,
-    t: int,
-    steps: int,
-    config: Mapping[str, Any] | ClassifierTrainingConfig,
+    run: Mapping[str, Any], source: Source, layer: int, t: int, steps: int, *args: Any, **kw: Any
+) -> None:
+    """Train the same truncated encoder from a random initialisation (Table 8, Figure 5);
+    further arguments as `train_classifier`."""
+    train_classifier(ScratchEncoder(layer=layer, t=t, steps=steps, run=run), source, *args, **kw)
+
+
+def train_supervised_wrn(network: Mapping[str, Any], source: Source, *args: Any, **kw: Any) -> None:
+    """Train a WideResNet (28-10 in the paper) on the images from scratch (Table 8); further
+    arguments as `train_classifier`."""
+    train_classifier(WideResNetModel(network), source, *args, **kw)
+
+
+def classifier_stage(
+    model: Mapping[str, Any],
+    inputs: Any,
+    layer_t: Mapping[str, Any] | None,
+    steps: int | None,
+    config: Mapping[str, Any],
     out_json: str | Path,
     metrics_path: str | Path | None,
     state_dir: str | Path,
-    processes: int = 1,
-    device: str = "cuda",
-    **options: Any,
+    gpus: int,
 ) -> None:
-    """Train the same truncated encoder from a random initialisation (Table 8, Figure 5)."""
-    _submit(
-        "train_from_scratch",
+    """One job of the classifier rules (finetune, scratch, supervised_wrn).
+
+    ``model``: a `MODELS` spec without what the job's inputs give: the ``checkpoint`` input of a
+    model with a checkpoint, and for a truncated encoder (layer, t, steps) from the ``choice``
+    input (the grid search's JSON) or else the fixed ``layer_t`` (`ddae.probing.resolve_layer_t`).
+    ``inputs`` (the rule's named input) also names the source (`ddae.sources.open_source`).
+    ``gpus``: torchrun workers, one per GPU; 0 trains in one CPU process.
+    """
+    fields = dict(model)
+    kind = fields.get("kind")
+    names = {f.name for f in dataclasses.fields(MODELS[kind])} if kind in MODELS else set()
+    if "checkpoint" in names:
+        fields["checkpoint"] = str(inputs.get("checkpoint"))
+    if "layer" in names:
+        layer, t, steps = resolve_layer_t(inputs.get("choice") or [], layer_t, steps)
+        fields.update(layer=layer, t=t, steps=steps)
+    train_classifier(
+        model_spec(fields),
+        open_source(inputs),
         config,
         out_json,
         metrics_path,
         state_dir,
-        run=_scratch_run(run),
-        train=str(train_path),
-        test=str(test_path),
-        layer=layer,
-        t=t,
-        steps=steps,
-        processes=processes,
-        device=device,
-        **options,
-    )
-
-
-def train_supervised_wrn(
-    network: Mapping[str, Any],
-    train_path: str | Path,
-    test_path: str | Path,
-    config: Mapping[str, Any] | ClassifierTrainingConfig,
-    out_json: str | Path,
-    metrics_path: str | Path | None,
-    state_dir: str | Path,
-    processes: int = 1,
-    device: str = "cuda",
-    **options: Any,
-) -> None:
-    """Train a WideResNet (28-10 in the paper) on the images from scratch (Table 8)."""
-    if not isinstance(network, Mapping) or network.get("arch") != "wide_resnet":
-        raise ConfigError(
-            f"network.arch: the supervised baseline is 'wide_resnet', got {network!r}"
-        )
-    network_config(network, "network")
-    _submit(
-        "train_supervised_wrn",
-        config,
-        out_json,
-        metrics_path,
-        state_dir,
-        network=dict(network),
-        train=str(train_path),
-        test=str(test_path),
-        processes=processes,
-        device=device,
-        **options,
+        processes=max(gpus, 1),
+        device="cuda" if gpus > 0 else "cpu",
     )
 
 
 # --- the job, in every worker -----------------------------------------------------------------
 
 
-def _model_and_record(job: ClassifierJob, data: ClassifierData) -> tuple[Any, dict[str, Any]]:
-    """A builder of the job's classifier, and what the result JSON records about the model."""
-    classes = data.num_classes
-    if job.created_by == "train_supervised_wrn":
-        spec = dict(job.network or {})
-        spec.setdefault("num_classes", classes)
-        if spec["num_classes"] != classes:
-            raise ConfigError(f"network.num_classes {spec['num_classes']} != {classes} classes")
-        spec = network_spec(build_network(spec))  # defaults filled in
-
-        return (lambda: build_network(spec)), {"network": spec, "checkpoint": None}
-    if job.layer is None or job.t is None or job.steps is None:
-        raise ConfigError(f"{job.created_by}: layer, t and steps are required")
-    if job.created_by in ("finetune", "finetune_dit"):
-        pretrained, framework, run = load_network(job.checkpoint, weights="ema")  # as linear.py
-        spec = run["network"]
-
-        def build() -> nn.Module:
-            return TruncatedClassifier(pretrained, framework, job.layer, job.t, job.steps, classes)
-
-        record = {
-            "checkpoint": job.checkpoint,
-            "run": {k: run[k] for k in ("network", "framework")},
-        }
-    else:
-        run = job.run or {}
-        spec, framework = run["network"], build_framework(run["framework"])
-
-        def build() -> nn.Module:
-            network = build_network(run["network"])
-            framework = build_framework(run["framework"])
-            return TruncatedClassifier(network, framework, job.layer, job.t, job.steps, classes)
-
-        record = {"checkpoint": None, "run": run}
-    data.check_spec(spec, f"{job.created_by}.network")
-    sigma = framework.sigma_at_timestep(job.t, job.steps)  # validates t/steps early
-    record.update(layer=job.layer, t=job.t, steps=job.steps, sigma=sigma)
-    return build, record
-
-
-def _data(
-    job: ClassifierJob, config: ClassifierTrainingConfig, device: torch.device
-) -> tuple[ClassifierData, dict[str, Any]]:
-    """The job's data source and what identifies its data (for resuming) and is recorded."""
-    if job.created_by == "finetune_dit":
-        if job.latents is None:
-            raise ConfigError("finetune_dit: latents (a latent cache directory) is required")
-        data = LatentData(load_latents(job.latents), config.epochs, config.seed, device)
-        return data, {"fingerprint": latent_fingerprint(job.latents), "latents": job.latents}
-    if job.train is None or job.test is None:
-        raise ConfigError(f"{job.created_by}: train and test splits are required")
-    train, test = ImageDataset.load(job.train), ImageDataset.load(job.test)
-    if list(train.classes) != list(test.classes):
-        raise ConfigError(f"{job.train} and {job.test} have different classes")
-    data = ImageData(train, test, config, device)
-    fingerprint = [file_md5(job.train), file_md5(job.test)]
-    return data, {"fingerprint": fingerprint, "train": job.train, "test": job.test}
-
-
 def run_classifier_job(job: ClassifierJob) -> None:
     """Train the job's classifier in this process (one torchrun worker or the only process)."""
-    config = from_mapping(ClassifierTrainingConfig, job.config, f"{job.created_by}.config")
+    model = model_spec(job.model)
+    created_by = model.created_by
+    config = from_mapping(ClassifierTrainingConfig, job.config, f"{created_by}.config")
     world = init_world("cpu" if job.device == "cpu" else None)
     held = contextlib.ExitStack()
     try:
-        data, sources = _data(job, config, world.device)
-        build, record = _model_and_record(job, data)
+        source = open_source(job.source)
+        data = source.classifier_data(config, world.device)
+        build, record = model.prepare(source, created_by)
+        checkpoint = record["checkpoint"]
         identity = {
             **{k: v for k, v in record.items() if k != "sigma"},
-            "created_by": job.created_by,
+            "created_by": created_by,
             "config": to_mapping(config),
-            "data": sources["fingerprint"],
-            "checkpoint_md5": file_md5(job.checkpoint) if job.checkpoint else None,
+            "data": source.fingerprint(),
+            "checkpoint_md5": file_md5(checkpoint) if checkpoint else None,
         }
         trainer = ClassifierTrainer(build, data, None, config, world, identity)
         state_dir = Path(job.state_dir)
@@ -412,22 +373,22 @@ def run_classifier_job(job: ClassifierJob) -> None:
             drop_metrics_after(options.metrics_path, trainer.state.step)
         history = trainer.run(options)
         if world.is_main:
-            model = trainer.network
+            network = trainer.network
             result = {
                 "test_accuracy": history[-1]["test_accuracy"],
                 "layer": record.get("layer"),
-                "layer_name": getattr(model, "layer_name", None),
+                "layer_name": getattr(network, "layer_name", None),
                 "t": record.get("t"),
                 "steps": record.get("steps"),
                 "sigma": record.get("sigma"),
                 "epochs": config.epochs,
                 "history": history,
-                "checkpoint": record["checkpoint"],
+                "checkpoint": checkpoint,
                 "config": to_mapping(config),
-                "created_by": job.created_by,
-                "parameters": count_parameters(model),
+                "created_by": created_by,
+                "parameters": count_parameters(network),
                 "processes": world.size,
-                **{k: v for k, v in sources.items() if k != "fingerprint"},
+                **source.record(),
                 **{k: record[k] for k in ("run", "network") if k in record},
             }
             write_json(job.out_json, result)

@@ -12,16 +12,12 @@ sample one version per epoch" (Appendix A). The official code (FutureXiang/ddae
   through ``numpy.lib.format.open_memmap`` (memory bounded). Image i of version k draws its
   flip/crop and its posterior sample ε from generators seeded by (seed, split, k, stream, i), so
   the cache does not depend on batch size or device.
-* `cache_dit_features`: `ddae.features.write_feature_cache` with latent copies as the views
-  (`latent_inputs`): all 28 blocks' outputs, mean over tokens, at one t of the DDPM framework
-  (T = 1000, linear β) — consumed unchanged by `ddae.probing.grid_search`.
-* `dit_linear_probe`: the final probe of Tables 3/4 (Table 6: 30 epochs) with the frozen DiT in
-  the loop, as the official ``DiT/linear.py``: each epoch every image uses one randomly chosen
-  latent copy and fresh noise; the loop is `ddae.probing.probe_in_the_loop`, shared with
-  `ddae.probing.linear_probe`; result JSON as `ddae.probing.linear_probe`.
-* `LatentData`: the `ddae.classifier_training.ClassifierData` source of DiT fine-tuning
-  (`ddae.finetune.finetune_dit`, Table 7): one random latent version per image and epoch
-  (`epoch_copies`), no further augmentation, the test latents for evaluation.
+* `load_latents`, `latent_inputs`: the cache read back, as the inputs of `ddae.sources`'
+  `LatentSource`, through which a DiT goes the pixel-space networks' stages: features of all 28
+  blocks (mean over tokens, DDPM framework with T = 1000, linear β) for the grid search, the
+  final probe of Tables 3/4 with the frozen DiT in the loop (as the official ``DiT/linear.py``:
+  each epoch every image uses one randomly chosen latent version and fresh noise) and
+  fine-tuning (Table 7).
 
 Layer numbering: "layer k" is ``decoder_blocks()[k − 1]`` = DiT ``blocks.<k−1>`` (k blocks deep),
 and timesteps follow this project's 1-based "t/steps" (`ddae.diffusion.DDPM`: ᾱ index t − 1,
@@ -47,25 +43,18 @@ from numpy.lib.format import open_memmap
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ddae.checkpoints import load_network
-from ddae.classifier_training import ClassifierData
-from ddae.configs import ConfigError, from_mapping, to_mapping
+from ddae.configs import from_mapping, to_mapping
 from ddae.datasets.format import ImageDataset
 from ddae.downloads import file_md5
 from ddae.features import (
     TEST,
     TRAIN,
-    FeatureCacheConfig,
     InputsFor,
     image_inputs,
-    item_seeds,
     open_cache_dir,
     per_item_normal,
     staged_dir,
-    write_feature_cache,
 )
-from ddae.probing import VIEW_STREAM, LinearProbeConfig, probe_in_the_loop
-from ddae.results import write_json
 
 log = logging.getLogger(__name__)
 
@@ -298,177 +287,6 @@ def latent_inputs(array: np.ndarray, copies: Tensor | None = None) -> InputsFor:
         return torch.from_numpy(np.ascontiguousarray(picked)).to(torch.float32)
 
     return inputs_for
-
-
-def _check_dit_inputs(net: nn.Module, cache: LatentCache, checkpoint: str | Path) -> None:
-    expected = [getattr(net.config, "in_channels", None), getattr(net.config, "input_size", None)]
-    found = [cache.meta["latent_shape"][0], cache.meta["latent_shape"][1]]
-    if expected != found:
-        raise ConfigError(
-            f"{checkpoint}: network expects latents {expected} (channels, side), the cache at "
-            f"{cache.path} holds {found}"
-        )
-
-
-def cache_dit_features(
-    checkpoint: str | Path,
-    latent_dir: str | Path,
-    t: int,
-    steps: int,
-    config: Mapping[str, Any],
-    out_dir: str | Path,
-    device: torch.device | str = "cpu",
-    progress: bool = True,
-) -> Path:
-    """All-block DiT features of cached latents at t/steps: a `ddae.features` cache directory.
-
-    View k of the features uses latent version k (``config.views`` ≤ the cache's versions; the
-    augmentation fields of the config are unused, augmentation is baked into the latents).
-    """
-    cfg = from_mapping(FeatureCacheConfig, config, "features")
-    device = torch.device(device)
-    latents = load_latents(latent_dir)
-    if cfg.views > latents.meta["views"]:
-        raise ConfigError(
-            f"features.views: {cfg.views} views but {latent_dir} holds "
-            f"{latents.meta['views']} latent versions"
-        )
-    net, framework, _ = load_network(checkpoint, "ema", map_location=device, frozen=True)
-    _check_dit_inputs(net, latents, checkpoint)
-    sigma = framework.sigma_at_timestep(t, steps)
-    return write_feature_cache(
-        out_dir,
-        framework=framework,
-        net=net,
-        sigma=sigma,
-        train_inputs=latent_inputs(latents.train),
-        train_labels=torch.from_numpy(latents.train_labels),
-        test_inputs=latent_inputs(latents.test),
-        test_labels=torch.from_numpy(latents.test_labels),
-        num_classes=int(latents.meta["num_classes"]),
-        config=cfg,
-        meta={
-            "t": t,
-            "steps": steps,
-            "checkpoint": str(checkpoint),
-            "latents": str(latent_dir),
-            "latents_config": latents.meta.get("config"),
-            "created_by": "ddae.latents.cache_dit_features",
-        },
-        device=device,
-        progress=progress,
-    )
-
-
-def epoch_copies(num_items: int, versions: int, epochs: int, seed: int) -> Tensor:
-    """(E, N) latent version of item i in epoch e, uniform, seeded by (seed, epoch)."""
-    copies = torch.empty(epochs, num_items, dtype=torch.long)
-    for epoch in range(epochs):
-        generator = torch.Generator().manual_seed(
-            int(item_seeds((seed, VIEW_STREAM, epoch), [0])[0])
-        )
-        copies[epoch] = torch.randint(versions, (num_items,), generator=generator)
-    return copies
-
-
-def dit_linear_probe(
-    checkpoint: str | Path,
-    latent_dir: str | Path,
-    layer: int,
-    t: int,
-    steps: int,
-    config: Mapping[str, Any],
-    out_json: str | Path,
-    metrics_path: str | Path | None = None,
-    device: torch.device | str = "cpu",
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Linear probe of frozen DiT features at (layer, t) on cached latents (Tables 3/4, Table 6).
-
-    As the official ``DiT/linear.py``: every epoch each training image uses one latent version
-    chosen at random (`epoch_copies`) and fresh noise (seeded per image by (seed, train,
-    epoch)), the features are the token mean of block ``layer``, one linear head is trained with
-    Adam and per-epoch cosine decay (`ddae.probing.probe_in_the_loop`, the loop of
-    `ddae.probing.linear_probe`); the test latents get deterministic noise. The
-    ``hflip``/``crop_padding`` fields are unused (augmentation is baked into the latents).
-    Writes the `ddae.probing.linear_probe` JSON format.
-    """
-    cfg = from_mapping(LinearProbeConfig, config, "probe")
-    device = torch.device(device)
-    latents = load_latents(latent_dir)
-    net, framework, _ = load_network(checkpoint, "ema", map_location=device, frozen=True)
-    _check_dit_inputs(net, latents, checkpoint)
-    copies = epoch_copies(len(latents.train_labels), latents.meta["views"], cfg.epochs, cfg.seed)
-    record = probe_in_the_loop(
-        net,
-        framework,
-        layer=layer,
-        t=t,
-        steps=steps,
-        train_inputs=latent_inputs(latents.train, copies),
-        train_labels=torch.from_numpy(latents.train_labels),
-        test_inputs=latent_inputs(latents.test),
-        test_labels=torch.from_numpy(latents.test_labels),
-        num_classes=int(latents.meta["num_classes"]),
-        config=cfg,
-        metrics_path=metrics_path,
-        device=device,
-        progress=progress,
-    )
-    record.update(
-        checkpoint=str(checkpoint),
-        latents=str(latent_dir),
-        config=to_mapping(cfg),
-        created_by="ddae.latents.dit_linear_probe",
-    )
-    write_json(out_json, record)
-    return record
-
-
-# ---------------------------------------------------------------------------------------------
-# Cached latents as the data source of classifier fine-tuning (Table 7, DiT rows).
-# ---------------------------------------------------------------------------------------------
-
-
-class LatentData(ClassifierData):
-    """`ClassifierData` over a latent cache: epoch e uses latent version ``copies[e, i]``.
-
-    The versions are already flipped and cropped (App. A), so nothing further is augmented and
-    the trainer's generator is not drawn. Each rank reads only its slice of the global batch
-    from the memory-mapped arrays; the test split is the cache's un-augmented test latents.
-    """
-
-    def __init__(
-        self, cache: LatentCache, epochs: int, seed: int, device: torch.device | str
-    ) -> None:
-        self.cache = cache
-        self.device = torch.device(device)
-        self.num_train, self.num_test = len(cache.train_labels), len(cache.test_labels)
-        self.num_classes = int(cache.meta["num_classes"])
-        copies = epoch_copies(self.num_train, int(cache.meta["views"]), epochs, seed)
-        self.train_inputs = latent_inputs(cache.train, copies)
-        self.test_inputs = latent_inputs(cache.test)
-        self.labels = torch.from_numpy(np.asarray(cache.train_labels)).to(self.device)
-        self.test_labels = torch.from_numpy(np.asarray(cache.test_labels)).to(self.device)
-
-    def train_batch(
-        self, indices: Tensor, epoch: int, generator: torch.Generator, mine: slice
-    ) -> tuple[Tensor, Tensor]:
-        rows = indices[mine].cpu()
-        return self.train_inputs(epoch, rows).to(self.device), self.labels[rows.to(self.device)]
-
-    def test_batch(self, indices: Tensor) -> tuple[Tensor, Tensor]:
-        rows = indices.cpu()
-        return self.test_inputs(0, rows).to(self.device), self.test_labels[rows.to(self.device)]
-
-    def check_spec(self, spec: Mapping[str, Any], where: str) -> None:
-        expected = [spec.get("in_channels"), spec.get("input_size")]
-        found = list(self.cache.meta["latent_shape"][:2])
-        if expected != found:
-            raise ConfigError(
-                f"{where}: the network expects latents {expected} (channels, side), the cache "
-                f"at {self.cache.path} holds {found}"
-            )
 
 
 def latent_fingerprint(path: str | Path) -> dict[str, Any]:

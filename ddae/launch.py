@@ -1,23 +1,23 @@
 """Running a training job as one pipeline job: one process, or `torchrun` with one per GPU.
 
-`run_job(kind, job)` serves every multi-GPU job of the pipeline: pre-training (paper Table 5,
-`run_pretraining`) and the classifier trainings of Sec. 4.1 (fine-tuning, Table 7; truncated
-encoders from scratch and WideResNet-28-10, Table 8; `ddae.finetune`). `JOBS` maps each kind to
-its job dataclass and worker function. With more than one process the job is written to a JSON
-file ``{"kind", "job"}`` beside the job's partial state and
+`run_job(function, job)` serves every multi-GPU job of the pipeline: pre-training (paper Table
+5, `run_pretraining`) and the classifier trainings of Sec. 4.1 (`ddae.finetune`). It knows no
+job kinds: ``function`` is the importable name ("module:function") of what every worker runs
+with the job dataclass. With more than one process the job is written to a JSON file
+``{"function", "job_type", "job"}`` beside the job's partial state and
 ``python -m torch.distributed.run --standalone --nproc_per_node N -m ddae.launch <job.json>``
-starts the workers; each rebuilds the dataclass with `from_mapping` and calls the kind's
-function, which joins the process group itself (`ddae.distributed`). A single process runs the
-function in place.
+starts the workers; each imports the job's dataclass and the function by name, rebuilds the
+job with `from_mapping` and calls the function, which joins the process group itself
+(`ddae.distributed`). A single process runs the function in place.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import subprocess
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,6 @@ from typing import Any
 import torch
 
 from ddae.configs import from_mapping, to_mapping
-from ddae.finetune import ClassifierJob, run_classifier_job
 from ddae.training import TrainOptions, train_to_epoch
 
 
@@ -60,7 +59,7 @@ def _options(job: PretrainingJob, device: str | None) -> TrainOptions:
     )
 
 
-def _train(job: PretrainingJob) -> None:
+def train_pretraining(job: PretrainingJob) -> None:
     """Train in this process (on the CPU, or the GPU torchrun's LOCAL_RANK selects)."""
     options = _options(job, "cpu" if job.device == "cpu" else None)
     train_to_epoch(job.run, job.dataset, job.output, job.target_epoch, job.start, options)
@@ -68,27 +67,26 @@ def _train(job: PretrainingJob) -> None:
 
 def run_pretraining(job: PretrainingJob) -> None:
     """Train `job` to its target epoch, under torchrun when it asks for several processes."""
-    run_job("pretraining", job)
+    run_job("ddae.launch:train_pretraining", job)
 
 
-# kind -> (job dataclass, function every worker runs); the only name-to-code lookup here.
-JOBS: dict[str, tuple[type, Callable[[Any], None]]] = {
-    "pretraining": (PretrainingJob, _train),
-    "classifier": (ClassifierJob, run_classifier_job),
-}
+def importable(name: str) -> Any:
+    """The object ``module:attribute`` names."""
+    module, _, attribute = name.partition(":")
+    try:
+        return getattr(importlib.import_module(module), attribute)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"{name!r} is not an importable 'module:attribute' ({error})") from error
 
 
-def run_job(kind: str, job: Any) -> None:
-    """Run `job` of `kind` (a key of `JOBS`) here, or under torchrun with job.processes workers.
+def run_job(function: str, job: Any) -> None:
+    """Run ``function`` ("module:function") on `job` here, or under torchrun with
+    job.processes workers.
 
     The job dataclass needs ``processes``, ``device`` ("cuda" or "cpu"), ``state_dir`` (where
     the torchrun job file goes) and a ``target`` naming its output for error messages.
     """
-    if kind not in JOBS:
-        raise ValueError(f"unknown job kind {kind!r} (choose from {sorted(JOBS)})")
-    job_type, function = JOBS[kind]
-    if not isinstance(job, job_type):
-        raise TypeError(f"a {kind!r} job must be a {job_type.__name__}, got {type(job).__name__}")
+    worker = importable(function)
     if job.processes < 1:
         raise ValueError(f"{job.target}: processes must be at least 1, got {job.processes}")
     if job.device == "cuda" and not torch.cuda.is_available():
@@ -102,11 +100,13 @@ def run_job(kind: str, job: Any) -> None:
             f"{torch.cuda.device_count()} are visible"
         )
     if job.processes == 1:
-        function(job)
+        worker(job)
         return
-    spec = Path(job.state_dir) / f"torchrun_{kind}.json"
+    job_type = f"{type(job).__module__}:{type(job).__qualname__}"
+    spec = Path(job.state_dir) / f"torchrun_{function.rpartition(':')[2]}.json"
     spec.parent.mkdir(parents=True, exist_ok=True)
-    spec.write_text(json.dumps({"kind": kind, "job": to_mapping(job)}, indent=2))
+    record = {"function": function, "job_type": job_type, "job": to_mapping(job)}
+    spec.write_text(json.dumps(record, indent=2))
     command = [
         sys.executable,
         "-m",
@@ -126,10 +126,7 @@ def run_job(kind: str, job: Any) -> None:
 def _worker(spec_path: str) -> None:
     """Entry point of one torchrun worker."""
     data = json.loads(Path(spec_path).read_text())
-    kind = data.get("kind")
-    if kind not in JOBS:
-        raise ValueError(f"{spec_path}: unknown job kind {kind!r} (choose from {sorted(JOBS)})")
-    job_type, function = JOBS[kind]
+    job_type, function = importable(data["job_type"]), importable(data["function"])
     function(from_mapping(job_type, data["job"], f"{spec_path}:job"))
 
 

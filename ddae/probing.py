@@ -69,15 +69,13 @@ from ddae.batching import epoch_permutation
 from ddae.checkpoints import load_network
 from ddae.configs import ConfigError, from_mapping, to_mapping
 from ddae.datasets.format import ImageDataset
-from ddae.diffusion import Framework
 from ddae.features import (
     NOISE_STREAM,
     TEST,
     TRAIN,
+    VIEW_STREAM,
     FeatureCache,
-    InputsFor,
     feature_bytes,
-    image_inputs,
     item_seeds,
     iter_features,
     load_feature_cache,
@@ -85,9 +83,9 @@ from ddae.features import (
 from ddae.learning_rate import peak_lr
 from ddae.result_files import read_grid_choice
 from ddae.results import append_jsonl, write_json
+from ddae.sources import Source
 
 log = logging.getLogger(__name__)
-VIEW_STREAM = 2  # seeds the per-epoch choice of cached view (distinct from features' streams)
 INIT_STREAM = 3  # seeds each probe's initialisation
 SUBSET_STREAM = 4  # seeds the choice of the labels_per_class subset
 BATCHNORM_EPS = 1e-5  # torch.nn.BatchNorm1d's default eps (``standardize``)
@@ -567,8 +565,7 @@ def pixel_probe(
 
 def linear_probe(
     checkpoint: str | Path,
-    train_path: str | Path,
-    test_path: str | Path,
+    source: Source,
     layer: int,
     t: int,
     steps: int,
@@ -578,86 +575,28 @@ def linear_probe(
     device: torch.device | str = "cpu",
     progress: bool = True,
 ) -> dict[str, Any]:
-    """The official linear-probe protocol at one (layer, t) (Table 6).
+    """The official linear-probe protocol at one (layer, t) (Table 6; DiT: ``DiT/linear.py``).
 
-    Frozen EMA network in the loop: every epoch e each training image gets a fresh flip + crop and
-    fresh noise (seeded per image by (seed, train, view = e), so epoch e sees exactly view e of a
-    `ddae.features` cache with the same seed), the network runs only up to the chosen block, and
-    one linear head is trained with Adam and per-epoch cosine decay. The test split is
-    un-augmented with deterministic noise (identical to the cache's test features); since the
-    network is frozen its test features are computed once and the accuracy is reported after
-    every epoch (``history``), the final one being ``test_accuracy``.
+    Frozen EMA network in the loop: every epoch e each training item gets fresh inputs from the
+    ``source`` (`ddae.sources.Source.train_epochs`: images flipped and cropped afresh, seeded
+    per image by (seed, train, view = e), so epoch e sees exactly view e of a `ddae.features`
+    cache with the same seed; latents: one randomly chosen cached version, whose augmentation
+    is baked in, so ``hflip``/``crop_padding`` are unused) and fresh noise seeded by (seed,
+    train, e, i); the network runs only up to the chosen block, and one linear head is trained
+    with Adam and per-epoch cosine decay. The test split is un-augmented with deterministic noise
+    (seed, test, 0, i), identical to the cache's test features; since the network is frozen its
+    test features are computed once and the accuracy is reported after every epoch
+    (``history``), the final one being ``test_accuracy``. Writes and returns test_accuracy,
+    layer, layer_name, t, steps, sigma, epochs, history, checkpoint, the source's files, config
+    and created_by (the history also to ``metrics_path`` as jsonl).
     """
     cfg = from_mapping(LinearProbeConfig, config, "probe")
     device = torch.device(device)
-    net, framework, _ = load_network(checkpoint, "ema", map_location=device, frozen=True)
+    net, framework, run = load_network(checkpoint, "ema", map_location=device, frozen=True)
+    source.check_network(run["network"], str(checkpoint))
     _check_layer(net, layer)
-    train, test = ImageDataset.load(train_path), ImageDataset.load(test_path)
-    test_inputs = image_inputs(test.images.to(device), hflip=False, crop_padding=0, key=None)
-    train_inputs = image_inputs(
-        train.images.to(device),
-        hflip=cfg.hflip,
-        crop_padding=cfg.crop_padding,
-        key=(cfg.seed, TRAIN),
-    )
-    record = probe_in_the_loop(
-        net,
-        framework,
-        layer=layer,
-        t=t,
-        steps=steps,
-        train_inputs=train_inputs,
-        train_labels=train.labels,
-        test_inputs=test_inputs,
-        test_labels=test.labels,
-        num_classes=len(train.classes),
-        config=cfg,
-        metrics_path=metrics_path,
-        device=device,
-        progress=progress,
-    )
-    record.update(
-        checkpoint=str(checkpoint), config=to_mapping(cfg), created_by="ddae.probing.linear_probe"
-    )
-    write_json(out_json, record)
-    return record
-
-
-def _check_layer(net: torch.nn.Module, layer: int) -> None:
-    blocks = net.decoder_blocks()
-    if not 1 <= layer <= len(blocks):
-        raise ConfigError(f"layer {layer} is not within 1..{len(blocks)}")
-
-
-def probe_in_the_loop(
-    net: torch.nn.Module,
-    framework: Framework,
-    *,
-    layer: int,
-    t: int,
-    steps: int,
-    train_inputs: InputsFor,
-    train_labels: Tensor,
-    test_inputs: InputsFor,
-    test_labels: Tensor,
-    num_classes: int,
-    config: LinearProbeConfig,
-    metrics_path: str | Path | None,
-    device: torch.device,
-    progress: bool,
-) -> dict[str, Any]:
-    """Train one linear head on the frozen ``net``'s block ``layer`` at t/steps (Table 6).
-
-    The input source is pluggable: ``train_inputs(view, indices)`` gives the clean inputs of
-    epoch ``view`` (images flipped and cropped afresh, `ddae.features.image_inputs`; or one
-    cached latent version per item, `ddae.latents.latent_inputs`), ``test_inputs(0, indices)``
-    the un-augmented test split. Noise of item i in epoch e is seeded by (seed, train, e, i);
-    the test split gets deterministic noise (seed, test, 0, i) and its features are computed
-    once. Returns test_accuracy, layer, layer_name, t, steps, sigma, epochs and the per-epoch
-    history (also appended to ``metrics_path`` as jsonl).
-    """
-    cfg = config
-    _check_layer(net, layer)
+    train_inputs, test_inputs = source.train_epochs(cfg, device), source.test_inputs(device)
+    train_labels, test_labels = source.train_labels, source.test_labels
     sigma = framework.sigma_at_timestep(t, steps)
     subset = labelled_subset(train_labels, cfg.labels_per_class, cfg.seed)
     num_train, num_test = len(subset), len(test_labels)
@@ -696,7 +635,7 @@ def probe_in_the_loop(
         rows = [p[0] for _, p in features(train_inputs, subset, (cfg.seed, TRAIN), 0, "stats")]
         mean, scale = standardizer(torch.cat(rows))
         test_rows = (test_rows.float() - mean) * scale
-    bank = ProbeBank([dim], num_classes, [(t, layer)], cfg.seed, device)
+    bank = ProbeBank([dim], source.num_classes, [(t, layer)], cfg.seed, device)
     train_labels = train_labels.to(device)
     history = []
     metrics = Path(metrics_path) if metrics_path else None
@@ -737,7 +676,7 @@ def probe_in_the_loop(
         history[-1]["test_accuracy"],
         cfg.epochs,
     )
-    return {
+    record = {
         "test_accuracy": history[-1]["test_accuracy"],
         "layer": layer,
         "layer_name": net.decoder_blocks()[layer - 1][0],
@@ -746,13 +685,19 @@ def probe_in_the_loop(
         "sigma": sigma,
         "epochs": cfg.epochs,
         "history": history,
+        "checkpoint": str(checkpoint),
+        **source.record(),
+        "config": to_mapping(cfg),
+        "created_by": "ddae.probing.linear_probe",
     }
+    write_json(out_json, record)
+    return record
 
 
-def layer_t_from_grid(path: str | Path, steps: int) -> tuple[int, int]:
-    """(layer, t) of a `grid_search` JSON, checking that its ``steps`` matches ``steps``."""
-    layer, t, _ = resolve_layer_t([path], None, steps)
-    return layer, t
+def _check_layer(net: torch.nn.Module, layer: int) -> None:
+    blocks = net.decoder_blocks()
+    if not 1 <= layer <= len(blocks):
+        raise ConfigError(f"layer {layer} is not within 1..{len(blocks)}")
 
 
 def resolve_layer_t(

@@ -31,17 +31,15 @@ from ddae.distributed import World
 from ddae.features import (
     AUGMENT_STREAM,
     TRAIN,
+    cache_features,
     load_feature_cache,
     per_item_crop_flip,
     per_item_normal,
 )
-from ddae.finetune import TruncatedClassifier, finetune_dit
+from ddae.finetune import TruncatedClassifier, finetune
 from ddae.latents import (
     POSTERIOR_STREAM,
-    LatentData,
-    cache_dit_features,
     cache_latents,
-    dit_linear_probe,
     encode_latents,
     load_latents,
     load_vae,
@@ -51,7 +49,8 @@ from ddae.networks import build_network, count_parameters, network_spec
 from ddae.networks.dit import DiT, dit_parameter_count
 from ddae.official.importers import import_official
 from ddae.official.stand_ins import STAND_IN_NOTE, write_stand_in
-from ddae.probing import grid_search
+from ddae.probing import grid_search, linear_probe
+from ddae.sources import LatentData, LatentSource
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -234,8 +233,14 @@ def test_latents_features_grid_and_probe(tmp_path: Path) -> None:
 
     feature_config = {"views": 2, "batch_size": 16, "seed": 0}
     dirs = [
-        cache_dit_features(
-            checkpoint, latent_dir, t, 1000, feature_config, tmp_path / f"t{t}", progress=False
+        cache_features(
+            checkpoint,
+            LatentSource(latent_dir),
+            t,
+            1000,
+            feature_config,
+            tmp_path / f"t{t}",
+            progress=False,
         )
         for t in (1, 121)
     ]
@@ -269,9 +274,9 @@ def test_latents_features_grid_and_probe(tmp_path: Path) -> None:
         progress=False,
     )
     assert record["probes"] == 6 and record["layer"] in (1, 2, 3)
-    probe = dit_linear_probe(
+    probe = linear_probe(
         checkpoint,
-        latent_dir,
+        LatentSource(latent_dir),
         2,
         121,
         1000,
@@ -282,9 +287,9 @@ def test_latents_features_grid_and_probe(tmp_path: Path) -> None:
     )
     assert probe["layer_name"] == "blocks.1" and len(probe["history"]) == 2
     assert 0.0 <= probe["test_accuracy"] <= 100.0
-    assert json.loads((tmp_path / "linear.json").read_text())["created_by"].endswith(
-        "dit_linear_probe"
-    )
+    saved = json.loads((tmp_path / "linear.json").read_text())
+    assert saved["created_by"] == "ddae.probing.linear_probe"
+    assert saved["latents"] == str(latent_dir) and "train" not in saved
 
 
 def test_dit_matches_diffusers_implementation_under_weight_mapping() -> None:
@@ -385,14 +390,13 @@ def test_dit_finetune_on_latents_writes_the_result(stand_in_latents, tmp_path: P
     paths = stand_in_latents
     out, metrics = tmp_path / "finetune" / "epoch0.json", tmp_path / "m.jsonl"
     config = {"epochs": 2, "batch_size": 16, "lr": 8e-5, "optimizer": "adam"}
-    finetune_dit(
-        paths["checkpoint"], paths["latents"], 2, 121, 1000, config, out, metrics,
+    latents = LatentSource(paths["latents"])
+    finetune(
+        paths["checkpoint"], latents, 2, 121, 1000, config, out, metrics,
         tmp_path / "state", processes=1, device="cpu", progress=False,
     )  # fmt: skip
     result = json.loads(out.read_text())
-    assert result["created_by"] == "finetune_dit" and result["checkpoint"] == str(
-        paths["checkpoint"]
-    )
+    assert result["created_by"] == "finetune" and result["checkpoint"] == str(paths["checkpoint"])
     assert result["latents"] == str(paths["latents"]) and "train" not in result
     assert result["layer"] == 2 and result["layer_name"] == "blocks.1"
     assert (result["t"], result["steps"], result["epochs"]) == (121, 1000, 2)
@@ -402,14 +406,14 @@ def test_dit_finetune_on_latents_writes_the_result(stand_in_latents, tmp_path: P
     assert len(metrics.read_text().splitlines()) == 2
     assert not (tmp_path / "state" / PARTIAL_STATE).exists()
     with pytest.raises(ConfigError, match="already augmented"):
-        finetune_dit(
-            paths["checkpoint"], paths["latents"], 2, 121, 1000, {**config, "hflip": True},
+        finetune(
+            paths["checkpoint"], latents, 2, 121, 1000, {**config, "hflip": True},
             out, None, tmp_path / "s2", processes=1, device="cpu",
         )  # fmt: skip
     wrong = write_stand_in("dit", tmp_path / "wide.pt", {**TINY_DIT, "input_size": 8}, seed=0)
     with pytest.raises(ConfigError, match="latents"):
-        finetune_dit(
-            wrong, paths["latents"], 2, 121, 1000, config, out, None, tmp_path / "s3",
+        finetune(
+            wrong, latents, 2, 121, 1000, config, out, None, tmp_path / "s3",
             processes=1, device="cpu",
         )  # fmt: skip
 
@@ -516,11 +520,11 @@ def test_stand_in_dit_checkpoint_and_vae(stand_in_latents, tmp_path: Path) -> No
 def test_dit_finetune_two_processes_follow_one(stand_in_latents, tmp_path: Path) -> None:
     """torchrun with 2 gloo workers × 8 latents follows one process × 16 latents."""
     config = {"epochs": 1, "batch_size": 16, "lr": 1e-4}
-    results = []
+    results, stand_in_checkpoint = [], stand_in_latents["checkpoint"]
     for processes in (1, 2):
         out = tmp_path / f"{processes}.json"
-        finetune_dit(
-            stand_in_latents["checkpoint"], stand_in_latents["latents"], 2, 121, 1000, config,
+        finetune(
+            stand_in_checkpoint, LatentSource(stand_in_latents["latents"]), 2, 121, 1000, config,
             out, None, tmp_path / f"state{processes}", processes=processes, device="cpu",
             progress=False,
         )  # fmt: skip

@@ -25,6 +25,7 @@ from ddae.features import (
     per_item_normal,
 )
 from ddae.networks import build_network
+from ddae.sources import ImageSource
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -186,7 +187,9 @@ def tiny_run(tmp_path_factory) -> tuple[Path, Path, Path]:
 def test_cache_features_writes_fp16_views_and_meta(tiny_run, tmp_path):
     checkpoint, train, test = tiny_run
     config = {"views": 3, "batch_size": 7, "seed": 4}
-    out = cache_features(checkpoint, train, test, 11, 100, config, tmp_path / "t11", progress=False)
+    out = cache_features(
+        checkpoint, ImageSource(train, test), 11, 100, config, tmp_path / "t11", progress=False
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t11"]  # no temporary leftovers
     cache = load_feature_cache(out)
     dims = expected_dims(TINY_UNET_8PX)
@@ -207,7 +210,9 @@ def test_cache_features_writes_fp16_views_and_meta(tiny_run, tmp_path):
     assert not np.array_equal(cache.train[0], cache.train[1])
     config["batch_size"] = 24
     again = load_feature_cache(
-        cache_features(checkpoint, train, test, 11, 100, config, tmp_path / "b", progress=False)
+        cache_features(
+            checkpoint, ImageSource(train, test), 11, 100, config, tmp_path / "b", progress=False
+        )
     )
     np.testing.assert_allclose(again.train, cache.train, rtol=2e-3, atol=1e-4)
     np.testing.assert_allclose(again.test, cache.test, rtol=2e-3, atol=1e-4)
@@ -216,5 +221,5 @@ def test_cache_features_writes_fp16_views_and_meta(tiny_run, tmp_path):
 def test_unknown_config_keys_fail(tiny_run, tmp_path):
     checkpoint, train, test = tiny_run
     with pytest.raises(ValueError, match="vews"):
-        cache_features(checkpoint, train, test, 1, 100, {"vews": 2}, tmp_path / "x")
+        cache_features(checkpoint, ImageSource(train, test), 1, 100, {"vews": 2}, tmp_path / "x")
     assert not any(tmp_path.iterdir())

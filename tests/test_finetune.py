@@ -23,12 +23,14 @@ from ddae.diffusion import build_framework
 from ddae.distributed import World
 from ddae.finetune import (
     TruncatedClassifier,
+    classifier_stage,
     finetune,
     train_from_scratch,
     train_supervised_wrn,
 )
 from ddae.networks import build_network, count_parameters
 from ddae.probing import resolve_layer_t
+from ddae.sources import ImageSource
 
 CPU = World(rank=0, size=1, device=torch.device("cpu"))
 
@@ -137,7 +139,7 @@ def test_finetune_learns_digits(digits, tmp_path):
     out = tmp_path / "finetune" / "epoch2.json"
     metrics = tmp_path / "metrics.jsonl"
     finetune(
-        checkpoint, digits["train"], digits["test"], 2, 4, 18, config, out, metrics,
+        checkpoint, ImageSource(digits["train"], digits["test"]), 2, 4, 18, config, out, metrics,
         tmp_path / "state", processes=1, device="cpu", progress=False,
     )  # fmt: skip
     result = json.loads(out.read_text())
@@ -207,7 +209,7 @@ def test_corrupt_partial_state_names_the_file(digits, tmp_path):
         small_trainer(digits).resume(state)
     with pytest.raises(CheckpointError, match=PARTIAL_STATE):
         train_supervised_wrn(
-            TINY_WRN, digits["small"], digits["test"], {"epochs": 1, "batch_size": 64},
+            TINY_WRN, ImageSource(digits["small"], digits["test"]), {"epochs": 1, "batch_size": 64},
             tmp_path / "wrn.json", None, state, processes=1, device="cpu", progress=False,
         )  # fmt: skip
 
@@ -218,16 +220,17 @@ def test_second_writer_of_a_partial_state_fails_at_once(digits, tmp_path):
     locked = pytest.raises(StateLockedError, match=r"pid \d+ on .* still writing")
     with partial_state_lock(state), locked:
         train_supervised_wrn(
-            TINY_WRN, digits["small"], digits["test"], {"epochs": 1, "batch_size": 64},
+            TINY_WRN, ImageSource(digits["small"], digits["test"]), {"epochs": 1, "batch_size": 64},
             tmp_path / "wrn.json", None, state, processes=1, device="cpu", progress=False,
         )  # fmt: skip
     assert not (tmp_path / "wrn.json").exists()
 
 
 def test_wrn_and_scratch_train(digits, tmp_path):
+    small = ImageSource(digits["small"], digits["test"])
     config = {"epochs": 1, "batch_size": 64, "optimizer": "sgd", "lr": 0.1, "weight_decay": 5e-4}
     train_supervised_wrn(
-        TINY_WRN, digits["small"], digits["test"], config, tmp_path / "wrn.json", None,
+        TINY_WRN, small, config, tmp_path / "wrn.json", None,
         tmp_path / "s1", processes=1, device="cpu", progress=False,
     )  # fmt: skip
     wrn = json.loads((tmp_path / "wrn.json").read_text())
@@ -239,7 +242,7 @@ def test_wrn_and_scratch_train(digits, tmp_path):
     run = {"network": TINY_UNET, "framework": FRAMEWORKS["ddpm"][0]}
     config = {"epochs": 1, "batch_size": 64, "lr": 5e-4, "warmup_epochs": 1}
     train_from_scratch(
-        run, digits["small"], digits["test"], 3, 11, 1000, config, tmp_path / "scratch.json",
+        run, small, 3, 11, 1000, config, tmp_path / "scratch.json",
         None, tmp_path / "s2", processes=1, device="cpu", progress=False,
     )  # fmt: skip
     scratch = json.loads((tmp_path / "scratch.json").read_text())
@@ -247,12 +250,12 @@ def test_wrn_and_scratch_train(digits, tmp_path):
     assert scratch["checkpoint"] is None and scratch["run"]["network"]["arch"] == "ddpm_unet"
     with pytest.raises(ConfigError, match="training"):
         train_from_scratch(
-            {**run, "training": {}}, digits["small"], digits["test"], 3, 11, 1000, config,
+            {**run, "training": {}}, small, 3, 11, 1000, config,
             tmp_path / "x.json", None, tmp_path / "s3", processes=1, device="cpu",
         )  # fmt: skip
     with pytest.raises(ConfigError, match="unknown key 'learning_rate'"):
         train_supervised_wrn(
-            TINY_WRN, digits["small"], digits["test"], {"epochs": 1, "learning_rate": 1.0},
+            TINY_WRN, small, {"epochs": 1, "learning_rate": 1.0},
             tmp_path / "x.json", None, tmp_path / "s3", processes=1, device="cpu",
         )  # fmt: skip
 
@@ -269,6 +272,35 @@ def test_layer_t_comes_from_the_grid_or_the_config(tmp_path):
         resolve_layer_t([], None, 1000)
 
 
+def test_classifier_stage_takes_layer_t_checkpoint_and_source_from_the_rule_inputs(
+    digits, tmp_path
+):
+    checkpoint = tiny_checkpoint(tmp_path / "edm.pt", TINY_DDPMPP, {"kind": "edm"}, seed=1)
+    grid = tmp_path / "grid.json"
+    grid.write_text(json.dumps(GRID_CHOICE | {"layer": 2, "layer_name": "x", "t": 4, "steps": 18}))
+    inputs = {"checkpoint": checkpoint, "train": digits["small"], "test": digits["test"]}
+    config = {"epochs": 1, "batch_size": 64, "hflip": False}
+    out = tmp_path / "finetune.json"
+    stage = {"metrics_path": None, "state_dir": tmp_path / "s", "gpus": 0}
+    classifier_stage(
+        {"kind": "pretrained"}, inputs | {"choice": [str(grid)]}, None, 18, config, out, **stage
+    )
+    result = json.loads(out.read_text())
+    assert (result["layer"], result["t"], result["steps"]) == (2, 4, 18)
+    assert result["created_by"] == "finetune" and result["checkpoint"] == str(checkpoint)
+    assert (result["train"], result["test"]) == (str(digits["small"]), str(digits["test"]))
+    with pytest.raises(ConfigError, match="steps=18, config says 1000"):
+        classifier_stage({"kind": "pretrained"}, inputs | {"choice": [str(grid)]}, None, 1000,
+                         config, out, **stage)  # fmt: skip
+    classifier_stage(
+        {"kind": "pretrained"}, inputs | {"choice": []}, {"layer": 1, "t": 3}, 18, config, out,
+        **stage,
+    )  # fmt: skip
+    assert json.loads(out.read_text())["layer"] == 1
+    with pytest.raises(ConfigError, match=r"model.kind: unknown 'mlp'"):
+        classifier_stage({"kind": "mlp"}, inputs, None, None, config, out, **stage)
+
+
 @pytest.mark.slow
 def test_launcher_runs_a_two_process_finetune(digits, tmp_path):
     """torchrun with 2 gloo workers × 32 images follows one process × 64 images."""
@@ -279,7 +311,7 @@ def test_launcher_runs_a_two_process_finetune(digits, tmp_path):
     for processes in (1, 2):
         out = tmp_path / f"{processes}.json"
         finetune(
-            checkpoint, digits["small"], digits["test"], 2, 4, 18, config, out, None,
+            checkpoint, ImageSource(digits["small"], digits["test"]), 2, 4, 18, config, out, None,
             tmp_path / f"state{processes}", processes=processes, device="cpu", progress=False,
         )  # fmt: skip
         results.append(json.loads(out.read_text()))

@@ -12,6 +12,7 @@ from conftest import TINY_UNET, digits_subset, tiny_probe_run
 from ddae.features import cache_features
 from ddae.joblog import logging_to, progress
 from ddae.probing import grid_search, linear_probe
+from ddae.sources import ImageSource
 from ddae.training import TrainOptions, train_to_epoch
 
 
@@ -46,7 +47,7 @@ def test_feature_grid_and_probe_jobs_log_progress_and_end_with_their_result(tmp_
     features = {"views": 2, "batch_size": 32, "hflip": False}
     log = tmp_path / "cache.log"
     with logging_to(log):
-        cache_features(checkpoint, train, test, 5, 100, features, tmp_path / "t5")
+        cache_features(checkpoint, ImageSource(train, test), 5, 100, features, tmp_path / "t5")
     text = log.read_text()
     assert "INFO ddae.progress: train view 2/2: done, 2 batches in" in text
     assert RESULT.match(last_line(log)) and "cached 4 layers at t = 5/100" in last_line(log)
@@ -60,7 +61,9 @@ def test_feature_grid_and_probe_jobs_log_progress_and_end_with_their_result(tmp_
 
     log = tmp_path / "linear.log"
     with logging_to(log):
-        linear_probe(checkpoint, train, test, 1, 5, 100, probe, tmp_path / "linear.json")
+        linear_probe(
+            checkpoint, ImageSource(train, test), 1, 5, 100, probe, tmp_path / "linear.json"
+        )
     assert "epoch 2/2: done, 2 batches" in log.read_text()
     assert RESULT.match(last_line(log))
     assert re.search(r"linear probe at layer 1 \(.*\), t = 5/100: test accuracy", last_line(log))

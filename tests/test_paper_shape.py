@@ -249,7 +249,7 @@ def test_every_paper_scale_job_builds_its_settings(paper_jobs):
     check_paper_shape(PAPER_CONFIG)
     counts = paper_jobs
     assert counts["pretrain"] == 56 and counts["fid"] == 40 and counts["grid"] == 12
-    # the dry run's linear_probe 40 + dit_linear_probe 2, cache_features 241 + cache_dit 22
+    # the dry run's linear_probe 40 + 2 of DiT, cache_features 241 + 22 of DiT (one rule each)
     assert counts["linear_probe"] == 42 and counts["cache_features"] == 241 + 22
 
 
@@ -293,7 +293,7 @@ def test_miniature_plans_the_paper_dag_offline(tmp_path, paper_jobs):
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout + result.stderr, re.MULTILINE))
     assert not any(rule.startswith("download") for rule in jobs)  # offline
     assert int(jobs["pretrain"]) == paper_jobs["pretrain"] + 2
-    assert int(jobs["cache_features"]) + int(jobs["cache_dit_features"]) == 241 + 22
+    assert int(jobs["cache_features"]) == 241 + 22
     assert int(jobs["sample_fid"]) == 40 and int(jobs["grid_search"]) == 12
     assert int(jobs["stand_in_checkpoint"]) == 2 and int(jobs["stand_in_vae"]) == 1
 

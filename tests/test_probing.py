@@ -18,10 +18,11 @@ from ddae.probing import (
     fit_cached_probes,
     grid_search,
     labelled_subset,
-    layer_t_from_grid,
     linear_probe,
     pixel_probe,
+    resolve_layer_t,
 )
+from ddae.sources import ImageSource
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -119,7 +120,9 @@ def test_grid_search_end_to_end(tiny_run, tmp_path):
     checkpoint, train, test = tiny_run
     features = {"views": 2, "batch_size": 24}
     dirs = [
-        cache_features(checkpoint, train, test, t, 100, features, tmp_path / f"t{t}", "cpu", False)
+        cache_features(
+            checkpoint, ImageSource(train, test), t, 100, features, tmp_path / f"t{t}", "cpu", False
+        )
         for t in (11, 1)
     ]
     probe = {"epochs": 2, "batch_size": 16, "resident_gib": 1e-9}  # one t per group
@@ -143,9 +146,9 @@ def test_grid_search_end_to_end(tiny_run, tmp_path):
         dirs, {**probe, "resident_gib": 1.0}, tmp_path / "h.csv", tmp_path / "h.json"
     )
     assert (tmp_path / "h.csv").read_text() == (tmp_path / "g.csv").read_text()
-    assert layer_t_from_grid(tmp_path / "g.json", 100) == (again["layer"], again["t"])
+    assert resolve_layer_t([tmp_path / "g.json"], None, 100)[:2] == (again["layer"], again["t"])
     with pytest.raises(ConfigError, match="steps"):
-        layer_t_from_grid(tmp_path / "g.json", 18)
+        resolve_layer_t([tmp_path / "g.json"], None, 18)
 
 
 def test_linear_probe_end_to_end(tiny_run, tmp_path):
@@ -153,8 +156,7 @@ def test_linear_probe_end_to_end(tiny_run, tmp_path):
     probe = {"epochs": 2, "batch_size": 16, "crop_padding": 2}
     record = linear_probe(
         checkpoint,
-        train,
-        test,
+        ImageSource(train, test),
         3,
         11,
         100,
@@ -187,7 +189,7 @@ def test_linear_probe_end_to_end(tiny_run, tmp_path):
     metrics = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
     assert metrics == saved["history"]
     with pytest.raises(ConfigError, match="layer"):
-        linear_probe(checkpoint, train, test, 9, 11, 100, probe, tmp_path / "x.json")
+        linear_probe(checkpoint, ImageSource(train, test), 9, 11, 100, probe, tmp_path / "x.json")
 
 
 def test_standardised_probe_converges_on_features_of_small_spread():

@@ -122,7 +122,7 @@ def read_edm_pickle(
     # nothing is built before the file's spec is known to be the expected, plausible one
     if expected is not None:
         check_expected("edm", spec, framework, expected, str(pickle_path))
-    state = module_state_dict(model)  # visited set and size budget (ddae.edm_pickle)
+    state = module_state_dict(model)  # visited set and size budget (ddae.official.edm_pickle)
     values = sum(v.numel() for v in state.values() if isinstance(v, torch.Tensor))
     refuse_oversized(spec, values, str(pickle_path))
     network = build_network(spec)

@@ -9,7 +9,7 @@ rule align_uniform:
         train=lambda wildcards: dataset_split(wildcards.dataset, "train"),
         choice=layer_t_choice_final,
     output:
-        "results/{dataset}/{run}/align_uniform/epoch{epoch}.csv",
+        stage_output("align_uniform"),
     params:
         config=lambda wildcards: evaluation_stage(wildcards, "align_uniform"),
         layer_t=fixed_layer_t,
@@ -34,7 +34,7 @@ rule noisy_classifier:
         test=lambda wildcards: dataset_split(wildcards.dataset, "test"),
         choice=layer_t_choice,
     output:
-        "results/{dataset}/{run}/noisy/epoch{epoch}.csv",
+        stage_output("noisy"),
     params:
         head=lambda wildcards: evaluation_stage(wildcards, "noisy"),
         layer_t=fixed_layer_t,

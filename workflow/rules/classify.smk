@@ -7,16 +7,14 @@
 
 rule finetune:
     input:
+        unpack(source_files),
         checkpoint="results/{dataset}/{run}/checkpoints/epoch{epoch}.pt",
-        train=lambda wildcards: dataset_split(wildcards.dataset, "train"),
-        test=lambda wildcards: dataset_split(wildcards.dataset, "test"),
         choice=layer_t_choice,
     output:
-        json="results/{dataset}/{run}/finetune/epoch{epoch}.json",
-        metrics="results/{dataset}/{run}/finetune/epoch{epoch}.metrics.jsonl",
-    wildcard_constraints:
-        run=runs_pattern(PIXEL_RUNS),
+        json=stage_output("finetune"),
+        metrics=stage_output("finetune", ".metrics.jsonl"),
     params:
+        model={"kind": "pretrained"},  # ddae.finetune.MODELS; checkpoint, layer, t: the inputs
         training=lambda wildcards: evaluation_stage(wildcards, "finetune"),
         layer_t=fixed_layer_t,
         steps=evaluation_steps,
@@ -31,7 +29,7 @@ rule finetune:
     conda:
         "../../envs/ddae.yaml"
     script:
-        "../scripts/finetune.py"
+        "../scripts/classifier.py"
 
 
 rule scratch:
@@ -40,11 +38,12 @@ rule scratch:
         test=lambda wildcards: dataset_split(wildcards.dataset, "test"),
         choice=layer_t_choice,
     output:
-        json="results/{dataset}/{run}/scratch.json",
-        metrics="results/{dataset}/{run}/scratch.metrics.jsonl",
+        json=stage_output("scratch"),
+        metrics=stage_output("scratch", ".metrics.jsonl"),
     params:
-        run=lambda wildcards: {
-            key: pretraining_run(wildcards)[key] for key in ("network", "framework")
+        model=lambda wildcards: {
+            "kind": "scratch",
+            "run": {key: pretraining_run(wildcards)[key] for key in ("network", "framework")},
         },
         training=lambda wildcards: evaluation_stage(wildcards, "scratch"),
         layer_t=fixed_layer_t,
@@ -60,7 +59,7 @@ rule scratch:
     conda:
         "../../envs/ddae.yaml"
     script:
-        "../scripts/scratch.py"
+        "../scripts/classifier.py"
 
 
 rule supervised_wrn:
@@ -71,8 +70,13 @@ rule supervised_wrn:
         json="results/{dataset}/baselines/wrn.json",
         metrics="results/{dataset}/baselines/wrn.metrics.jsonl",
     params:
-        network=lambda wildcards: supervised_baseline(wildcards)["network"],
+        model=lambda wildcards: {
+            "kind": "wide_resnet",
+            "network": supervised_baseline(wildcards)["network"],
+        },
         training=lambda wildcards: supervised_baseline(wildcards)["training"],
+        layer_t=None,
+        steps=None,
         state_dir="results/{dataset}/baselines/partial/wrn",
     resources:
         gpu=lambda wildcards: supervised_baseline(wildcards)["gpus"],
@@ -84,4 +88,4 @@ rule supervised_wrn:
     conda:
         "../../envs/ddae.yaml"
     script:
-        "../scripts/supervised_wrn.py"
+        "../scripts/classifier.py"

@@ -199,7 +199,7 @@ def grid_choice(run, epoch):
     """The grid-search winner of one checkpoint, if the run picks (layer, t) by grid search."""
     if evaluation(run).get("layer_t", "grid") != "grid":
         return []
-    return [stage_file(run, "grid", epoch).replace(".csv", ".json")]
+    return [stage_file(run, "grid", epoch, ".json")]
 
 
 def grid_epochs(run):
@@ -240,22 +240,34 @@ CHECKPOINT_STAGES = ("fid", "grid", "linear_probe", "align_uniform")
 FINAL_STAGES = ("finetune", "scratch", "noisy")
 
 
-def stage_file(run, stage, epoch=None):
+# Where each evaluation stage writes its result, one table for the rules' outputs (`stage_output`)
+# and for the tables, figures and targets (`stage_file`).
+STAGE_FILES = {
+    "fid": "fid/epoch{epoch}.json",
+    "grid": "grid/epoch{epoch}.csv",
+    "linear_probe": "linear/epoch{epoch}.json",
+    "align_uniform": "align_uniform/epoch{epoch}.csv",
+    "finetune": "finetune/epoch{epoch}.json",
+    "scratch": "scratch.json",
+    "noisy": "noisy/epoch{epoch}.csv",
+}
+
+
+def stage_output(stage, suffix=None):
+    """The wildcard pattern of a stage's result file (``suffix`` replaces its extension: the
+    metrics log, the grid's JSON choice, the FID sample grid)."""
+    path = f"results/{{dataset}}/{{run}}/{STAGE_FILES[stage]}"
+    return path if suffix is None else path.rsplit(".", 1)[0] + suffix
+
+
+def stage_file(run, stage, epoch=None, suffix=None):
     """A run's result file of one evaluation stage (epoch: the final one unless given), or None
     when the run has no such stage."""
     if stage not in evaluation(run):
         return None
-    directory = run_directory(run)
     epoch = final_epoch(run) if epoch is None else epoch  # epoch 0: the untrained weights
-    return {
-        "fid": f"{directory}/fid/epoch{epoch}.json",
-        "linear_probe": f"{directory}/linear/epoch{epoch}.json",
-        "finetune": f"{directory}/finetune/epoch{epoch}.json",
-        "scratch": f"{directory}/scratch.json",
-        "grid": f"{directory}/grid/epoch{epoch}.csv",
-        "align_uniform": f"{directory}/align_uniform/epoch{epoch}.csv",
-        "noisy": f"{directory}/noisy/epoch{epoch}.csv",
-    }[stage]
+    dataset = PRETRAINING[run]["dataset"]
+    return stage_output(stage, suffix).format(dataset=dataset, run=run, epoch=epoch)
 
 
 def evaluation_targets():
@@ -313,7 +325,6 @@ OFFICIAL_RUNS = [run for run in PRETRAINING if "official" in run_source(run)]
 STAND_IN_RUNS = [run for run in PRETRAINING if "stand_in" in run_source(run)]
 TRAINED_RUNS = [run for run in PRETRAINING if not run_source(run)]
 DIT_RUNS = [run for run, spec in PRETRAINING.items() if spec["network"]["arch"] == "dit"]
-PIXEL_RUNS = [run for run in PRETRAINING if run not in DIT_RUNS]
 
 
 def runs_pattern(runs):
@@ -329,6 +340,14 @@ def dit_network(wildcards):
     """The DiT network spec an official DiT import is checked against (None otherwise)."""
     run = pretraining_run(wildcards)
     return run["network"] if run["network"]["arch"] == "dit" else None
+
+
+def source_files(wildcards):
+    """What a run's feature, probe and fine-tuning jobs read (`ddae.sources.open_source`): its
+    dataset's image splits, or for a DiT the VAE latents of rule cache_latents (Sec. 4.2)."""
+    if wildcards.run in DIT_RUNS:
+        return {"latents": f"results/{wildcards.dataset}/{wildcards.run}/latents"}
+    return {split: dataset_split(wildcards.dataset, split) for split in ("train", "test")}
 
 
 def vae_source(wildcards):

@@ -1,7 +1,8 @@
 # Measuring each pretrained checkpoint (paper Sec. 3.2 and 4): FID of its samples, features of
 # every decoder block cached per timestep, the (layer, t) grid search over them (Figure 2,
 # Appendix B) and the linear probe at the chosen pair (Tables 2-4). Each rule gets its stage's
-# config slice from the run's `evaluation` block; a stage missing there is not run.
+# config slice from the run's `evaluation` block; a stage missing there is not run. Features and
+# probes read the run's source (`source_files`): its dataset's images, or a DiT's VAE latents.
 
 
 localrules:
@@ -53,8 +54,8 @@ rule sample_fid:
         reference="results/{dataset}/fid/reference.npz",
         weights=fid_weights,
     output:
-        json="results/{dataset}/{run}/fid/epoch{epoch}.json",
-        grid="results/{dataset}/{run}/fid/epoch{epoch}.png",
+        json=stage_output("fid"),
+        grid=stage_output("fid", ".png"),
     params:
         sampling=lambda wildcards: evaluation_stage(wildcards, "fid"),
         extractor=FID["extractor"],
@@ -73,14 +74,11 @@ rule sample_fid:
 
 rule cache_features:
     input:
+        unpack(source_files),
         checkpoint="results/{dataset}/{run}/checkpoints/epoch{epoch}.pt",
-        train=lambda wildcards: dataset_split(wildcards.dataset, "train"),
-        test=lambda wildcards: dataset_split(wildcards.dataset, "test"),
     output:
         # deleted once its grid search is done: at paper scale one t is ~3 GB per view set
         temp(directory("results/{dataset}/{run}/features/epoch{epoch}/t{t}")),
-    wildcard_constraints:
-        run=runs_pattern(PIXEL_RUNS),
     params:
         features=lambda wildcards: evaluation_stage(wildcards, "features"),
         t=lambda wildcards: int(wildcards.t),
@@ -102,8 +100,8 @@ rule grid_search:
     input:
         features=feature_directories,
     output:
-        csv="results/{dataset}/{run}/grid/epoch{epoch}.csv",
-        json="results/{dataset}/{run}/grid/epoch{epoch}.json",
+        csv=stage_output("grid"),
+        json=stage_output("grid", ".json"),
     params:
         probe=lambda wildcards: evaluation_stage(wildcards, "grid"),
     resources:
@@ -121,15 +119,12 @@ rule grid_search:
 
 rule linear_probe:
     input:
+        unpack(source_files),
         checkpoint="results/{dataset}/{run}/checkpoints/epoch{epoch}.pt",
-        train=lambda wildcards: dataset_split(wildcards.dataset, "train"),
-        test=lambda wildcards: dataset_split(wildcards.dataset, "test"),
         choice=layer_t_choice,
     output:
-        json="results/{dataset}/{run}/linear/epoch{epoch}.json",
-        metrics="results/{dataset}/{run}/linear/epoch{epoch}.metrics.jsonl",
-    wildcard_constraints:
-        run=runs_pattern(PIXEL_RUNS),
+        json=stage_output("linear_probe"),
+        metrics=stage_output("linear_probe", ".metrics.jsonl"),
     params:
         probe=lambda wildcards: evaluation_stage(wildcards, "linear_probe"),
         layer_t=fixed_layer_t,

@@ -5,8 +5,9 @@
 # the project's own format, which every later stage reads unchanged. `source: {stand_in: ...}`
 # (the smoke run) writes a randomly initialised network of the configured shape instead, so the
 # transfer stages run offline; it is labelled a stand-in in the checkpoint and in no way trained.
-# DiT runs work on cached VAE latents: latents once per run, then features, grid search, linear
-# probe and fine-tuning as for the pixel-space networks (evaluate.smk, classify.smk).
+# DiT runs work on cached VAE latents: latents once per run (cache_latents), then the same
+# feature, grid-search, linear-probe and fine-tuning rules as the pixel-space networks
+# (evaluate.smk, classify.smk), which read the latents through `source_files`.
 
 
 localrules:
@@ -128,83 +129,3 @@ rule cache_latents:
         "../../envs/ddae.yaml"
     script:
         "../scripts/cache_latents.py"
-
-
-rule cache_dit_features:
-    input:
-        checkpoint="results/{dataset}/{run}/checkpoints/epoch{epoch}.pt",
-        latents="results/{dataset}/{run}/latents",
-    output:
-        temp(directory("results/{dataset}/{run}/features/epoch{epoch}/t{t}")),
-    wildcard_constraints:
-        run=runs_pattern(DIT_RUNS),
-    params:
-        features=lambda wildcards: evaluation_stage(wildcards, "features"),
-        t=lambda wildcards: int(wildcards.t),
-        steps=evaluation_steps,
-    resources:
-        gpu=evaluation_gpus,
-        gpu_slot=lambda wildcards: min(evaluation_gpus(wildcards), 1),
-    log:
-        "logs/{dataset}/{run}/cache_features_epoch{epoch}_t{t}.log",
-    benchmark:
-        "logs/{dataset}/{run}/cache_features_epoch{epoch}_t{t}.benchmark.tsv",
-    conda:
-        "../../envs/ddae.yaml"
-    script:
-        "../scripts/cache_dit_features.py"
-
-
-rule dit_linear_probe:
-    input:
-        checkpoint="results/{dataset}/{run}/checkpoints/epoch{epoch}.pt",
-        latents="results/{dataset}/{run}/latents",
-        choice=layer_t_choice,
-    output:
-        json="results/{dataset}/{run}/linear/epoch{epoch}.json",
-        metrics="results/{dataset}/{run}/linear/epoch{epoch}.metrics.jsonl",
-    wildcard_constraints:
-        run=runs_pattern(DIT_RUNS),
-    params:
-        probe=lambda wildcards: evaluation_stage(wildcards, "linear_probe"),
-        layer_t=fixed_layer_t,
-        steps=evaluation_steps,
-    resources:
-        gpu=evaluation_gpus,
-        gpu_slot=lambda wildcards: min(evaluation_gpus(wildcards), 1),
-    log:
-        "logs/{dataset}/{run}/linear_probe_epoch{epoch}.log",
-    benchmark:
-        "logs/{dataset}/{run}/linear_probe_epoch{epoch}.benchmark.tsv",
-    conda:
-        "../../envs/ddae.yaml"
-    script:
-        "../scripts/dit_linear_probe.py"
-
-
-rule dit_finetune:
-    input:
-        checkpoint="results/{dataset}/{run}/checkpoints/epoch{epoch}.pt",
-        latents="results/{dataset}/{run}/latents",
-        choice=layer_t_choice,
-    output:
-        json="results/{dataset}/{run}/finetune/epoch{epoch}.json",
-        metrics="results/{dataset}/{run}/finetune/epoch{epoch}.metrics.jsonl",
-    wildcard_constraints:
-        run=runs_pattern(DIT_RUNS),
-    params:
-        training=lambda wildcards: evaluation_stage(wildcards, "finetune"),
-        layer_t=fixed_layer_t,
-        steps=evaluation_steps,
-        state_dir=lambda wildcards: partial_state(wildcards, f"finetune_epoch{wildcards.epoch}"),
-    resources:
-        gpu=training_gpus,
-        gpu_slot=lambda wildcards: min(training_gpus(wildcards), 1),
-    log:
-        "logs/{dataset}/{run}/finetune_epoch{epoch}.log",
-    benchmark:
-        "logs/{dataset}/{run}/finetune_epoch{epoch}.benchmark.tsv",
-    conda:
-        "../../envs/ddae.yaml"
-    script:
-        "../scripts/dit_finetune.py"

@@ -2,6 +2,7 @@
 
 from ddae.joblog import logging_to
 from ddae.probing import linear_probe, resolve_layer_t
+from ddae.sources import open_source
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with logging_to(sm.log[0]):
@@ -9,8 +10,7 @@ with logging_to(sm.log[0]):
     layer, t, steps = resolve_layer_t(sm.input.choice, sm.params.layer_t, sm.params.steps)
     linear_probe(
         checkpoint=sm.input.checkpoint,
-        train_path=sm.input.train,
-        test_path=sm.input.test,
+        source=open_source(sm.input),
         layer=layer,
         t=t,
         steps=steps,
