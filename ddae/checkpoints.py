@@ -37,7 +37,7 @@ from torch import nn
 
 from ddae.diffusion import Framework, build_framework
 from ddae.networks import build_network
-from ddae.results import atomic_output
+from ddae.result_writers import atomic_output
 
 log = logging.getLogger(__name__)
 

@@ -57,7 +57,7 @@ from ddae.configs import ConfigError
 from ddae.datasets.format import ImageDataset
 from ddae.distributed import World, barrier, gather_objects, mean_across
 from ddae.learning_rate import peak_lr
-from ddae.results import append_jsonl
+from ddae.result_writers import append_jsonl
 from ddae.sources import ClassifierData, ImageData  # re-exported: the trainer's data
 from ddae.training import TrainingError
 
@@ -187,7 +187,7 @@ class ClassifierTrainer:
                 raise TypeError("an ImageDataset training split needs its test split")
             self.data = ImageData(train, test, config, self.device)
         self.steps_per_epoch = self.data.num_train // config.batch_size
-        if keep_last_batch:  # the official DataLoaders' drop_last=False (ddae.noisy)
+        if keep_last_batch:  # the official DataLoaders' drop_last=False (ddae.noise_conditional)
             if world.size > 1:
                 raise ConfigError("keep_last_batch is implemented for one process only")
             self.steps_per_epoch = math.ceil(self.data.num_train / config.batch_size)

@@ -26,7 +26,7 @@ from ddae.features import FeatureCacheConfig
 from ddae.fid import SamplingConfig
 from ddae.latents import LatentCacheConfig
 from ddae.networks import network_config
-from ddae.noisy import NoisyHeadConfig
+from ddae.noise_conditional import NoisyHeadConfig
 from ddae.probing import GridSearchConfig, LinearProbeConfig
 from ddae.training import normalize_run
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from ddae.results import atomic_output
+from ddae.result_writers import atomic_output
 
 log = logging.getLogger(__name__)
 

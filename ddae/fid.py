@@ -5,7 +5,7 @@ DDPM networks with 100-step DDIM and EDM networks with EDM's 18-level Heun sampl
 authors measured with: pytorch-fid on PNG files (FutureXiang/ddae README: "pip install
 pytorch-fid", ``extract_cifar10_pngs.ipynb`` unpacks the training set to 50,000 PNGs), and for
 EDM's official checkpoint EDM's own ``fid.py`` (NVlabs/edm). What we do instead: clean-fid's
-"clean" Inception features (`ddae.feature_extractors`: the same TF-Inception 2015-12-05 weights
+"clean" Inception features (`ddae.fid_networks`: the same TF-Inception 2015-12-05 weights
 as EDM's fid.py, with clean-fid's antialiased resize), computed on the uint8 samples in memory
 without PNG files, so one extractor serves every run and nothing depends on a PIL/PNG round trip.
 pytorch-fid's port of the network and its resize differ slightly, so our FIDs are comparable with
@@ -27,7 +27,7 @@ This module:
   covariances are rank-deficient, where `sqrtm` returns complex noise.
 
 Feature extractors (Inception as in clean-fid's "clean" mode, or the offline "random_conv")
-live in `ddae.feature_extractors`; every statistics file and result names the one it used, and
+live in `ddae.fid_networks`; every statistics file and result names the one it used, and
 an FID against a reference made by another extractor is refused.
 """
 
@@ -48,8 +48,8 @@ from tqdm import tqdm
 from ddae.checkpoints import load_network
 from ddae.configs import from_mapping, to_mapping
 from ddae.datasets.format import ImageDataset
-from ddae.feature_extractors import FeatureError, build_extractor
-from ddae.results import atomic_output, write_json
+from ddae.fid_networks import FeatureError, build_extractor
+from ddae.result_writers import atomic_output, write_json
 from ddae.sampling import generate
 
 log = logging.getLogger(__name__)

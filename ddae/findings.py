@@ -31,7 +31,7 @@ from typing import Any
 
 from ddae.configs import ConfigError, from_mapping
 from ddae.result_files import read_result_csv, read_result_json, require
-from ddae.results import atomic_output, write_json
+from ddae.result_writers import atomic_output, write_json
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ trained by the one loop of `ddae.classifier_training`. The model specs (`MODELS`
 
 Each job runs in one process or under ``torchrun`` through `ddae.launch.run_job` (by the name
 of `run_classifier_job`) and writes one result JSON: test accuracy in percent, layer, t, σ,
-per-epoch history, the model's record, the source's files (`ddae.results` writes it).
+per-epoch history, the model's record, the source's files (`ddae.result_writers` writes it).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from ddae.downloads import file_md5
 from ddae.launch import run_job
 from ddae.networks import build_network, count_parameters, network_config, network_spec
 from ddae.probing import resolve_layer_t
-from ddae.results import drop_metrics_after, write_json
+from ddae.result_writers import drop_metrics_after, write_json
 from ddae.sources import Source, open_source
 
 log = logging.getLogger(__name__)

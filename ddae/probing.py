@@ -82,7 +82,7 @@ from ddae.features import (
 )
 from ddae.learning_rate import peak_lr
 from ddae.result_files import read_grid_choice
-from ddae.results import append_jsonl, write_json
+from ddae.result_writers import append_jsonl, write_json
 from ddae.sources import Source
 
 log = logging.getLogger(__name__)

@@ -3,10 +3,10 @@
 Every table and figure reads its numbers through these functions, so a damaged or foreign file
 can never become a table cell or a plotted point. A JSON result must parse, be a mapping, hold
 its kind's required keys with the right types, finite numbers in range, and the provenance
-fields every ddae writer records (``created_by``, ``checkpoint``; see `ddae.results`,
+fields every ddae writer records (``created_by``, ``checkpoint``; see `ddae.result_writers`,
 `ddae.probing`, `ddae.finetune`, `ddae.fid`). A CSV must have its writer's columns
-(`ddae.probing.GRID_CSV_COLUMNS`, `ddae.alignment.CSV_COLUMNS`, `ddae.noisy.CSV_COLUMNS`), at
-least one row, and finite numbers. Anything else raises `ResultFileError` naming the path and
+(`ddae.probing.GRID_CSV_COLUMNS`, `ddae.alignment.CSV_COLUMNS`,
+`ddae.noise_conditional.CSV_COLUMNS`), at least one row, and finite numbers. Anything else raises `ResultFileError` naming the path and
 the problem.
 
 Only a file that does not exist reads as ``None`` ("not run" in tables, "(not run)" in figures);

@@ -62,7 +62,7 @@ from ddae.distributed import (
 )
 from ddae.learning_rate import peak_lr
 from ddae.networks import build_network, network_config
-from ddae.results import append_jsonl, drop_metrics_after
+from ddae.result_writers import append_jsonl, drop_metrics_after
 
 log = logging.getLogger(__name__)
 

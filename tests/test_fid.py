@@ -14,13 +14,6 @@ from torch import nn
 
 from ddae.configs import ConfigError
 from ddae.datasets.digits import load_digits
-from ddae.feature_extractors import (
-    INCEPTION_FILENAME,
-    CleanFIDInception,
-    FeatureError,
-    RandomConvFeatures,
-    build_extractor,
-)
 from ddae.fid import (
     FeatureStatistics,
     FIDError,
@@ -29,6 +22,13 @@ from ddae.fid import (
     sample_and_score,
     save_statistics,
     write_reference_statistics,
+)
+from ddae.fid_networks import (
+    INCEPTION_FILENAME,
+    CleanFIDInception,
+    FeatureError,
+    RandomConvFeatures,
+    build_extractor,
 )
 
 

@@ -11,7 +11,7 @@ from conftest import TINY_UNET
 from ddae import classifier_training, learning_rate, training
 from ddae.configs import ConfigError, from_mapping
 from ddae.learning_rate import lr_at_epoch, peak_lr
-from ddae.noisy import NoisyHeadConfig
+from ddae.noise_conditional import NoisyHeadConfig
 from ddae.probing import LinearProbeConfig, ProbeConfig
 
 

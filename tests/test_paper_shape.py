@@ -31,7 +31,7 @@ from ddae.finetune import ClassifierTrainingConfig
 from ddae.latents import LatentCacheConfig
 from ddae.networks import NETWORKS, build_network
 from ddae.networks.dit import DiT, DiTEncoder
-from ddae.noisy import NoisyHeadConfig
+from ddae.noise_conditional import NoisyHeadConfig
 from ddae.paper_shape import (
     _DECODER_DEFAULTS,
     check_paper_shape,

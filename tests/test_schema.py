@@ -14,7 +14,7 @@ from ddae.diffusion import DDPM, EDM
 from ddae.features import FeatureCacheConfig
 from ddae.fid import SamplingConfig
 from ddae.networks import NETWORKS
-from ddae.noisy import NoisyHeadConfig
+from ddae.noise_conditional import NoisyHeadConfig
 from ddae.probing import GridSearchConfig, LinearProbeConfig
 from ddae.training import TrainingConfig
 

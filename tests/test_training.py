@@ -20,7 +20,7 @@ from ddae.datasets.format import ImageDataset
 from ddae.diffusion import EDM
 from ddae.distributed import World
 from ddae.launch import PretrainingJob, run_pretraining
-from ddae.results import drop_metrics_after
+from ddae.result_writers import drop_metrics_after
 from ddae.training import (
     PARTIAL_STATE,
     Trainer,

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ddae.results import atomic_output
+from ddae.result_writers import atomic_output
 
 SPLITS = ("train", "test")
 DATASET_SUFFIX = ".npz"

@@ -9,8 +9,8 @@ implementation of that description:
 * per-image standardisation of the input, (x − mean) / max(std, 1/√N) over the C·H·W values
   (TensorFlow's ``per_image_standardization``; population std as in Song's JAX code — the DDAE
   port uses the unbiased std, a 1/√N-relative difference);
-* the noise condition c (VP: t/T; VE: ln σ, see `ddae.noisy`) through a fixed Gaussian Fourier
-  projection (``fourier_size`` frequencies w ~ N(0, ``fourier_scale``²), features
+* the noise condition c (VP: t/T; VE: ln σ, see `ddae.noise_conditional`) through a fixed
+  Gaussian Fourier projection (``fourier_size`` frequencies w ~ N(0, ``fourier_scale``²), features
   [sin 2πwc, cos 2πwc]) and an MLP Linear → SiLU → Linear to ``embedding_dim`` channels
   (128 → 256 → 512 → 512 in the paper's model);
 * a 3×3 stem to 16 channels, three groups of (depth − 4)/6 pre-activation blocks with 16k, 32k,
@@ -25,8 +25,9 @@ Weights of convolutions and linear layers are He-normal (fan-in), as in the DDAE
 WRN-28-10 with 10 classes has 38,913,114 trainable parameters (the Fourier frequencies are a
 fixed buffer): 2,692,480 in the embedding (MLP 394,240 + per-block projections 2,298,240) and
 36,220,634 in the rest. This equals the count of the DDAE port's ``wide_28_10_song`` (its own
-``test`` counts parameters with ``requires_grad``), derived layer by layer from its structure in
-``tests/test_noisy.py``. (A BatchNorm WRN-28-10 with projection shortcuts has 36,479,194.)
+``test`` counts parameters with ``requires_grad``), derived layer by layer from its structure
+in ``tests/test_noise_conditional.py``. (A BatchNorm WRN-28-10 with projection shortcuts has
+36,479,194.)
 
 Official-code fact: the DDAE port computes the time embedding but calls its groups without it
 (``self.group1(x)``), so its "noise-conditional" WRN never sees the condition (hence its

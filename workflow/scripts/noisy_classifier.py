@@ -1,7 +1,7 @@
 """Noise-conditional MLP head on frozen DDAE features, accuracy per noise level (Figure 6)."""
 
 from ddae.joblog import logging_to
-from ddae.noisy import chosen_layer, train_noisy_head
+from ddae.noise_conditional import chosen_layer, train_noisy_head
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with logging_to(sm.log[0]):

@@ -1,7 +1,7 @@
 """Noise-conditional WideResNet baseline under VP or VE perturbation (Figure 6)."""
 
 from ddae.joblog import logging_to
-from ddae.noisy import train_noisy_wrn
+from ddae.noise_conditional import train_noisy_wrn
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with logging_to(sm.log[0]):

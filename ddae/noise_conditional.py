@@ -84,7 +84,7 @@ from ddae.downloads import file_md5
 from ddae.features import DecoderFeatures
 from ddae.networks import build_network, network_config
 from ddae.result_files import read_grid_choice
-from ddae.results import atomic_output, drop_metrics_after
+from ddae.result_writers import atomic_output, drop_metrics_after
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from ddae.configs import ConfigError
 from ddae.diffusion import build_framework
 from ddae.networks import build_network, count_parameters, network_spec
 from ddae.networks.noisy_wide_resnet import NoisyWideResNet
-from ddae.noisy import (
+from ddae.noise_conditional import (
     CSV_COLUMNS,
     NoisyHead,
     TimestepEmbedding,
@@ -279,7 +279,7 @@ def test_trainer_test_split_noise_is_the_same_in_any_chunks(digits):
     """The trainer's own test draws ε per image: shards of any process count agree."""
     from ddae.classifier_training import ClassifierTrainingConfig, ImageData
     from ddae.datasets.format import ImageDataset
-    from ddae.noisy import LevelNoise, NoisyImageData
+    from ddae.noise_conditional import LevelNoise, NoisyImageData
 
     train, test = (ImageDataset.load(path) for path in digits)
     sigmas = torch.tensor([0.1, 0.5, 1.0, 2.0], dtype=torch.float64)
@@ -295,7 +295,7 @@ def test_trainer_test_split_noise_is_the_same_in_any_chunks(digits):
 def test_noisy_head_resumes_from_its_partial_state(digits, tmp_path, monkeypatch, caplog):
     """ClassifierTrainer's partial state: only the head is saved (the frozen network stays out),
     and a rerun after an interruption continues from it to the uninterrupted run's accuracies."""
-    import ddae.noisy
+    import ddae.noise_conditional
 
     checkpoint = tiny_checkpoint(tmp_path / "net.pt", TINY_UNET, {"kind": "ddpm", "timesteps": 64})
     config = {**QUICK_HEAD, "epochs": 2, "test_levels": 4}
@@ -309,7 +309,7 @@ def test_noisy_head_resumes_from_its_partial_state(digits, tmp_path, monkeypatch
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patch:  # killed after training, before the test levels
-        patch.setattr(ddae.noisy, "_accuracy_per_level", interrupted)
+        patch.setattr(ddae.noise_conditional, "_accuracy_per_level", interrupted)
         with pytest.raises(KeyboardInterrupt):
             train_noisy_head(
                 checkpoint,
