@@ -42,7 +42,6 @@ import importlib
 import json
 import math
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -57,8 +56,8 @@ from pretrain_throughput import (  # noqa: E402
     MODES,
     paper_run,
     peak_memory_mib,
-    synchronize,
     synthetic_dataset,
+    time_calls,
 )
 
 from ddae.data import epoch_permutation  # noqa: E402
@@ -322,18 +321,6 @@ class OurStep:
         self.trainer.step(self.permutation)
 
 
-def time_steps(step: Callable[[], Any], device: torch.device, warmup: int, steps: int) -> float:
-    """Seconds for `steps` calls after `warmup` untimed ones, up to the device finishing."""
-    for _ in range(warmup):
-        step()
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    synchronize(device)
-    return time.perf_counter() - start
-
-
 def measure(
     make: Callable[[], Any],
     device: torch.device,
@@ -349,7 +336,7 @@ def measure(
     step = make()
     if flops is None:
         flops = count_step_flops(step)
-    elapsed = time_steps(step, device, warmup, steps)
+    elapsed = time_calls(step, device, warmup, steps)
     row = {
         "params": step.params,
         "mode": step.mode,
