@@ -21,9 +21,9 @@ Measurements, not tests: nothing is asserted.
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
+from pretrain_throughput import time_calls
 from torch import nn
 
 from ddae.diffusion import build_framework
@@ -35,21 +35,9 @@ TINY = {"arch": "dit", "input_size": 8, "hidden_size": 64, "depth": 4, "num_head
 T, STEPS = 121, 1000  # Table 9: DiT CIFAR-10 t = 121/1000
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def timed(function, device: torch.device, repeats: int) -> float:
     """Seconds per call after two untimed warm-up calls."""
-    for _ in range(2):
-        function()
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        function()
-    synchronize(device)
-    return (time.perf_counter() - start) / repeats
+    return time_calls(function, device, 2, repeats) / repeats
 
 
 def main() -> None:

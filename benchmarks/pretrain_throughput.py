@@ -46,6 +46,7 @@ import json
 import platform
 import resource
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,21 @@ def synthetic_dataset(count: int, resolution: int, seed: int = 0) -> ImageDatase
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def time_calls(
+    function: Callable[[], Any], device: torch.device, warmup: int, repeats: int
+) -> float:
+    """Seconds for `repeats` calls of `function` after `warmup` untimed ones, up to the device
+    finishing them."""
+    for _ in range(warmup):
+        function()
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        function()
+    synchronize(device)
+    return time.perf_counter() - start
 
 
 def peak_memory_mib(device: torch.device) -> float:

@@ -111,11 +111,31 @@ class AugmentConfig:
 # ---------------------------------------------------------------------------------------------
 
 
+_CONSTANTS: dict[tuple, torch.Tensor] = {}
+
+
+def _constant(values: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A constant tensor on `device`, copied there once and kept for later calls.
+
+    Building it with ``torch.tensor(..., device=cuda)`` on every call was a blocking
+    host-to-device copy, i.e. a host synchronisation inside the training step.
+    """
+    key = (values, dtype, torch.device(device))
+    if key not in _CONSTANTS:
+        _CONSTANTS[key] = torch.tensor(values, dtype=dtype, device=device)
+    return _CONSTANTS[key]
+
+
+def _entry(value: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
+    """`value` as a tensor of like's dtype and device; a number is filled on the device."""
+    if isinstance(value, torch.Tensor):
+        return value.to(dtype=like.dtype, device=like.device)
+    return torch.full((), value, dtype=like.dtype, device=like.device)  # no host-to-device copy
+
+
 def _matrices(rows: list[list[torch.Tensor | float]], like: torch.Tensor) -> torch.Tensor:
     """(N, 3, 3) from a 3×3 nested list whose entries are (N,) tensors or numbers."""
-    entries = [
-        torch.as_tensor(e, dtype=like.dtype, device=like.device) for row in rows for e in row
-    ]
+    entries = [_entry(e, like) for row in rows for e in row]
     return torch.stack(torch.broadcast_tensors(*entries), dim=-1).reshape(*like.shape, 3, 3)
 
 
@@ -153,25 +173,29 @@ def inverse_rotation(theta: torch.Tensor) -> torch.Tensor:
 
 
 def _reflect_margins(g_inv: torch.Tensor, height: int, width: int) -> list[int]:
-    """Padding [left, top, right, bottom] covering where the corners of every output map to."""
+    """Padding [left, top, right, bottom] covering where the corners of every output map to.
+
+    The margins set the padded image's shape, so they are read on the host (EDM does the same):
+    the one host read of the augmentation. The trainer prepares batches on a side CUDA stream,
+    so this read waits for the batch's own few kernels, not for the previous training step.
+    """
     cx, cy = (width - 1) / 2, (height - 1) / 2
-    corners = torch.tensor(
-        [[-cx, -cy, 1], [cx, -cy, 1], [cx, cy, 1], [-cx, cy, 1]], device=g_inv.device
-    )
+    corners = ((-cx, -cy, 1), (cx, -cy, 1), (cx, cy, 1), (-cx, cy, 1))
+    corners = _constant(corners, torch.float32, g_inv.device)
     mapped = (g_inv @ corners.t())[:, :2, :].permute(1, 0, 2).flatten(1)  # (xy, N·4)
     margin = torch.cat([-mapped, mapped]).max(dim=1).values  # [x0, y0, x1, y1]
     filter_pad = len(SYM6) // 4
-    margin = margin + torch.tensor(
-        [2 * filter_pad - cx, 2 * filter_pad - cy] * 2, device=g_inv.device
+    margin = margin + _constant(
+        (2 * filter_pad - cx, 2 * filter_pad - cy) * 2, torch.float32, g_inv.device
     )
-    upper = torch.tensor([width - 1, height - 1] * 2, dtype=margin.dtype, device=g_inv.device)
+    upper = _constant((width - 1, height - 1) * 2, margin.dtype, g_inv.device)
     margin = margin.clamp(min=torch.zeros_like(upper), max=upper)
     return [int(m) for m in margin.ceil().to(torch.int32).tolist()]
 
 
 def _filter_weight(images: torch.Tensor, along_width: bool, reverse: bool = False) -> torch.Tensor:
     """Depthwise (C, 1, 1, K) or (C, 1, K, 1) weight of the sym6 taps, for `images`' dtype."""
-    taps = torch.tensor(SYM6[::-1] if reverse else SYM6, dtype=images.dtype, device=images.device)
+    taps = _constant(SYM6[::-1] if reverse else SYM6, images.dtype, images.device)
     shape = (1, len(SYM6)) if along_width else (len(SYM6), 1)
     return taps.reshape(1, 1, *shape).repeat(images.shape[1], 1, 1, 1)
 

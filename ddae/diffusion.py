@@ -75,6 +75,23 @@ class DDPM:
         )
         self.alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)  # ᾱ at 0-based index t − 1
         self.sigmas = ((1.0 - self.alphas_cumprod) / self.alphas_cumprod).sqrt()  # ascending
+        self._device_tables: dict[torch.device, tuple[Tensor, Tensor]] = {}
+
+    def tables(self, device: torch.device | str) -> tuple[Tensor, Tensor]:
+        """(ᾱ, σ) tables (float64) on `device`, copied there once and kept.
+
+        A training or sampling step then indexes device buffers: copying the CPU tables on
+        every call was a blocking host-to-device transfer (a host synchronisation) per step.
+        """
+        device = torch.device(device)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        if device not in self._device_tables:
+            self._device_tables[device] = (
+                self.alphas_cumprod.to(device),
+                self.sigmas.to(device),
+            )
+        return self._device_tables[device]
 
     @property
     def sigma_min(self) -> float:
@@ -94,7 +111,7 @@ class DDPM:
 
     def step_index(self, sigma: Tensor) -> Tensor:
         """0-based step whose σ is nearest to `sigma` in log space (exact for table values)."""
-        log_table = self.sigmas.to(sigma.device).log()
+        log_table = self.tables(sigma.device)[1].log()
         distance = (sigma.double().log().reshape(-1, 1) - log_table.reshape(1, -1)).abs()
         return distance.argmin(dim=1)
 
@@ -132,7 +149,7 @@ class DDPM:
         index = torch.randint(
             0, self.config.timesteps, (batch,), generator=generator, device=generator.device
         )
-        return self.sigmas.to(generator.device)[index]
+        return self.tables(generator.device)[1][index]
 
     def network_inputs(self, x: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
         """The network's input √ᾱ·x and noise label t − 1 (0-based step) for x = x0 + σ ε.
@@ -142,7 +159,7 @@ class DDPM:
         """
         sigma = sigma.reshape(-1).expand(x.shape[0])
         index = self.step_index(sigma)
-        c_in = _per_sample(self.alphas_cumprod.to(x.device)[index].sqrt(), x)
+        c_in = _per_sample(self.tables(x.device)[0][index].sqrt(), x)
         return c_in * x, index.to(torch.float32)
 
     def denoise(
@@ -167,7 +184,7 @@ class DDPM:
         rather than through D, which would lose precision at small σ.
         """
         index = self.step_index(sigma)
-        alpha_bar = _per_sample(self.alphas_cumprod.to(x0.device)[index], x0)
+        alpha_bar = _per_sample(self.tables(x0.device)[0][index], x0)
         x_t = alpha_bar.sqrt() * x0 + (1.0 - alpha_bar).sqrt() * noise  # Eq. 1
         eps = net(x_t, index.to(torch.float32), augment_labels)
         return (eps.float() - noise.float()).square().flatten(1).mean(dim=1)

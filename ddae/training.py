@@ -245,6 +245,11 @@ class Trainer:
         self.fast = self.device.type == "cuda"
         if self.fast:
             torch.backends.cudnn.benchmark = True  # fixed input shapes: pick the fastest kernels
+        # Batches are drawn on a side stream (see `_batch_stream`); it starts after the upload.
+        self._batch_stream = torch.cuda.Stream(self.device) if self.fast else None
+        if self._batch_stream is not None:
+            self._batch_stream.wait_stream(torch.cuda.current_stream(self.device))
+        self._permutation: tuple[Tensor, Tensor] | None = None  # (host order, its device copy)
         self.state = self._fresh_state()
         self.model = self._wrap(self.state.network)
 
@@ -270,12 +275,16 @@ class Trainer:
         return TrainState(network, ema, optimizer, generator, lineage=lineage)
 
     def _wrap(self, network: nn.Module) -> nn.Module:
+        """DDP first, then torch.compile: compiling the DDP module lets Dynamo's DDPOptimizer
+        split the graph at gradient-bucket boundaries, so each bucket's all-reduce overlaps the
+        rest of the backward pass (DDP around a compiled module would see all gradients only
+        once the whole compiled backward has finished)."""
         model = network
-        if self.fast and self.config.compile:
-            model = torch.compile(model)
         if self.world.size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        if self.fast and self.config.compile:
+            model = torch.compile(model)
         return model
 
     # --- checkpoints --------------------------------------------------------------------------
@@ -328,10 +337,36 @@ class Trainer:
     # --- one step -----------------------------------------------------------------------------
 
     def _global_batch(self, permutation: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
-        """This rank's slice of (x0, σ, noise, augment labels) for the next global batch."""
+        """This rank's slice of (x0, σ, noise, augment labels) for the next global batch.
+
+        On CUDA the batch is drawn on a side stream that never waits for the training stream:
+        the EDM augmentation's one host read (its padding margins set a shape) then waits for
+        the batch's own kernels only, while the previous step keeps the GPU busy. The draws
+        and their order are the same on any stream, so the batch is bitwise the same.
+        """
+        if self._batch_stream is None:
+            return self._draw_batch(permutation)
+        main = torch.cuda.current_stream(self.device)
+        with torch.cuda.stream(self._batch_stream):
+            batch = self._draw_batch(permutation)
+        main.wait_stream(self._batch_stream)
+        for tensor in batch:
+            if tensor is not None:
+                tensor.record_stream(main)  # allocated on the side stream, used on the main one
+        return batch
+
+    def _device_permutation(self, permutation: Tensor) -> Tensor:
+        """`permutation` on the device, copied once per epoch rather than once per step."""
+        if permutation.device == self.device:
+            return permutation
+        if self._permutation is None or self._permutation[0] is not permutation:
+            self._permutation = (permutation, permutation.to(self.device))
+        return self._permutation[1]
+
+    def _draw_batch(self, permutation: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
         c, s = self.config, self.state
         start = s.epoch_step * c.batch_size
-        indices = permutation[start : start + c.batch_size].to(self.device)
+        indices = self._device_permutation(permutation)[start : start + c.batch_size]
         images = augment_batch(
             self.images[indices], hflip=c.hflip, crop_padding=c.crop_padding, generator=s.generator
         )

@@ -162,3 +162,27 @@ def test_matches_values_produced_by_edms_own_pipeline() -> None:
     assert torch.allclose(labels, edm_labels, atol=1e-6)
     assert torch.allclose(out[1, 2, 3], torch.tensor(edm_row), atol=1e-6)
     assert out.sum().item() == pytest.approx(0.7054405, abs=1e-4)
+
+
+def test_augmentation_builds_no_tensors_from_host_data_after_the_first_call():
+    """Every `torch.tensor(..., device=...)` in a step is a blocking host copy on CUDA; the
+    constants (filter taps, corners, margins, matrix entries) are now made once per device or
+    filled on the device, so a second call creates no tensor from host data."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class HostData(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.count += func is torch.ops.aten.lift_fresh.default
+            return func(*args, **(kwargs or {}))
+
+    pipe = AugmentPipe(AugmentConfig(p=1.0))
+    images = torch.rand(4, 3, 16, 16) * 2 - 1
+    first = pipe(images, torch.Generator().manual_seed(0))
+    with HostData() as mode:
+        again = pipe(images, torch.Generator().manual_seed(0))
+    assert mode.count == 0
+    assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])

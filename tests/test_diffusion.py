@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from ddae.configs import ConfigError
 from ddae.diffusion import DDPM, EDM, build_framework, karras_sigmas
@@ -148,3 +149,43 @@ def test_ddim_schedule_is_leading_subsequence():
     assert len(sigmas) == 101 and sigmas[-1] == 0
     assert sigmas[0] == ddpm.sigmas[990] and sigmas[-2] == ddpm.sigmas[0]
     assert torch.all(sigmas[:-1] > sigmas[1:])
+
+
+class _HostCopies(TorchDispatchMode):
+    """Records host-to-device copies (`_to_copy`/`copy_` of a CPU tensor onto another device)."""
+
+    def __init__(self):
+        super().__init__()
+        self.copies = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        target = kwargs.get("device")
+        if func is torch.ops.aten._to_copy.default:  # tensor.to(device)
+            source = args[0].device.type
+            if source == "cpu" and target is not None and target.type != "cpu":
+                self.copies.append(str(func))
+        into_device = func is torch.ops.aten.copy_.default and args[0].device.type != "cpu"
+        if into_device and args[1].device.type == "cpu":  # device_tensor.copy_(cpu_tensor)
+            self.copies.append(str(func))
+        return func(*args, **kwargs)
+
+
+def test_ddpm_tables_are_copied_to_the_device_once_not_every_step():
+    """The training loss indexed CPU tables `.to(device)` on every call: a blocking host copy
+    per step on CUDA. The tables are now device buffers (meta stands in for the GPU here)."""
+    ddpm = DDPM(DDPM.Config())
+    x0 = torch.empty(4, 3, 8, 8, device="meta")
+    sigma = torch.empty(4, dtype=torch.float64, device="meta")
+
+    def identity_net(x, noise_labels, augment_labels=None):
+        return x
+
+    ddpm.training_loss(identity_net, x0, sigma, x0)  # first call: the one copy of the tables
+    with _HostCopies() as mode:
+        ddpm.training_loss(identity_net, x0, sigma, x0)
+        ddpm.network_inputs(x0, sigma)
+        ddpm.denoise(identity_net, x0, sigma)
+    assert mode.copies == []
+    assert ddpm.tables("meta")[0] is ddpm.tables("meta")[0]
+    assert torch.equal(ddpm.tables("cpu")[1], ddpm.sigmas)

@@ -136,3 +136,59 @@ def test_clip_denoised_clamps_every_x0_prediction():
     for sigma in ddpm.sampling_sigmas(100)[:-1]:
         seen.append(inner(x, sigma.expand(2)))
     assert all(float(d.abs().max()) <= 1.0 for d in seen)
+
+
+def _tiny_ddpmpp():
+    from ddae.networks import build_network
+
+    torch.manual_seed(0)
+    return build_network(
+        {"arch": "ddpmpp", "resolution": 8, "model_channels": 32, "channel_mult": [1, 2],
+         "num_blocks": 1, "attn_resolutions": [4], "augment_dim": 0}
+    ).eval()  # fmt: skip
+
+
+def test_generate_on_cpu_ignores_the_cuda_fast_path_bitwise():
+    """The fast path (bf16, TF32, channels_last) is on by default but only on CUDA: on CPU the
+    default call samples exactly as the float32 path."""
+    from ddae.sampling import generate, sample_images
+
+    framework, net = EDM(EDM.Config()), _tiny_ddpmpp()
+    default = generate(framework, net, (3, 8, 8), [1, 2], sampler="heun", steps=6)
+    fp32 = sample_images(
+        framework, net, (3, 8, 8), [1, 2], sampler="heun", steps=6, device="cpu",
+        bf16=False, tf32=False, channels_last=False, clip_denoised=False,
+    )  # fmt: skip
+    assert torch.equal(default, fp32)
+
+
+@pytest.mark.parametrize(("sampler", "steps"), [("heun", 18), ("ddim", 100)])
+def test_bf16_channels_last_path_matches_float32_within_tolerance(sampler, steps):
+    """The fast path's network evaluations (bf16 autocast + channels_last, run here on CPU)
+    give samples within 0.05 (max) and 0.01 (mean) of float32 on the [−1, 1] scale, i.e.
+    within about 6 and 1.3 uint8 levels, and the same per-image mean to 0.01."""
+    from ddae.sampling import sample_images
+
+    framework = EDM(EDM.Config()) if sampler == "heun" else DDPM(DDPM.Config())
+    common = {"sampler": sampler, "steps": steps, "device": "cpu", "tf32": False}
+    common["clip_denoised"] = False
+    fp32 = sample_images(
+        framework, _tiny_ddpmpp(), (3, 8, 8), range(8), bf16=False, channels_last=False, **common
+    )
+    fast = sample_images(
+        framework, _tiny_ddpmpp(), (3, 8, 8), range(8), bf16=True, channels_last=True, **common
+    )
+    difference = (fast - fp32).abs()
+    assert float(difference.max()) < 0.05 and float(difference.mean()) < 0.01
+    assert float(difference.max()) > 0  # bf16 really ran
+    means = fast.mean(dim=(1, 2, 3)), fp32.mean(dim=(1, 2, 3))
+    torch.testing.assert_close(*means, atol=0.01, rtol=0)
+
+
+def test_tf32_switch_is_restored():
+    from ddae.sampling import tf32_matmul
+
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    with tf32_matmul(True):
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
