@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from pretrain_throughput import paper_run, synthetic_dataset  # noqa: E402
 
-from ddae.data import epoch_permutation  # noqa: E402
+from ddae.batching import epoch_permutation  # noqa: E402
 from ddae.distributed import World  # noqa: E402
 from ddae.networks import build_network  # noqa: E402
 from ddae.sampling import generate  # noqa: E402

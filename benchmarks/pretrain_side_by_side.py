@@ -60,7 +60,7 @@ from pretrain_throughput import (  # noqa: E402
     time_calls,
 )
 
-from ddae.data import epoch_permutation  # noqa: E402
+from ddae.batching import epoch_permutation  # noqa: E402
 from ddae.distributed import World  # noqa: E402
 from ddae.networks import count_parameters  # noqa: E402
 from ddae.training import Trainer  # noqa: E402

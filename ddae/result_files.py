@@ -6,8 +6,8 @@ its kind's required keys with the right types, finite numbers in range, and the 
 fields every ddae writer records (``created_by``, ``checkpoint``; see `ddae.result_writers`,
 `ddae.probing`, `ddae.finetune`, `ddae.fid`). A CSV must have its writer's columns
 (`ddae.probing.GRID_CSV_COLUMNS`, `ddae.alignment.CSV_COLUMNS`,
-`ddae.noise_conditional.CSV_COLUMNS`), at least one row, and finite numbers. Anything else raises `ResultFileError` naming the path and
-the problem.
+`ddae.noise_conditional.CSV_COLUMNS`), at least one row, and finite numbers. Anything else
+raises `ResultFileError` naming the path and the problem.
 
 Only a file that does not exist reads as ``None`` ("not run" in tables, "(not run)" in figures);
 a file that exists but is wrong is always an error, never "not run".
