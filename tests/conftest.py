@@ -9,8 +9,10 @@ import pytest
 import torch
 
 from ddae.checkpoints import save_checkpoint
+from ddae.classifier_training import ClassifierOptions, ClassifierTrainer
 from ddae.datasets.digits import load_digits
 from ddae.datasets.format import ImageDataset
+from ddae.distributed import World
 from ddae.networks import build_network
 from ddae.training import normalize_run
 
@@ -35,26 +37,18 @@ def result_provenance(values: dict) -> dict:
 GRID_CHOICE = {"steps": 1000, "test_accuracy": 50.0, "created_by": "tests", "checkpoint": None}
 
 
+CPU = World(rank=0, size=1, device=torch.device("cpu"))  # one process on the CPU
+
 # the tiny networks of tests/smoke/config.yaml (16 px)
-TINY_UNET = {
-    "arch": "ddpm_unet",
+_TINY_SHAPE = {
     "resolution": 16,
-    "base_channels": 32,
     "channel_mult": [1, 2],
     "num_blocks": 1,
     "attn_resolutions": [8],
     "dropout": 0.1,
 }
-TINY_DDPMPP = {
-    "arch": "ddpmpp",
-    "resolution": 16,
-    "model_channels": 16,
-    "channel_mult": [1, 2],
-    "num_blocks": 1,
-    "attn_resolutions": [8],
-    "dropout": 0.1,
-    "augment_dim": 9,
-}
+TINY_UNET = {"arch": "ddpm_unet", "base_channels": 32, **_TINY_SHAPE}
+TINY_DDPMPP = {"arch": "ddpmpp", "model_channels": 16, **_TINY_SHAPE, "augment_dim": 9}
 # the same at 8 px, where every forward pass counts (feature caches, probes)
 TINY_UNET_8PX = {**TINY_UNET, "resolution": 8, "attn_resolutions": [4]}
 TINY_DDPMPP_8PX = {**TINY_DDPMPP, "resolution": 8, "model_channels": 8, "attn_resolutions": [4]}
@@ -90,3 +84,44 @@ def tiny_probe_run(root: Path, train: int, test: int) -> tuple[Path, Path, Path]
         digits_subset(root / "train.npz", "train", train, resolution=8),
         digits_subset(root / "test.npz", "test", test, resolution=8),
     )
+
+
+def interrupted_and_resumed(
+    make_trainer, state_dir: Path, monkeypatch, snapshot_every_steps: int, interrupt_at_step: int
+) -> tuple[ClassifierTrainer, list, ClassifierTrainer, list, tuple[int, int]]:
+    """Train once straight through; then again, interrupted (KeyboardInterrupt) at the
+    `interrupt_at_step`-th optimizer step with snapshots every `snapshot_every_steps`, and
+    resumed from `state_dir` by a fresh trainer. Returns (straight, its history, resumed, its
+    history, the (step, epoch) it resumed at) with the histories' ``seconds`` removed."""
+    straight = make_trainer()
+    history = straight.run(ClassifierOptions(progress=False))
+    options = ClassifierOptions(
+        state_dir=state_dir, snapshot_every_steps=snapshot_every_steps, progress=False
+    )
+    real_step, calls = ClassifierTrainer.step, []
+
+    def interrupted_step(self, permutation):
+        calls.append(1)
+        if len(calls) == interrupt_at_step:
+            raise KeyboardInterrupt
+        real_step(self, permutation)
+
+    monkeypatch.setattr(ClassifierTrainer, "step", interrupted_step)
+    with pytest.raises(KeyboardInterrupt):
+        make_trainer().run(options)
+    monkeypatch.setattr(ClassifierTrainer, "step", real_step)
+    resumed = make_trainer()
+    assert resumed.resume(state_dir)
+    resumed_at = (resumed.state.step, resumed.state.epoch)
+    resumed_history = resumed.run(options)
+
+    def timeless(entries: list) -> list:
+        return [{k: v for k, v in entry.items() if k != "seconds"} for entry in entries]
+
+    return straight, timeless(history), resumed, timeless(resumed_history), resumed_at
+
+
+def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    assert a.state_dict().keys() == b.state_dict().keys()
+    for name, value in a.state_dict().items():
+        assert torch.equal(b.state_dict()[name], value), name

@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import CPU, assert_same_weights, interrupted_and_resumed
 
 from ddae.batching import apply_crop_flip, to_model_range
 from ddae.checkpoints import load_checkpoint, load_network
 from ddae.classifier_training import (
     PARTIAL_STATE,
-    ClassifierOptions,
     ClassifierTrainer,
     ClassifierTrainingConfig,
 )
@@ -27,7 +27,6 @@ from ddae.configs import ConfigError
 from ddae.datasets.digits import load_digits
 from ddae.datasets.format import ImageDataset
 from ddae.diffusion import build_framework
-from ddae.distributed import World
 from ddae.features import (
     AUGMENT_STREAM,
     TRAIN,
@@ -445,7 +444,6 @@ def test_dit_finetune_resumes_bitwise(stand_in_latents, tmp_path: Path, monkeypa
     config = ClassifierTrainingConfig(
         epochs=2, batch_size=16, lr=1e-3, hflip=False, crop_padding=0, seed=0
     )
-    cpu = World(rank=0, size=1, device=torch.device("cpu"))
 
     def trainer() -> ClassifierTrainer:
         data = LatentData(load_latents(stand_in_latents["latents"]), 2, 0, "cpu")
@@ -454,34 +452,15 @@ def test_dit_finetune_resumes_bitwise(stand_in_latents, tmp_path: Path, monkeypa
             fresh, _, _ = load_network(stand_in_latents["checkpoint"])
             return TruncatedClassifier(fresh, framework, 2, 121, 1000, 10)
 
-        return ClassifierTrainer(build, data, None, config, cpu, {"id": "dit"})
+        return ClassifierTrainer(build, data, None, config, CPU, {"id": "dit"})
 
-    straight = trainer()
-    history = straight.run(ClassifierOptions(progress=False))
-    state = tmp_path / "state"
-    options = ClassifierOptions(state_dir=state, snapshot_every_steps=2, progress=False)
-    real_step, calls = ClassifierTrainer.step, []
-
-    def interrupted_step(self, permutation):
-        calls.append(1)
-        if len(calls) == 5:  # epoch 2, step 2 of 3; last snapshot after step 4 (epoch 2, 1)
-            raise KeyboardInterrupt
-        real_step(self, permutation)
-
-    monkeypatch.setattr(ClassifierTrainer, "step", interrupted_step)
-    with pytest.raises(KeyboardInterrupt):
-        trainer().run(options)
-    monkeypatch.setattr(ClassifierTrainer, "step", real_step)
-    resumed = trainer()
-    assert resumed.resume(state) and resumed.state.step == 4 and resumed.state.epoch == 1
-    resumed_history = resumed.run(options)
-    for name, value in straight.network.state_dict().items():
-        assert torch.equal(resumed.network.state_dict()[name], value), name
-
-    def strip(h):
-        return [{k: v for k, v in e.items() if k != "seconds"} for e in h]
-
-    assert strip(history) == strip(resumed_history)
+    # 3 steps an epoch; interrupted in epoch 2, step 2; last snapshot after step 4 (epoch 2, 1)
+    straight, history, resumed, resumed_history, resumed_at = interrupted_and_resumed(
+        trainer, tmp_path / "state", monkeypatch, snapshot_every_steps=2, interrupt_at_step=5
+    )
+    assert resumed_at == (4, 1)
+    assert_same_weights(straight.network, resumed.network)
+    assert history == resumed_history
 
 
 def test_stand_in_dit_checkpoint_and_vae(stand_in_latents, tmp_path: Path) -> None:

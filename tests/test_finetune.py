@@ -7,12 +7,20 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import GRID_CHOICE, TINY_DDPMPP, TINY_UNET, digits_subset, tiny_checkpoint
+from conftest import (
+    CPU,
+    GRID_CHOICE,
+    TINY_DDPMPP,
+    TINY_UNET,
+    assert_same_weights,
+    digits_subset,
+    interrupted_and_resumed,
+    tiny_checkpoint,
+)
 
 from ddae.checkpoints import CheckpointError, StateLockedError, partial_state_lock
 from ddae.classifier_training import (
     PARTIAL_STATE,
-    ClassifierOptions,
     ClassifierTrainer,
     ClassifierTrainingConfig,
     lr_at_epoch,
@@ -20,7 +28,6 @@ from ddae.classifier_training import (
 from ddae.configs import ConfigError
 from ddae.datasets.format import ImageDataset
 from ddae.diffusion import build_framework
-from ddae.distributed import World
 from ddae.finetune import (
     TruncatedClassifier,
     classifier_stage,
@@ -31,8 +38,6 @@ from ddae.finetune import (
 from ddae.networks import build_network, count_parameters
 from ddae.probing import resolve_layer_t
 from ddae.sources import ImageSource
-
-CPU = World(rank=0, size=1, device=torch.device("cpu"))
 
 FRAMEWORKS = {
     "ddpm": ({"kind": "ddpm", "timesteps": 1000}, 11, 1000),
@@ -169,34 +174,15 @@ def small_trainer(paths, identity="a", seed=0) -> ClassifierTrainer:
 
 
 def test_interrupted_training_resumes_bitwise(digits, tmp_path, monkeypatch):
-    straight = small_trainer(digits)
-    history = straight.run(ClassifierOptions(progress=False))
+    # 4 steps an epoch; interrupted in epoch 2, step 3; last snapshot at step 6 (epoch 2, 2)
+    straight, history, resumed, resumed_history, resumed_at = interrupted_and_resumed(
+        lambda: small_trainer(digits), tmp_path / "state", monkeypatch, 3, interrupt_at_step=7
+    )
+    assert resumed_at == (6, 1)
+    assert_same_weights(straight.network, resumed.network)
+    assert history == resumed_history
 
     state = tmp_path / "state"
-    options = ClassifierOptions(state_dir=state, snapshot_every_steps=3, progress=False)
-    real_step, calls = ClassifierTrainer.step, []
-
-    def interrupted_step(self, permutation):
-        calls.append(1)
-        if len(calls) == 7:  # epoch 2, step 3 of 4; last snapshot at step 6
-            raise KeyboardInterrupt
-        real_step(self, permutation)
-
-    monkeypatch.setattr(ClassifierTrainer, "step", interrupted_step)
-    with pytest.raises(KeyboardInterrupt):
-        small_trainer(digits).run(options)
-    monkeypatch.setattr(ClassifierTrainer, "step", real_step)
-
-    resumed = small_trainer(digits)
-    assert resumed.resume(state)
-    assert resumed.state.step == 6 and resumed.state.epoch == 1
-    resumed_history = resumed.run(options)
-    for name, value in straight.network.state_dict().items():
-        assert torch.equal(resumed.network.state_dict()[name], value), name
-    strip = [{k: v for k, v in h.items() if k != "seconds"} for h in history]
-    assert strip == [{k: v for k, v in h.items() if k != "seconds"} for h in resumed_history]
-    assert straight.network.state_dict().keys() == resumed.network.state_dict().keys()
-
     other = small_trainer(digits, identity="b")  # another job's partial state is not used
     assert not other.resume(state)
 

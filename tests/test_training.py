@@ -12,13 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_DDPMPP, TINY_UNET, digits_subset
+from conftest import CPU, TINY_DDPMPP, TINY_UNET, digits_subset
 
 from ddae.checkpoints import CheckpointError, StateLockedError, load_checkpoint, load_network
 from ddae.datasets.digits import load_digits
 from ddae.datasets.format import ImageDataset
 from ddae.diffusion import EDM
-from ddae.distributed import World
 from ddae.launch import PretrainingJob, run_pretraining
 from ddae.result_writers import drop_metrics_after
 from ddae.training import (
@@ -32,8 +31,6 @@ from ddae.training import (
     train_to_epoch,
     update_ema,
 )
-
-CPU = World(rank=0, size=1, device=torch.device("cpu"))
 
 DDPM_RUN = {
     "network": TINY_UNET,
