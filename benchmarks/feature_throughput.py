@@ -29,8 +29,9 @@ import torch
 import yaml
 
 from ddae.diffusion import build_framework
-from ddae.features import TRAIN, DecoderFeatures, image_inputs, iter_features
+from ddae.features import DecoderFeatures, iter_features
 from ddae.networks import build_network, count_parameters
+from ddae.per_item import TRAIN, image_inputs
 
 CONFIG = Path(__file__).resolve().parents[1] / "config.yaml"
 SMOKE_CONFIG = Path(__file__).resolve().parents[1] / "tests" / "smoke" / "config.yaml"

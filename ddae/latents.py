@@ -43,24 +43,16 @@ from numpy.lib.format import open_memmap
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ddae.cache_dirs import META_FILE, open_cache_dir, staged_dir
 from ddae.configs import from_mapping, to_mapping
 from ddae.datasets.format import ImageDataset
 from ddae.downloads import file_md5
-from ddae.features import (
-    TEST,
-    TRAIN,
-    InputsFor,
-    image_inputs,
-    open_cache_dir,
-    per_item_normal,
-    staged_dir,
-)
+from ddae.per_item import TEST, TRAIN, InputsFor, image_inputs, per_item_normal
 
 log = logging.getLogger(__name__)
 
 POSTERIOR_STREAM = 4  # seeds each image's VAE posterior sample (distinct from features' streams)
 LATENT_DTYPE = np.float16
-META_FILE = "meta.json"
 
 
 class LatentError(RuntimeError):

@@ -69,18 +69,9 @@ from ddae.batching import epoch_permutation
 from ddae.checkpoints import load_network
 from ddae.configs import ConfigError, from_mapping, to_mapping
 from ddae.datasets.format import ImageDataset
-from ddae.features import (
-    NOISE_STREAM,
-    TEST,
-    TRAIN,
-    VIEW_STREAM,
-    FeatureCache,
-    feature_bytes,
-    item_seeds,
-    iter_features,
-    load_feature_cache,
-)
+from ddae.features import FeatureCache, feature_bytes, iter_features, load_feature_cache
 from ddae.learning_rate import peak_lr
+from ddae.per_item import NOISE_STREAM, TEST, TRAIN, VIEW_STREAM, item_seeds
 from ddae.result_files import read_grid_choice
 from ddae.result_writers import append_jsonl, write_json
 from ddae.sources import Source

@@ -15,7 +15,7 @@ pixel-space networks and the latent-space DiT go through the same stages:
 A source gives its labels and classes, and the training inputs in two ways:
 
 * per item, seeded: `Source.train_views` (view k of item i a function of (seed, k, i) alone:
-  `ddae.features.per_item_crop_flip` for images, latent version k for latents) for the feature
+  `ddae.per_item.per_item_crop_flip` for images, latent version k for latents) for the feature
   caches, and `Source.train_epochs` (epoch e: a fresh view for images, one random latent version
   per item, `epoch_copies`, for latents) for the probe with the network in the loop;
 * per global batch (`Source.classifier_data`, a `ClassifierData` for
@@ -42,8 +42,8 @@ from ddae.batching import augment_batch, to_model_range
 from ddae.configs import ConfigError
 from ddae.datasets.format import ImageDataset
 from ddae.downloads import file_md5
-from ddae.features import TRAIN, VIEW_STREAM, InputsFor, image_inputs, item_seeds
 from ddae.latents import LatentCache, latent_fingerprint, latent_inputs, load_latents
+from ddae.per_item import TRAIN, VIEW_STREAM, InputsFor, image_inputs, item_seeds
 
 
 def epoch_copies(num_items: int, versions: int, epochs: int, seed: int) -> Tensor:

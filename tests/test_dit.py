@@ -27,14 +27,7 @@ from ddae.configs import ConfigError
 from ddae.datasets.digits import load_digits
 from ddae.datasets.format import ImageDataset
 from ddae.diffusion import build_framework
-from ddae.features import (
-    AUGMENT_STREAM,
-    TRAIN,
-    cache_features,
-    load_feature_cache,
-    per_item_crop_flip,
-    per_item_normal,
-)
+from ddae.features import cache_features, load_feature_cache
 from ddae.finetune import TruncatedClassifier, finetune
 from ddae.latents import (
     POSTERIOR_STREAM,
@@ -48,6 +41,7 @@ from ddae.networks import build_network, count_parameters, network_spec
 from ddae.networks.dit import DiT, dit_parameter_count
 from ddae.official.importers import import_official
 from ddae.official.stand_ins import STAND_IN_NOTE, write_stand_in
+from ddae.per_item import AUGMENT_STREAM, TRAIN, per_item_crop_flip, per_item_normal
 from ddae.probing import grid_search, linear_probe
 from ddae.sources import LatentData, LatentSource
 

@@ -13,18 +13,14 @@ from conftest import TINY_DDPMPP_8PX, TINY_UNET_8PX, tiny_probe_run
 from ddae.datasets.digits import load_digits
 from ddae.diffusion import build_framework
 from ddae.features import (
-    TRAIN,
     DecoderFeatures,
     FeatureError,
     cache_features,
-    image_inputs,
-    item_seeds,
     iter_features,
     load_feature_cache,
-    per_item_crop_flip,
-    per_item_normal,
 )
 from ddae.networks import build_network
+from ddae.per_item import TRAIN, image_inputs, item_seeds, per_item_crop_flip, per_item_normal
 from ddae.sources import ImageSource
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -1,0 +1,66 @@
+"""Array cache directories: feature caches (`ddae.features`) and VAE latent caches
+(`ddae.latents`), each a folder of ``.npy`` arrays and a ``meta.json``.
+
+A cache is written into a fresh temporary sibling that is renamed onto its place only when the
+writer finishes (`staged_dir`), so a job killed mid-write leaves nothing that Snakemake or a later
+stage could take for a cache; it is opened with its arrays memory-mapped read-only
+(`open_cache_dir`), and a missing or unreadable part raises the caller's error naming the folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+META_FILE = "meta.json"
+
+
+@contextlib.contextmanager
+def staged_dir(out_dir: Path) -> Iterator[Path]:
+    """A fresh temporary sibling of ``out_dir`` to write into: moved onto ``out_dir`` when the
+    block ends without error, removed otherwise (a reader never sees a half-written cache)."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.mkdir()
+    try:
+        yield tmp
+        _replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _replace_dir(source: Path, target: Path) -> None:
+    """Move ``source`` to ``target`` (an existing target is replaced after the rename)."""
+    if target.exists():
+        trash = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.old")
+        os.replace(target, trash)
+        os.replace(source, target)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(source, target)
+
+
+def open_cache_dir(path: Path, cache_type: type, error_type: type[Exception], what: str) -> Any:
+    """``cache_type(path, train, test, train_labels, test_labels, meta)`` of a cache directory:
+    meta.json, the train/test arrays memory-mapped read-only and the labels; ``error_type`` when
+    something is missing or unreadable."""
+    try:
+        return cache_type(
+            path=path,
+            train=np.load(path / "train.npy", mmap_mode="r"),
+            test=np.load(path / "test.npy", mmap_mode="r"),
+            train_labels=np.load(path / "train_labels.npy"),
+            test_labels=np.load(path / "test_labels.npy"),
+            meta=json.loads((path / META_FILE).read_text()),
+        )
+    except (OSError, ValueError, KeyError) as error:
+        raise error_type(f"{path}: not a readable {what} cache ({error})") from error
