@@ -83,7 +83,6 @@ from ddae.distributed import World
 from ddae.downloads import file_md5
 from ddae.features import DecoderFeatures
 from ddae.networks import build_network, network_config
-from ddae.result_files import read_grid_choice
 from ddae.result_writers import atomic_output, drop_metrics_after
 
 log = logging.getLogger(__name__)
@@ -190,15 +189,6 @@ def evaluation_timesteps(framework: Framework, steps: int, test_levels: int = 20
     if steps < 2:
         raise ConfigError(f"steps: EDM needs at least 2 Heun levels, got {steps}")
     return list(range(1, steps + 1))
-
-
-def chosen_layer(choice: Sequence[str | Path], layer_t: Mapping[str, Any] | None) -> int:
-    """The 1-based layer: from a grid-search JSON (``choice[0]``) or a fixed ``{layer, t}``."""
-    if choice:
-        return read_grid_choice(choice)["layer"]
-    if layer_t is None or "layer" not in layer_t:
-        raise ConfigError("noisy classifier: give a grid-search choice or layer_t.layer")
-    return int(layer_t["layer"])
 
 
 def _level_generator(device: torch.device, seed: int, t: int) -> torch.Generator:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import GRID_CHOICE, TINY_DDPMPP, TINY_UNET, digits_subset, tiny_checkpoint
+from conftest import TINY_DDPMPP, TINY_UNET, digits_subset, tiny_checkpoint
 
 from ddae.configs import ConfigError
 from ddae.diffusion import build_framework
@@ -20,7 +20,6 @@ from ddae.noise_conditional import (
     CSV_COLUMNS,
     NoisyHead,
     TimestepEmbedding,
-    chosen_layer,
     evaluation_timesteps,
     pack_condition,
     train_noisy_head,
@@ -80,18 +79,6 @@ def test_evaluation_timesteps_follow_the_official_lists():
     assert evaluation_timesteps(short, 64) == list(range(1, 65, 3))  # arange(0, 64, 3) + 1
     with pytest.raises(ConfigError, match="T=1000"):
         evaluation_timesteps(ddpm, 18)
-
-
-def test_chosen_layer_reads_the_grid_choice_or_the_fixed_mapping(tmp_path):
-    choice = tmp_path / "grid.json"
-    choice.write_text(json.dumps(GRID_CHOICE | {"layer": 7, "t": 11, "layer_name": "x"}))
-    assert chosen_layer([str(choice)], None) == 7
-    assert chosen_layer([], {"layer": 6, "t": 4}) == 6
-    with pytest.raises(ConfigError):
-        chosen_layer([], None)
-
-
-# --- the head ----------------------------------------------------------------------------------
 
 
 def test_timestep_embedding_has_the_official_form():

@@ -149,6 +149,11 @@ def test_grid_search_end_to_end(tiny_run, tmp_path):
     assert resolve_layer_t([tmp_path / "g.json"], None, 100)[:2] == (again["layer"], again["t"])
     with pytest.raises(ConfigError, match="steps"):
         resolve_layer_t([tmp_path / "g.json"], None, 18)
+    # without a grid: the config's fixed pair (Table 9), which needs both keys and the steps
+    assert resolve_layer_t([], {"layer": 6, "t": 4}, 18) == (6, 4, 18)
+    for fixed, steps in (({"layer": 6}, 18), (None, 18), ({"layer": 6, "t": 4}, None)):
+        with pytest.raises(ConfigError):
+            resolve_layer_t([], fixed, steps)
 
 
 def test_linear_probe_end_to_end(tiny_run, tmp_path):

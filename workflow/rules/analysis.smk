@@ -40,6 +40,7 @@ rule noisy_classifier:
         layer_t=fixed_layer_t,
         steps=evaluation_steps,
         metrics=lambda wildcards, output: output[0].replace(".csv", ".metrics.jsonl"),
+        state_dir=lambda wildcards: partial_state(wildcards, f"noisy_epoch{wildcards.epoch}"),
     resources:
         gpu=evaluation_gpus,
         gpu_slot=lambda wildcards: min(evaluation_gpus(wildcards), 1),
@@ -65,6 +66,7 @@ rule noisy_wrn:
         framework=lambda wildcards: noisy_baseline(wildcards)[wildcards.perturbation],
         training=lambda wildcards: noisy_baseline(wildcards)["training"],
         metrics=lambda wildcards, output: output[0].replace(".csv", ".metrics.jsonl"),
+        state_dir="results/{dataset}/baselines/partial/noisy_wrn_{perturbation}",
     wildcard_constraints:
         perturbation="vp|ve",
     resources:

@@ -1,7 +1,8 @@
 """Noise-conditional MLP head on frozen DDAE features, accuracy per noise level (Figure 6)."""
 
 from ddae.joblog import logging_to
-from ddae.noise_conditional import chosen_layer, train_noisy_head
+from ddae.noise_conditional import train_noisy_head
+from ddae.probing import resolve_layer_t
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with logging_to(sm.log[0]):
@@ -9,11 +10,12 @@ with logging_to(sm.log[0]):
         checkpoint=sm.input.checkpoint,
         train_path=sm.input.train,
         test_path=sm.input.test,
-        layer=chosen_layer(sm.input.choice, sm.params.layer_t),
+        layer=resolve_layer_t(sm.input.choice, sm.params.layer_t, int(sm.params.steps))[0],
         steps=int(sm.params.steps),
         config=dict(sm.params.head),
         out_csv=sm.output[0],
         device="cuda" if int(sm.resources.gpu) > 0 else "cpu",
         progress=False,
-        metrics=getattr(sm.params, "metrics", None),
+        metrics=sm.params.metrics,
+        state_dir=sm.params.state_dir,
     )

@@ -16,5 +16,6 @@ with logging_to(sm.log[0]):
         device="cuda" if int(sm.resources.gpu) > 0 else "cpu",
         progress=False,
         steps=getattr(sm.params, "steps", None),
-        metrics=getattr(sm.params, "metrics", None),
+        metrics=sm.params.metrics,
+        state_dir=sm.params.state_dir,
     )
