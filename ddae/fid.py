@@ -267,6 +267,19 @@ def save_grid(images: Tensor, path: str | Path, columns: int = GRID_COLUMNS) -> 
         picture.save(handle, format="PNG")
 
 
+def fast_path_used(config: SamplingConfig, device: torch.device | str) -> dict[str, Any]:
+    """What the sampling actually ran with: the fast-path switches act on CUDA only (elsewhere
+    the network runs in float32, `ddae.sampling.generate`)."""
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    return {
+        "device": device.type,
+        "bf16": config.bf16 and cuda,
+        "tf32": config.tf32 and cuda,
+        "channels_last": config.channels_last and cuda,
+    }
+
+
 def sample_and_score(
     checkpoint: str | Path,
     reference_npz: str | Path,
@@ -331,6 +344,7 @@ def sample_and_score(
         "weights": None if weights is None else str(weights),
         "checkpoint": str(checkpoint),
         "config": to_mapping(config),
+        "ran_with": fast_path_used(config, device),  # the config's switches act on CUDA only
         "created_by": "ddae.fid.sample_and_score",
     }
     write_json(output_json, result)

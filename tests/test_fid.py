@@ -214,6 +214,13 @@ def test_sample_and_score_end_to_end(tiny_run, tmp_path):
     assert written["samples"] == 5 and written["sampler"] == "heun" and written["steps"] == 2
     assert written["extractor"] == "random_conv" and written["fid"] > 0
     assert written["config"]["seed"] == 3 and written["created_by"].endswith("sample_and_score")
+    assert written["config"]["bf16"]  # the default, which acts on CUDA only: on the CPU
+    assert written["ran_with"] == {
+        "device": "cpu",
+        "bf16": False,
+        "tf32": False,
+        "channels_last": False,
+    }
     with Image.open(tmp_path / "grid.png") as grid:
         grid.verify()
     with Image.open(tmp_path / "grid.png") as grid:
