@@ -118,7 +118,8 @@ class GridSearchConfig(ProbeConfig):
     """`grid_search`: `ProbeConfig` plus how many cached t directories are held at once."""
 
     # Memory budget (GiB) for the cached features of the t directories trained together on the
-    # device; the t's are processed in groups that fit. Results do not depend on it.
+    # device; the t's are processed in groups that fit. Results do not depend on it. The pipeline
+    # probes one t per job (`ddae.grid_timesteps`), where it has no effect.
     resident_gib: float = 16.0
 
 
