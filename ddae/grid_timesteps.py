@@ -9,7 +9,8 @@ are independent (`ddae.probing.fit_cached_probes`: each probe's initialisation i
 
 * `probe_timestep`: cache that t's features (`ddae.features.cache_features`) into a temporary
   folder, train the probes of every layer on them (`ddae.probing.probe_feature_caches`), write the
-  t's rows and provenance to a small JSON, and delete the cache whatever happens;
+  t's rows and provenance to a small JSON, and delete the cache whatever happens (with what a
+  killed earlier attempt left);
 * `merge_timesteps`: the grid CSV and choice JSON from the per-t JSONs, with `grid_search`'s
   `ddae.probing.write_grid` (same rows, same `TIE_BREAK`): the files equal `grid_search`'s.
 
@@ -72,10 +73,20 @@ def probe_timestep(
         }
         del cache
     finally:
-        shutil.rmtree(cache_dir, ignore_errors=True)
+        remove_cache(cache_dir)
     write_json(out_json, record)
     log.info("probed %d layers at t = %d/%d; removed %s", len(rows), t, steps, cache_dir)
     return record
+
+
+def remove_cache(cache_dir: Path) -> None:
+    """Delete a cache folder and what an earlier attempt of the same job left beside it when it
+    was killed (SIGKILL, a walltime): `ddae.cache_dirs.staged_dir`'s ``.<name>.*.tmp`` folders
+    and ``.<name>.*.old`` ones; one job per (run, epoch, t), so no other job writes them."""
+    shutil.rmtree(cache_dir, ignore_errors=True)
+    for pattern in (f".{cache_dir.name}.*.tmp", f".{cache_dir.name}.*.old"):
+        for leftover in cache_dir.parent.glob(pattern):
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def merge_timesteps(

@@ -37,7 +37,12 @@ def test_per_timestep_jobs_give_the_joint_grid_search_files(tiny_run, tmp_path):
     joint = grid_search(
         list(cache_dirs.values()), PROBE, tmp_path / "joint.csv", tmp_path / "joint.json"
     )
-    # now: one job per t (cache, probe, delete), then the merge
+    # now: one job per t (cache, probe, delete), then the merge; an earlier attempt of t = 1,
+    # killed while caching, left a staged folder: the job removes it, not another t's
+    stale, other = tmp_path / "features" / ".t1.99.ab.tmp", tmp_path / "features" / ".t10.9.c.tmp"
+    for folder in (stale, other):
+        folder.mkdir()
+        (folder / "train.npy").write_bytes(b"x")
     files = []
     for t, folder in cache_dirs.items():
         out = tmp_path / f"t{t}.json"
@@ -45,6 +50,7 @@ def test_per_timestep_jobs_give_the_joint_grid_search_files(tiny_run, tmp_path):
         assert not folder.exists(), "the job deletes its cache"
         assert [row["t"] for row in record["rows"]] == [t] * 4
         files.append(tmp_path / f"t{t}.json")
+    assert not stale.exists() and other.exists()
     merged = merge_timesteps(files, PROBE, tmp_path / "grid.csv", tmp_path / "grid.json")
     assert (tmp_path / "grid.csv").read_text() == (tmp_path / "joint.csv").read_text()
     assert (tmp_path / "grid.json").read_text() == (tmp_path / "joint.json").read_text()
