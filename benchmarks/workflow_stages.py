@@ -20,8 +20,8 @@ import pandas as pd
 
 
 def stage_of(path: Path) -> str:
-    """``pretrain_epoch2.benchmark.tsv`` -> ``pretrain``; ``cache_features_epoch1_t101`` ->
-    ``cache_features``."""
+    """``pretrain_epoch2.benchmark.tsv`` -> ``pretrain``; ``probe_timestep_epoch1_t101`` ->
+    ``probe_timestep``."""
     name = path.name.removesuffix(".benchmark.tsv")
     return re.sub(r"(_epoch\d+)?(_t\d+)?$", "", name)
 

@@ -118,7 +118,8 @@ class GridSearchConfig(ProbeConfig):
     """`grid_search`: `ProbeConfig` plus how many cached t directories are held at once."""
 
     # Memory budget (GiB) for the cached features of the t directories trained together on the
-    # device; the t's are processed in groups that fit. Results do not depend on it.
+    # device; the t's are processed in groups that fit. Results do not depend on it. The pipeline
+    # probes one t per job (`ddae.grid_timesteps`), where it has no effect.
     resident_gib: float = 16.0
 
 
@@ -423,14 +424,36 @@ def grid_search(
 
     Writes ``out_csv`` (columns layer, layer_name, t, steps, sigma, test_accuracy; sorted by t,
     then layer) and ``out_json`` (the best row plus checkpoint, config, created_by; best = highest
-    test accuracy, ties broken by lowest t then lowest layer). Returns the JSON record.
+    test accuracy, ties broken by lowest t then lowest layer). Returns the JSON record. The
+    pipeline runs it one t at a time (`ddae.grid_timesteps`), which gives the same files.
     """
     cfg = from_mapping(GridSearchConfig, config, "probe")
-    device = torch.device(device)
     if not feature_dirs:
         raise ConfigError("grid_search needs at least one feature directory")
     caches = sorted((load_feature_cache(d) for d in feature_dirs), key=lambda c: c.meta["t"])
     _check_consistent(caches)
+    rows = probe_feature_caches(caches, cfg, device, progress)
+    return write_grid(
+        rows,
+        cfg,
+        feature_dirs=[str(c.path) for c in caches],
+        checkpoint=caches[0].meta["checkpoint"],
+        features_config=caches[0].meta.get("config"),
+        out_csv=out_csv,
+        out_json=out_json,
+    )
+
+
+def probe_feature_caches(
+    caches: Sequence[FeatureCache],
+    cfg: GridSearchConfig,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """The grid CSV rows of every (layer, t) probe of consistent ``caches`` (one per t), trained
+    in groups of t that fit ``cfg.resident_gib``; a probe's result does not depend on which
+    other t share its group (`fit_cached_probes`: seeds keyed by (t, layer), shared batches)."""
+    device = torch.device(device)
     layers = caches[0].layers
     slices = [(layer["offset"], layer["dim"]) for layer in layers]
     train_labels = torch.from_numpy(np.asarray(caches[0].train_labels))
@@ -462,17 +485,32 @@ def grid_search(
                         "test_accuracy": next(accuracy),
                     }
                 )
-    rows.sort(key=lambda row: (row["t"], row["layer"]))
+    return rows
+
+
+def write_grid(
+    rows: Sequence[Mapping[str, Any]],
+    cfg: GridSearchConfig,
+    *,
+    feature_dirs: Sequence[str],
+    checkpoint: str,
+    features_config: Mapping[str, Any] | None,
+    out_csv: str | Path,
+    out_json: str | Path,
+) -> dict[str, Any]:
+    """Write the grid CSV (rows sorted by t, then layer) and the choice JSON (the best row by
+    `TIE_BREAK` plus provenance); returns the JSON record."""
+    rows = sorted(rows, key=lambda row: (row["t"], row["layer"]))
     best = min(rows, key=lambda row: (-row["test_accuracy"], row["t"], row["layer"]))
     record = {
         **best,
         "tie_break": TIE_BREAK,
         "probes": len(rows),
         "epochs": cfg.epochs,
-        "feature_dirs": [str(c.path) for c in caches],
-        "checkpoint": caches[0].meta["checkpoint"],
+        "feature_dirs": list(feature_dirs),
+        "checkpoint": checkpoint,
         "config": to_mapping(cfg),
-        "features_config": caches[0].meta.get("config"),
+        "features_config": features_config,
         "created_by": "ddae.probing.grid_search",
     }
     out_csv, out_json = Path(out_csv), Path(out_json)

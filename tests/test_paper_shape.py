@@ -194,7 +194,7 @@ def walk_paper_jobs(config: dict) -> dict[str, int]:
                         assert float(sigmas[0]) >= float(top), where
                     else:
                         assert float(sigmas[0]) == pytest.approx(framework.sigma_max), where
-                elif stage == "grid":  # cache_features.py per t, then grid_search.py
+                elif stage == "grid":  # probe_timestep.py per t, then grid_search.py
                     from_mapping(GridSearchConfig, settings, "probe")
                     cache = from_mapping(
                         FeatureCacheConfig, dag.evaluation_stage(wildcards, "features"), "features"
@@ -203,7 +203,7 @@ def walk_paper_jobs(config: dict) -> dict[str, int]:
                     assert rows * sum(widths) * 2 <= FEATURE_CACHE_BUDGET, (where, sum(widths))
                     for t in dag.grid_timesteps(name):
                         check_pair(net, framework, 1, t, steps, where)
-                        counts["cache_features"] += 1
+                        counts["probe_timestep"] += 1
                 else:
                     configs = {"linear_probe": LinearProbeConfig, "align_uniform": AlignUniform}
                     from_mapping(configs[stage], settings, stage)
@@ -249,8 +249,8 @@ def test_every_paper_scale_job_builds_its_settings(paper_jobs):
     check_paper_shape(PAPER_CONFIG)
     counts = paper_jobs
     assert counts["pretrain"] == 56 and counts["fid"] == 40 and counts["grid"] == 12
-    # the dry run's linear_probe 40 + 2 of DiT, cache_features 241 + 22 of DiT (one rule each)
-    assert counts["linear_probe"] == 42 and counts["cache_features"] == 241 + 22
+    # the dry run's linear_probe 40 + 2 of DiT, probe_timestep 241 + 22 of DiT (one rule each)
+    assert counts["linear_probe"] == 42 and counts["probe_timestep"] == 241 + 22
 
 
 def test_smoke_and_miniature_jobs_build_their_settings(paper_jobs):
@@ -293,7 +293,7 @@ def test_miniature_plans_the_paper_dag_offline(tmp_path, paper_jobs):
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout + result.stderr, re.MULTILINE))
     assert not any(rule.startswith("download") for rule in jobs)  # offline
     assert int(jobs["pretrain"]) == paper_jobs["pretrain"] + 2
-    assert int(jobs["cache_features"]) == 241 + 22
+    assert int(jobs["probe_timestep"]) == 241 + 22
     assert int(jobs["sample_fid"]) == 40 and int(jobs["grid_search"]) == 12
     assert int(jobs["stand_in_checkpoint"]) == 2 and int(jobs["stand_in_vae"]) == 1
 

@@ -116,7 +116,7 @@ def test_paper_config_plans_every_evaluation(paper_plan):
         grids = 1 if stages.get("grid_checkpoints", "all") == "final" else evaluated(run)
         assert jobs["grid_search", run] == (grids if "grid" in stages else 0), run
         expected = grids * grid_size(run) if "grid" in stages else 0
-        assert jobs["cache_features", run] == expected, run
+        assert jobs["probe_timestep", run] == expected, run
         assert jobs["align_uniform", run] == (evaluated(run) if "align_uniform" in stages else 0)
         assert jobs["finetune", run] == ("finetune" in stages), run
         assert jobs["scratch", run] == ("scratch" in stages), run
@@ -506,7 +506,7 @@ def test_changing_one_runs_lr_reruns_only_that_run(smoke_run):
         smoke_run, lambda c: c["pretraining"]["digits_ddpm"]["training"].update(lr=5e-4)
     )
     run = "digits_ddpm"  # both checkpoints, every evaluation stage of the run and what reads them
-    expected = {("pretrain", run): 2, ("sample_fid", run): 2, ("cache_features", run): 2 * 4}
+    expected = {("pretrain", run): 2, ("sample_fid", run): 2, ("probe_timestep", run): 2 * 4}
     expected |= {(rule, run): 2 for rule in ("grid_search", "linear_probe", "align_uniform")}
     expected |= {(rule, run): 1 for rule in ("finetune", "scratch", "noisy_classifier")}
     # Tables 2-4 show no DDPM row (their rows: EDM, DiT, WRN), so they do not read this run

@@ -187,12 +187,18 @@ def fid_weights(wildcards=None):
     return [INCEPTION_WEIGHTS] if FID["extractor"] == "inception" else []
 
 
-def feature_directories(wildcards):
-    """Cached features of every grid timestep of one checkpoint (grid_search's input)."""
+def timestep_probe_files(wildcards):
+    """The per-t probe results of every grid timestep of one checkpoint (grid_search's input)."""
     directory = run_directory(wildcards.run)
     return [
-        f"{directory}/features/epoch{wildcards.epoch}/t{t}" for t in grid_timesteps(wildcards.run)
+        f"{directory}/grid_timesteps/epoch{wildcards.epoch}/t{t}.json"
+        for t in grid_timesteps(wildcards.run)
     ]
+
+
+def feature_cache_dir(wildcards):
+    """Where probe_timestep caches one t's features while it probes them (then deletes them)."""
+    return f"{run_directory(wildcards.run)}/features/epoch{wildcards.epoch}/t{wildcards.t}"
 
 
 def grid_choice(run, epoch):

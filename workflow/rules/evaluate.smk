@@ -1,8 +1,9 @@
-# Measuring each pretrained checkpoint (paper Sec. 3.2 and 4): FID of its samples, features of
-# every decoder block cached per timestep, the (layer, t) grid search over them (Figure 2,
-# Appendix B) and the linear probe at the chosen pair (Tables 2-4). Each rule gets its stage's
-# config slice from the run's `evaluation` block; a stage missing there is not run. Features and
-# probes read the run's source (`source_files`): its dataset's images, or a DiT's VAE latents.
+# Measuring each pretrained checkpoint (paper Sec. 3.2 and 4): FID of its samples, the (layer, t)
+# grid search (Figure 2, Appendix B) one timestep per probe_timestep job (every decoder block's
+# features cached, probed, deleted: one t's cache on disk per job) merged by grid_search, and the
+# linear probe at the chosen pair (Tables 2-4). Each rule gets its stage's config slice from the
+# run's `evaluation` block; a stage missing there is not run. Features and probes read the run's
+# source (`source_files`): its dataset's images, or a DiT's VAE latents.
 
 
 localrules:
@@ -72,41 +73,43 @@ rule sample_fid:
         "../scripts/sample_fid.py"
 
 
-rule cache_features:
+rule probe_timestep:
     input:
         unpack(source_files),
         checkpoint="results/{dataset}/{run}/checkpoints/epoch{epoch}.pt",
     output:
-        # deleted once its grid search is done: at paper scale one t is ~3 GB per view set
-        temp(directory("results/{dataset}/{run}/features/epoch{epoch}/t{t}")),
+        "results/{dataset}/{run}/grid_timesteps/epoch{epoch}/t{t}.json",
     params:
         features=lambda wildcards: evaluation_stage(wildcards, "features"),
+        probe=lambda wildcards: evaluation_stage(wildcards, "grid"),
         t=lambda wildcards: int(wildcards.t),
         steps=evaluation_steps,
+        # deleted by the job itself once probed: at paper scale one t is ~3 GB (README)
+        cache_dir=feature_cache_dir,
     resources:
         gpu=evaluation_gpus,
         gpu_slot=lambda wildcards: min(evaluation_gpus(wildcards), 1),
+        # one t's cache on disk while the job runs; `--resources feature_caches=N` caps how many
+        # exist at once (e.g. on a cluster, where gpu_slot does not throttle submissions)
+        feature_caches=1,
     log:
-        "logs/{dataset}/{run}/cache_features_epoch{epoch}_t{t}.log",
+        "logs/{dataset}/{run}/probe_timestep_epoch{epoch}_t{t}.log",
     benchmark:
-        "logs/{dataset}/{run}/cache_features_epoch{epoch}_t{t}.benchmark.tsv",
+        "logs/{dataset}/{run}/probe_timestep_epoch{epoch}_t{t}.benchmark.tsv",
     conda:
         "../../envs/ddae.yaml"
     script:
-        "../scripts/cache_features.py"
+        "../scripts/probe_timestep.py"
 
 
 rule grid_search:
     input:
-        features=feature_directories,
+        timesteps=timestep_probe_files,
     output:
         csv=stage_output("grid"),
         json=stage_output("grid", ".json"),
     params:
         probe=lambda wildcards: evaluation_stage(wildcards, "grid"),
-    resources:
-        gpu=evaluation_gpus,
-        gpu_slot=lambda wildcards: min(evaluation_gpus(wildcards), 1),
     log:
         "logs/{dataset}/{run}/grid_search_epoch{epoch}.log",
     benchmark:

@@ -1,14 +1,13 @@
-"""Linear-probe every (layer, t) of one checkpoint's cached features (paper Appendix B)."""
+"""The (layer, t) grid of one checkpoint from its per-timestep probes (paper Appendix B)."""
 
+from ddae.grid_timesteps import merge_timesteps
 from ddae.joblog import logging_to
-from ddae.probing import grid_search
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with logging_to(sm.log[0]):
-    grid_search(
-        feature_dirs=list(sm.input.features),
+    merge_timesteps(
+        timestep_files=list(sm.input.timesteps),
         config=dict(sm.params.probe),
         out_csv=sm.output.csv,
         out_json=sm.output.json,
-        device="cuda" if int(sm.resources.gpu) > 0 else "cpu",
     )
