@@ -47,7 +47,7 @@ from ddae.configs import ConfigError, from_mapping, to_mapping
 from ddae.diffusion import Framework, build_framework, framework_config
 from ddae.distributed import close_world, init_world
 from ddae.downloads import file_md5
-from ddae.launch import run_job
+from ddae.launch import JobExecution, run_job
 from ddae.networks import build_network, count_parameters, network_config, network_spec
 from ddae.probing import resolve_layer_t
 from ddae.result_writers import drop_metrics_after, write_json
@@ -215,22 +215,15 @@ def _scratch_run(run: Mapping[str, Any], where: str = "run") -> dict[str, Any]:
 # --- the job: a model spec, a source, a training config -------------------------------------
 
 
-@dataclass(frozen=True)
-class ClassifierJob:
+@dataclass(frozen=True, kw_only=True)
+class ClassifierJob(JobExecution):
     """One classifier training: what `ddae.launch` hands every torchrun worker."""
 
     model: dict[str, Any]  # a `MODELS` spec: {"kind": ..., fields}
     source: dict[str, str]  # `ddae.sources.Source.files`: {train, test} or {latents}
     config: dict[str, Any]  # ClassifierTrainingConfig mapping
     out_json: str
-    state_dir: str  # partial state and the torchrun job file
-    metrics: str | None = None  # jsonl, one line per epoch
-    processes: int = 1  # torchrun workers (one per GPU)
-    device: str = "cuda"  # "cuda" or "cpu"
-    snapshot_every_seconds: float = 600.0
-    snapshot_every_steps: int = 0
-    eval_every: int = 1
-    progress: bool = True
+    eval_every: int = 1  # evaluate the test split every this many epochs
 
     @property
     def target(self) -> str:

@@ -28,20 +28,32 @@ from ddae.configs import from_mapping, to_mapping
 from ddae.training import TrainOptions, train_to_epoch
 
 
-@dataclass(frozen=True)
-class PretrainingJob:
-    run: dict[str, Any]  # {network, framework, training} mappings
-    dataset: str  # training split file (ImageDataset)
-    output: str  # checkpoint to write at target_epoch
-    target_epoch: int
-    start: str | None  # previous checkpoint of the chain, None for the first
-    state_dir: str  # partial state, kept outside the job's declared outputs
-    metrics: str | None = None  # jsonl metrics log of the run
+@dataclass(frozen=True, kw_only=True)
+class JobExecution:
+    """How a training job runs, whatever it trains: where it keeps its partial state and
+    metrics, its processes and device, how often it snapshots. Job dataclasses extend it and
+    name their ``target`` (the file the job writes last)."""
+
+    state_dir: str  # partial state (and the torchrun job file), outside the declared outputs
+    metrics: str | None = None  # jsonl metrics log, one line per epoch
     processes: int = 1  # torchrun workers (one per GPU)
     device: str = "cuda"  # "cuda" or "cpu"
     snapshot_every_seconds: float = 600.0
     snapshot_every_steps: int = 0
     progress: bool = True
+
+    @property
+    def target(self) -> str:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, kw_only=True)
+class PretrainingJob(JobExecution):
+    run: dict[str, Any]  # {network, framework, training} mappings
+    dataset: str  # training split file (ImageDataset)
+    output: str  # checkpoint to write at target_epoch
+    target_epoch: int
+    start: str | None  # previous checkpoint of the chain, None for the first
 
     @property
     def target(self) -> str:
