@@ -254,8 +254,9 @@ def cancel_after_partial_state(workdir: Path, env: dict, process: subprocess.Pop
     jobs = [line.split() for line in squeue(env, "-o", "%i %Z").splitlines()]
     ids = [job_id for job_id, directory in jobs if Path(directory) == workdir]
     assert len(ids) == 1, f"expected one running job in {workdir}: {jobs}"
+    step = load_checkpoint(partial)["step"]  # the job may save a later one before it stops
     subprocess.run(["timeout", "10", "scancel", ids[0]], env=env, check=True)
-    return {"job": ids[0], "step": load_checkpoint(partial)["step"]}
+    return {"job": ids[0], "step": step}
 
 
 def write_corrupt_npz(path: Path) -> None:
@@ -346,7 +347,10 @@ def test_cancelled_job_resumes_from_its_partial_state(cluster_runs, reference):
     # the retry continued from the partial state and trained no step twice
     log = (workdir / f"logs/digits/{RUN}/pretrain_epoch4.log").read_text()
     resumed = re.findall(r"resuming from (\S+) at epoch \d+ step (\d+)", log)
-    assert resumed[-1] == (f"results/digits/{RUN}/partial/partial.pt", str(cancel["step"]))
+    # from the last partial state the cancelled job saved: the one seen before the scancel, or a
+    # later one written while the cancellation reached it (snapshots here follow every step)
+    assert resumed[-1][0] == f"results/digits/{RUN}/partial/partial.pt"
+    assert cancel["step"] <= int(resumed[-1][1]) < 4 * STEPS_PER_EPOCH
     assert cancel["step"] > 2 * STEPS_PER_EPOCH
     metrics = (workdir / f"results/digits/{RUN}/metrics.jsonl").read_text().splitlines()
     steps = [json.loads(line)["step"] for line in metrics]

@@ -196,8 +196,10 @@ def test_slurm_profile_plans(tmp_path):
             r"pretraining.cifar10_edm.epochs: must increase strictly",
         ),
         (
-            lambda c: c["pretraining"]["cifar10_edm"]["evaluation"]["linear_probe"].update(lr=1),
-            r"unknown key 'lr' at pretraining.cifar10_edm.evaluation.linear_probe.lr",
+            lambda c: c["pretraining"]["cifar10_edm"]["evaluation"]["linear_probe"].update(
+                base_lr=1  # the key's name before the one learning-rate convention
+            ),
+            r"unknown key 'base_lr' at pretraining.cifar10_edm.evaluation.linear_probe.base_lr",
         ),
         (
             lambda c: c["pretraining"]["cifar10_ddpm_t64"]["evaluation"].update(steps=1000),
