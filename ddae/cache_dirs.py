@@ -64,3 +64,14 @@ def open_cache_dir(path: Path, cache_type: type, error_type: type[Exception], wh
         )
     except (OSError, ValueError, KeyError) as error:
         raise error_type(f"{path}: not a readable {what} cache ({error})") from error
+
+
+def remove_cache_dir(cache_dir: Path) -> None:
+    """Delete a cache folder and what an earlier attempt of the same job left beside it when it
+    was killed (SIGKILL, a walltime): `staged_dir`'s ``.<name>.*.tmp`` folders and
+    `_replace_dir`'s ``.<name>.*.old`` ones. The caller owns the folder: no other job may be
+    writing it (`ddae.grid_timesteps`: one job per (run, epoch, t))."""
+    shutil.rmtree(cache_dir, ignore_errors=True)
+    for pattern in (f".{cache_dir.name}.*.tmp", f".{cache_dir.name}.*.old"):
+        for leftover in cache_dir.parent.glob(pattern):
+            shutil.rmtree(leftover, ignore_errors=True)

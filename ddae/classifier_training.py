@@ -28,12 +28,13 @@ or under ``torchrun`` (`ddae.distributed`), like pre-training (`ddae.training`):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -50,6 +51,7 @@ from ddae.checkpoints import (
     CheckpointError,
     capture_rng_state,
     load_checkpoint,
+    partial_state_lock,
     restore_rng_state,
     save_checkpoint,
 )
@@ -57,7 +59,7 @@ from ddae.configs import ConfigError
 from ddae.datasets.format import ImageDataset
 from ddae.distributed import World, barrier, gather_objects, mean_across
 from ddae.learning_rate import peak_lr
-from ddae.result_writers import append_jsonl
+from ddae.result_writers import append_jsonl, drop_metrics_after
 from ddae.sources import ClassifierData, ImageData  # re-exported: the trainer's data
 from ddae.training import TrainingError
 
@@ -368,6 +370,20 @@ class ClassifierTrainer:
         self.loss_sum = torch.zeros((), device=self.device)
         self.correct = torch.zeros((), dtype=torch.int64, device=self.device)
         return record
+
+    @contextlib.contextmanager
+    def resumed(self, options: ClassifierOptions) -> Iterator[None]:
+        """Hold ``options.state_dir`` (the main rank locks it: a second job on the same partial
+        state fails at once), continue from its partial state if it is this job's, and drop the
+        metrics lines past the resumed step (each epoch's line once); the lock is released when
+        the block, which runs `run` and writes the job's result, ends."""
+        with contextlib.ExitStack() as held:
+            if options.state_dir is not None and self.world.is_main:
+                held.enter_context(partial_state_lock(options.state_dir))
+            self.resume(options.state_dir)
+            if self.world.is_main:
+                drop_metrics_after(options.metrics_path, self.state.step)
+            yield
 
     def run(self, options: ClassifierOptions) -> list[dict[str, Any]]:
         """Train to ``config.epochs``; returns the per-epoch history."""

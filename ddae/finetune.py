@@ -25,7 +25,6 @@ per-epoch history, the model's record, the source's files (`ddae.result_writers`
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable, Mapping
@@ -36,7 +35,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ddae.checkpoints import load_network, partial_state_lock
+from ddae.checkpoints import load_network
 from ddae.classifier_training import (
     PARTIAL_STATE,
     ClassifierOptions,
@@ -50,7 +49,7 @@ from ddae.downloads import file_md5
 from ddae.launch import JobExecution, run_job
 from ddae.networks import build_network, count_parameters, network_config, network_spec
 from ddae.probing import resolve_layer_t
-from ddae.result_writers import drop_metrics_after, write_json
+from ddae.result_writers import write_json
 from ddae.sources import Source, open_source
 
 log = logging.getLogger(__name__)
@@ -336,7 +335,6 @@ def run_classifier_job(job: ClassifierJob) -> None:
     created_by = model.created_by
     config = from_mapping(ClassifierTrainingConfig, job.config, f"{created_by}.config")
     world = init_world("cpu" if job.device == "cpu" else None)
-    held = contextlib.ExitStack()
     try:
         source = open_source(job.source)
         data = source.classifier_data(config, world.device)
@@ -359,34 +357,29 @@ def run_classifier_job(job: ClassifierJob) -> None:
             eval_every=job.eval_every,
             progress=job.progress,
         )
-        if world.is_main:  # one writer per job's partial state (a second one fails at once)
-            held.enter_context(partial_state_lock(state_dir))
-        trainer.resume(state_dir)
-        if world.is_main:  # each epoch's metrics line once, also after a resume
-            drop_metrics_after(options.metrics_path, trainer.state.step)
-        history = trainer.run(options)
-        if world.is_main:
-            network = trainer.network
-            result = {
-                "test_accuracy": history[-1]["test_accuracy"],
-                "layer": record.get("layer"),
-                "layer_name": getattr(network, "layer_name", None),
-                "t": record.get("t"),
-                "steps": record.get("steps"),
-                "sigma": record.get("sigma"),
-                "epochs": config.epochs,
-                "history": history,
-                "checkpoint": checkpoint,
-                "config": to_mapping(config),
-                "created_by": created_by,
-                "parameters": count_parameters(network),
-                "processes": world.size,
-                **source.record(),
-                **{k: record[k] for k in ("run", "network") if k in record},
-            }
-            write_json(job.out_json, result)
-            (state_dir / PARTIAL_STATE).unlink(missing_ok=True)
-            log.info("%s: test accuracy %.2f%%", job.out_json, result["test_accuracy"])
+        with trainer.resumed(options):
+            history = trainer.run(options)
+            if world.is_main:
+                network = trainer.network
+                result = {
+                    "test_accuracy": history[-1]["test_accuracy"],
+                    "layer": record.get("layer"),
+                    "layer_name": getattr(network, "layer_name", None),
+                    "t": record.get("t"),
+                    "steps": record.get("steps"),
+                    "sigma": record.get("sigma"),
+                    "epochs": config.epochs,
+                    "history": history,
+                    "checkpoint": checkpoint,
+                    "config": to_mapping(config),
+                    "created_by": created_by,
+                    "parameters": count_parameters(network),
+                    "processes": world.size,
+                    **source.record(),
+                    **{k: record[k] for k in ("run", "network") if k in record},
+                }
+                write_json(job.out_json, result)
+                (state_dir / PARTIAL_STATE).unlink(missing_ok=True)
+                log.info("%s: test accuracy %.2f%%", job.out_json, result["test_accuracy"])
     finally:
-        held.close()
         close_world(world)

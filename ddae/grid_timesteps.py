@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ddae.cache_dirs import remove_cache_dir
 from ddae.configs import ConfigError, from_mapping, to_mapping
 from ddae.features import cache_features, load_feature_cache
 from ddae.probing import GridSearchConfig, probe_feature_caches, write_grid
@@ -73,20 +73,10 @@ def probe_timestep(
         }
         del cache
     finally:
-        remove_cache(cache_dir)
+        remove_cache_dir(cache_dir)
     write_json(out_json, record)
     log.info("probed %d layers at t = %d/%d; removed %s", len(rows), t, steps, cache_dir)
     return record
-
-
-def remove_cache(cache_dir: Path) -> None:
-    """Delete a cache folder and what an earlier attempt of the same job left beside it when it
-    was killed (SIGKILL, a walltime): `ddae.cache_dirs.staged_dir`'s ``.<name>.*.tmp`` folders
-    and ``.<name>.*.old`` ones; one job per (run, epoch, t), so no other job writes them."""
-    shutil.rmtree(cache_dir, ignore_errors=True)
-    for pattern in (f".{cache_dir.name}.*.tmp", f".{cache_dir.name}.*.old"):
-        for leftover in cache_dir.parent.glob(pattern):
-            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def merge_timesteps(

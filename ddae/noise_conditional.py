@@ -51,7 +51,6 @@ reproducible.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import logging
@@ -67,7 +66,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ddae.batching import to_model_range
-from ddae.checkpoints import load_network, partial_state_lock
+from ddae.checkpoints import load_network
 from ddae.classifier_training import (
     PARTIAL_STATE,
     ClassifierData,
@@ -83,7 +82,7 @@ from ddae.distributed import World
 from ddae.downloads import file_md5
 from ddae.features import DecoderFeatures
 from ddae.networks import build_network, network_config
-from ddae.result_writers import atomic_output, drop_metrics_after
+from ddae.result_writers import atomic_output
 
 log = logging.getLogger(__name__)
 
@@ -326,9 +325,7 @@ def _train(
         eval_every=0,  # the trainer's test once, after the last epoch
         progress=progress,
     )
-    with partial_state_lock(state) if state is not None else contextlib.nullcontext():
-        trainer.resume(state)
-        drop_metrics_after(options.metrics_path, trainer.state.step)
+    with trainer.resumed(options):
         trainer.run(options)
     return trainer.network.eval()
 
