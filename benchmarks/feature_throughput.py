@@ -10,8 +10,9 @@ What it measures, per network and precision, on synthetic uint8 images:
 
 Networks: ``--paper`` uses the paper's CIFAR-10 networks at 32 px from config.yaml
 (``pretraining.cifar10_ddpm``: DDPM UNet 35.7M under DDPM; ``pretraining.cifar10_edm``: DDPM++
-55.7M under EDM); the default is a tiny DDPM UNet at 16 px (the smoke test's). Precisions: fp32,
-and bf16 autocast on CUDA. t is 11/1000 (DDPM) or 4/18 (EDM), the paper's Table 9 choices.
+55.7M under EDM); the default is a tiny DDPM UNet at 16 px (the smoke test's). Modes: fp32, and
+on CUDA the fast path that feature caching uses by default (`ddae.fast_path`: bf16 autocast,
+TF32, channels_last). t is 11/1000 (DDPM) or 4/18 (EDM), the paper's Table 9 choices.
 
     python benchmarks/feature_throughput.py                       # tiny net, CPU
     python benchmarks/feature_throughput.py --paper --batch-size 512   # a GPU
@@ -29,6 +30,7 @@ import torch
 import yaml
 
 from ddae.diffusion import build_framework
+from ddae.fast_path import FLOAT32, FastPath
 from ddae.features import DecoderFeatures, iter_features
 from ddae.networks import build_network, count_parameters
 from ddae.per_item import TRAIN, image_inputs
@@ -43,7 +45,7 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(run: dict, device: torch.device, bf16: bool, batch: int, batches: int) -> dict:
+def measure(run: dict, device: torch.device, fast: FastPath, batch: int, batches: int) -> dict:
     torch.manual_seed(0)
     net = build_network(run["network"]).to(device).eval().requires_grad_(False)
     framework = build_framework(run["framework"])
@@ -67,7 +69,7 @@ def measure(run: dict, device: torch.device, bf16: bool, batch: int, batches: in
             view=0,
             batch_size=batch,
             device=device,
-            bf16=bf16,
+            fast=fast,
         ):
             pass
 
@@ -81,11 +83,11 @@ def measure(run: dict, device: torch.device, bf16: bool, batch: int, batches: in
     x = torch.randn(batch, 3, resolution, resolution, device=device)
     sigmas = torch.full((batch,), sigma, dtype=torch.float64, device=device)
     net_input, labels = framework.network_inputs(x, sigmas)
-    autocast = bf16 and device.type == "cuda"
+    net_input = fast.activations(net_input)
     with (
         torch.no_grad(),
-        DecoderFeatures(net, stop_early=False) as features,
-        torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast),
+        DecoderFeatures(fast.prepare(net), stop_early=False) as features,
+        fast.running(device.type),
     ):
         features(net_input, labels)
         synchronize(device)
@@ -121,15 +123,17 @@ def main() -> None:
                 "digits_ddpm"
             ]
         }
-    precisions = [False, True] if device.type == "cuda" else [False]
+    modes = {"fp32": FLOAT32}
+    if device.type == "cuda":
+        modes["fast"] = FastPath.for_device(device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"device {name}, batch {batch}, {batches} timed batches, torch {torch.__version__}")
-    print(f"{'network':<22} {'params':>8} {'precision':>9} {'extract img/s':>14} {'fwd img/s':>10}")
+    print(f"{'network':<22} {'params':>8} {'mode':>9} {'extract img/s':>14} {'fwd img/s':>10}")
     for label, run in networks.items():
-        for bf16 in precisions:
-            row = measure(run, device, bf16, batch, batches)
+        for mode, fast in modes.items():
+            row = measure(run, device, fast, batch, batches)
             print(
-                f"{label:<22} {row['parameters'] / 1e6:>7.1f}M {'bf16' if bf16 else 'fp32':>9} "
+                f"{label:<22} {row['parameters'] / 1e6:>7.1f}M {mode:>9} "
                 f"{row['extract']:>14.1f} {row['forward']:>10.1f}"
             )
 

@@ -15,10 +15,14 @@ call's limit and whatever ran is printed):
 4. ``sampling``: `ddae.sampling.generate` with the fast path (bf16, TF32, channels_last) against
    float32 on the same seeds (Heun, 18 levels, the paper's CIFAR-10 DDPM++ at initialisation):
    max and mean |difference| on [−1, 1], and images/s of each;
-5. ``throughput``: `pretrain_throughput.py` (fp32-eager, fast, fast+compile; batch 128) for both
+5. ``features``: `ddae.features.iter_features` (all decoder layers, 1,024 images) on the fast
+   path (`ddae.fast_path`: bf16, TF32, channels_last) against float32, for both CIFAR-10
+   networks at initialisation: per layer max |difference| relative to the layer's largest
+   |feature| (tests/test_fast_path.py bounds it by 2 % on CPU), and images/s of each;
+6. ``throughput``: `pretrain_throughput.py` (fp32-eager, fast, fast+compile; batch 128) for both
    CIFAR-10 networks: whether torch.compile pays, i.e. whether ``training.compile`` should
    default on for CUDA;
-6. ``side-by-side``: `pretrain_side_by_side.py` against the authors' checkouts, CIFAR-10 cases
+7. ``side-by-side``: `pretrain_side_by_side.py` against the authors' checkouts, CIFAR-10 cases
    first, then the 64 px Tiny-ImageNet cases.
 
 Run on the device machine from the repository root (benchmarks/README.md says how the authors'
@@ -163,6 +167,59 @@ def stage_sampling() -> dict[str, Any]:
     return result
 
 
+def all_layer_features(
+    framework: Any, net: torch.nn.Module, images: torch.Tensor, sigma: float, fast: Any
+) -> list[torch.Tensor]:
+    """Pooled features of every decoder layer, (N, D_k) each, as `cache_features` makes them."""
+    from ddae.features import iter_features
+
+    batches = iter_features(
+        framework, net, lambda view, index: images[index.to(images.device)], sigma,
+        torch.arange(len(images)), noise_key=(0, 0, 0, 0), view=0, batch_size=256,
+        device=images.device, fast=fast,
+    )  # fmt: skip
+    return [torch.cat(layer) for layer in zip(*(pooled for _, pooled in batches), strict=True)]
+
+
+def stage_features() -> dict[str, Any]:
+    from ddae.diffusion import build_framework
+    from ddae.fast_path import FLOAT32, FastPath
+
+    result = {}
+    generator = torch.Generator().manual_seed(0)
+    images = (torch.rand(1024, 3, 32, 32, generator=generator) * 2 - 1).to(DEVICE)
+    for case in ("cifar10_ddpm", "cifar10_edm"):
+        run = CONFIG["pretraining"][case]
+        torch.manual_seed(0)
+        net = build_network(run["network"]).to(DEVICE).eval().requires_grad_(False)
+        framework = build_framework(run["framework"])
+        sigma = framework.sigma_at_timestep(11, run["evaluation"]["steps"])
+        out = {}
+        for name, fast in (("fp32", FLOAT32), ("fast", FastPath.for_device(DEVICE))):
+            net = net.to(memory_format=torch.contiguous_format)
+            all_layer_features(framework, net, images, sigma, fast)  # warm-up
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            out[name] = all_layer_features(framework, net, images, sigma, fast)
+            torch.cuda.synchronize()
+            out[name + "_images_per_s"] = len(images) / (time.perf_counter() - start)
+        relative = [
+            ((fast - fp32).abs().max() / fp32.abs().max()).item()
+            for fast, fp32 in zip(out["fast"], out["fp32"], strict=True)
+        ]
+        result[case] = {
+            "max_relative_per_layer": relative,
+            "fp32_images_per_s": out["fp32_images_per_s"],
+            "fast_images_per_s": out["fast_images_per_s"],
+        }
+        print(f"  {case}: {len(relative)} layers, max relative |fast - fp32| "
+              f"{max(relative):.4f} (< 0.02: {max(relative) < 0.02}); "
+              f"{out['fp32_images_per_s']:.0f} img/s fp32, "
+              f"{out['fast_images_per_s']:.0f} img/s fast")  # fmt: skip
+        del net
+    return result
+
+
 def run_script(arguments: list[str], json_path: Path, timeout: float) -> dict[str, Any]:
     command = [sys.executable, *arguments, "--json", str(json_path)]
     print("  $ " + " ".join(command), flush=True)
@@ -197,6 +254,7 @@ def main() -> None:
         ("side-stream", stage_side_stream),
         ("bf16-loss", stage_bf16_loss),
         ("sampling", stage_sampling),
+        ("features", stage_features),
         ("throughput", lambda: run_script(
             ["benchmarks/pretrain_throughput.py", "--batch-size", "128", "--warmup", "5",
              "--steps", "20"], args.out / "throughput.json", max(left() - 5, 1))),

@@ -62,6 +62,7 @@ from ddae.cache_dirs import META_FILE, open_cache_dir, staged_dir
 from ddae.checkpoints import load_network
 from ddae.configs import from_mapping, to_mapping
 from ddae.diffusion import Framework
+from ddae.fast_path import FLOAT32, FastPath, FastPathSwitches
 from ddae.per_item import NOISE_STREAM, TEST, TRAIN, InputsFor, per_item_normal
 from ddae.sources import Source
 
@@ -186,7 +187,7 @@ def iter_features(
     view: int,
     batch_size: int,
     device: torch.device | str,
-    bf16: bool = False,
+    fast: FastPath = FLOAT32,
     layers: Sequence[int] | None = None,
     progress: bool = False,
     desc: str | None = None,
@@ -199,11 +200,13 @@ def iter_features(
         x = x0 + σ·ε                         (VE view of Eq. 1; x_t = x/√(1 + σ²) for DDPM)
         (input, c_noise) = framework.network_inputs(x, σ)
 
-    so the network sees exactly what its denoiser D(x, σ) sees. bf16 autocast on CUDA if asked.
+    so the network sees exactly what its denoiser D(x, σ) sees. `fast` (`ddae.fast_path`): the
+    switches applied as given (stages pass their config's `fast_path(device)`: CUDA only);
+    features are pooled in float32 either way.
     """
     device = torch.device(device)
-    autocast = bf16 and device.type == "cuda"
     starts = range(0, len(indices), batch_size)
+    fast.prepare(net)
     with DecoderFeatures(net, layers) as features:
         for start in joblog.progress(starts, desc or "features", enabled=progress):
             batch = indices[start : start + batch_size]
@@ -212,8 +215,8 @@ def iter_features(
             x = x0 + sigma * eps
             sigmas = torch.full((x.shape[0],), sigma, dtype=torch.float64, device=device)
             net_input, noise_labels = framework.network_inputs(x, sigmas)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                pooled = features(net_input, noise_labels)
+            with fast.running(device.type):
+                pooled = features(fast.activations(net_input), noise_labels)
             yield batch, pooled
 
 
@@ -223,7 +226,7 @@ def iter_features(
 
 
 @dataclass(frozen=True)
-class FeatureCacheConfig:
+class FeatureCacheConfig(FastPathSwitches):
     """How `cache_features` extracts features (paper Sec. 3.2, Appendix B, Table 6)."""
 
     # K augmented views of the training split. The official DiT protocol caches 10 copies
@@ -234,7 +237,7 @@ class FeatureCacheConfig:
     crop_padding: int = 4  # Table 6: RandomCrop(32, 4) / RandomCrop(64, 4); 0 disables
     batch_size: int = 256  # images per forward pass (results do not depend on it)
     seed: int = 0  # seeds every item's augmentation and noise, see module docstring
-    bf16: bool = False  # bf16 autocast on CUDA (official: --use_amp, fp16 autocast)
+    # bf16, tf32, channels_last (FastPathSwitches): the CUDA fast path, `ddae.fast_path`
 
     def __post_init__(self) -> None:
         if self.views < 1 or self.batch_size < 1 or self.crop_padding < 0 or self.seed < 0:
@@ -305,7 +308,7 @@ def write_feature_cache(
             "sigma": sigma,
             "batch_size": config.batch_size,
             "device": device,
-            "bf16": config.bf16,
+            "fast": config.fast_path(device),
             "progress": progress,
         }
         num_train, num_test = len(train_labels), len(test_labels)
@@ -361,6 +364,7 @@ def write_feature_cache(
             "num_classes": num_classes,
             "dtype": "float16",
             "config": to_mapping(config),
+            "ran_with": common["fast"].record(device),
             **meta,
         }
         (tmp / META_FILE).write_text(json.dumps(record, indent=2) + "\n")

@@ -33,8 +33,10 @@ an FID against a reference made by another extractor is refused.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -42,12 +44,14 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from PIL import Image
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm import tqdm
 
 from ddae.checkpoints import load_network
 from ddae.configs import from_mapping, to_mapping
 from ddae.datasets.format import ImageDataset
+from ddae.diffusion import Framework
+from ddae.fast_path import FastPathSwitches
 from ddae.fid_networks import FeatureError, build_extractor
 from ddae.result_writers import atomic_output, write_json
 from ddae.sampling import generate
@@ -63,7 +67,7 @@ class FIDError(FeatureError):
 
 
 @dataclass(frozen=True)
-class SamplingConfig:
+class SamplingConfig(FastPathSwitches):
     """How `sample_and_score` draws its samples (paper Sec. 4; DDAE Appendix A)."""
 
     # Sampler name from `ddae.sampling.SAMPLERS`. The official DDAE sample.py uses DDIM (η = 0)
@@ -76,11 +80,8 @@ class SamplingConfig:
     samples: int = 50_000  # "FID ... calculated on 50k samples" (paper Sec. 3.2; Figs 4-5, Tab 2)
     batch_size: int = 500  # images per generate() call; results do not depend on it
     seed: int = 0  # image i uses seed + i (per-image generators, as EDM's generate.py)
-    # CUDA fast path of `ddae.sampling.generate` (not in the paper; ignored on CPU, which samples
-    # in float32): bf16 autocast, TF32 matrix products, channels_last activations.
-    bf16: bool = True
-    tf32: bool = True
-    channels_last: bool = True
+    # bf16, tf32, channels_last (FastPathSwitches): the CUDA fast path of the network
+    # evaluations, `ddae.fast_path` (not in the paper; ignored on CPU, which samples in float32).
     # Clamp each step's x0 prediction to [−1, 1]: the authors' samplers do (FutureXiang/ddae
     # model/DDPM.py and model/EDM.py, pred_eps_(clip_x=True)), EDM's generate.py does not
     # (config.yaml: false for EDM's official checkpoint only).
@@ -267,17 +268,87 @@ def save_grid(images: Tensor, path: str | Path, columns: int = GRID_COLUMNS) -> 
         picture.save(handle, format="PNG")
 
 
-def fast_path_used(config: SamplingConfig, device: torch.device | str) -> dict[str, Any]:
-    """What the sampling actually ran with: the fast-path switches act on CUDA only (elsewhere
-    the network runs in float32, `ddae.sampling.generate`)."""
-    device = torch.device(device)
-    cuda = device.type == "cuda"
-    return {
-        "device": device.type,
-        "bf16": config.bf16 and cuda,
-        "tf32": config.tf32 and cuda,
-        "channels_last": config.channels_last and cuda,
-    }
+def _sample_batch(
+    framework: Framework,
+    net: nn.Module,
+    shape: tuple[int, int, int],
+    config: SamplingConfig,
+    start: int,
+    device: torch.device,
+) -> Tensor:
+    """uint8 samples start..start + batch_size of the run (image i seeded with seed + i)."""
+    stop = min(start + config.batch_size, config.samples)
+    images = generate(
+        framework,
+        net,
+        shape,
+        range(config.seed + start, config.seed + stop),
+        sampler=config.sampler,
+        steps=config.steps,
+        device=device,
+        bf16=config.bf16,
+        tf32=config.tf32,
+        channels_last=config.channels_last,
+        clip_denoised=config.clip_denoised,
+    )
+    return to_uint8(images)
+
+
+class ScoringQueue:
+    """Features of sampled batches into `FeatureStatistics`, optionally in the background.
+
+    With ``overlap`` the extractor (clean-fid's CPU resize to 299², then Inception) scores batch
+    k on one worker thread, on its own CUDA stream, while the caller samples batch k + 1; at
+    most one batch waits, and batches enter the statistics in submission order, so the result
+    is the same as scoring in series. Without it, `submit` scores at once.
+    """
+
+    def __init__(
+        self,
+        extract: Callable[[Tensor], Tensor],
+        stats: FeatureStatistics,
+        device: torch.device,
+        overlap: bool,
+    ) -> None:
+        self.extract, self.stats = extract, stats
+        self._worker = ThreadPoolExecutor(1, "fid-scoring") if overlap else None
+        cuda = overlap and device.type == "cuda"
+        self._stream = torch.cuda.Stream(device) if cuda else None
+        self._pending: Future[None] | None = None
+
+    def _score(self, images: Tensor) -> None:
+        stream = torch.cuda.stream(self._stream) if self._stream else contextlib.nullcontext()
+        with stream:
+            self.stats.update(self.extract(images))
+        if self._stream is not None:
+            self._stream.synchronize()
+
+    def submit(self, images: Tensor) -> None:
+        """Score uint8 images (N, C, H, W); with overlap they are copied to the host first,
+        so the worker never reads a tensor the sampling stream may still be writing."""
+        if self._worker is None:
+            self._score(images)
+            return
+        images = images.cpu()
+        self.wait()
+        self._pending = self._worker.submit(self._score, images)
+
+    def wait(self) -> None:
+        """Block until every submitted batch is in the statistics (re-raises its error)."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
+    def __enter__(self) -> ScoringQueue:
+        return self
+
+    def __exit__(self, error_type: type[BaseException] | None, *_: object) -> None:
+        try:
+            if error_type is None:
+                self.wait()
+        finally:
+            if self._worker is not None:
+                self._worker.shutdown(wait=True, cancel_futures=True)
 
 
 def sample_and_score(
@@ -290,8 +361,13 @@ def sample_and_score(
     weights: str | Path | None,
     device: torch.device | str,
     progress: bool = True,
+    overlap_scoring: bool | None = None,
 ) -> dict[str, Any]:
-    """FID of `sampling.samples` EMA samples of `checkpoint` against `reference_npz`."""
+    """FID of `sampling.samples` EMA samples of `checkpoint` against `reference_npz`.
+
+    `overlap_scoring`: extract features of one batch while the next samples (`ScoringQueue`;
+    None: on CUDA, where sampling is GPU work and clean-fid's resize CPU work).
+    """
     config = from_mapping(SamplingConfig, sampling, "sampling")
     reference = load_statistics(reference_npz)
     if reference.extractor != extractor:
@@ -305,26 +381,14 @@ def sample_and_score(
     stats = FeatureStatistics()
     grid: list[Tensor] = []
     batches = _batches(config.samples, config.batch_size, progress, f"{config.sampler} samples")
-    for start in batches:
-        stop = min(start + config.batch_size, config.samples)
-        seeds = range(config.seed + start, config.seed + stop)
-        images = generate(
-            framework,
-            net,
-            shape,
-            seeds,
-            sampler=config.sampler,
-            steps=config.steps,
-            device=device,
-            bf16=config.bf16,
-            tf32=config.tf32,
-            channels_last=config.channels_last,
-            clip_denoised=config.clip_denoised,
-        )
-        images = to_uint8(images)
-        if sum(len(g) for g in grid) < GRID_IMAGES:
-            grid.append(images[: GRID_IMAGES - sum(len(g) for g in grid)].cpu())
-        stats.update(extract(images))
+    device = torch.device(device)
+    overlap = device.type == "cuda" if overlap_scoring is None else overlap_scoring
+    with ScoringQueue(extract, stats, device, overlap) as scoring:
+        for start in batches:
+            images = _sample_batch(framework, net, shape, config, start, device)
+            if sum(len(g) for g in grid) < GRID_IMAGES:
+                grid.append(images[: GRID_IMAGES - sum(len(g) for g in grid)].cpu())
+            scoring.submit(images)
     if stats.mean.shape != reference.mu.shape:
         raise FIDError(
             f"{reference_npz}: {reference.mu.shape[0]}-d features, "
@@ -344,7 +408,7 @@ def sample_and_score(
         "weights": None if weights is None else str(weights),
         "checkpoint": str(checkpoint),
         "config": to_mapping(config),
-        "ran_with": fast_path_used(config, device),  # the config's switches act on CUDA only
+        "ran_with": config.fast_path(device).record(device),  # the switches act on CUDA only
         "created_by": "ddae.fid.sample_and_score",
     }
     write_json(output_json, result)

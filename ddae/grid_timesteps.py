@@ -66,6 +66,7 @@ def probe_timestep(
             "feature_dir": str(cache_dir),
             **{key: cache.meta.get(key) for key in ("steps", "checkpoint", "views", "num_classes")},
             "features_config": cache.meta.get("config"),
+            "features_ran_with": cache.meta.get("ran_with"),
             "layers": [layer["name"] for layer in cache.layers],
             "config": to_mapping(cfg),
             "rows": rows,

@@ -47,6 +47,7 @@ from ddae.cache_dirs import META_FILE, open_cache_dir, staged_dir
 from ddae.configs import from_mapping, to_mapping
 from ddae.datasets.format import ImageDataset
 from ddae.downloads import file_md5
+from ddae.fast_path import FLOAT32, FastPath, FastPathSwitches
 from ddae.per_item import TEST, TRAIN, InputsFor, image_inputs, per_item_normal
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ class LatentError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class LatentCacheConfig:
+class LatentCacheConfig(FastPathSwitches):
     """How `cache_latents` encodes a dataset (paper Appendix A, Table 9 "@256")."""
 
     views: int = 10  # App. A: "We encode 10 versions of the training set with augmentations"
@@ -70,7 +71,8 @@ class LatentCacheConfig:
     scale: float = 0.18215  # SD latent scaling factor (official vae_preprocessing.py)
     batch_size: int = 64  # images per VAE pass (results do not depend on it)
     seed: int = 0  # seeds every image's augmentation and posterior sample
-    bf16: bool = False  # bf16 autocast of the VAE on CUDA (official: --use_amp, fp16)
+    # bf16, tf32, channels_last (FastPathSwitches): the VAE's CUDA fast path, `ddae.fast_path`
+    # (official DiT/vae_preprocessing.py: fp16 autocast with --use_amp)
 
     def __post_init__(self) -> None:
         if self.views < 1 or self.batch_size < 1 or self.crop_padding < 0 or self.seed < 0:
@@ -114,16 +116,16 @@ def encode_latents(
     images: Tensor,
     eps: Tensor | None,
     scale: float,
-    bf16: bool = False,
+    fast: FastPath = FLOAT32,
 ) -> Tensor:
     """scale · (μ + σ·ε) of the VAE posterior for images (B, 3, S, S) in [−1, 1], float32.
 
-    ``eps`` (B, 4, S/8, S/8) is the posterior noise (None: the mean).
+    ``eps`` (B, 4, S/8, S/8) is the posterior noise (None: the mean). `fast`: the switches
+    applied as given (`ddae.fast_path`; `vae` already `fast.prepare`d).
     """
     device = images.device
-    autocast = bf16 and device.type == "cuda"
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-        posterior = vae.encode(images).latent_dist
+    with fast.running(device.type):
+        posterior = vae.encode(fast.activations(images)).latent_dist
     mean, std = posterior.mean.float(), posterior.std.float()
     latents = mean if eps is None else mean + std * eps.to(mean.device)
     return scale * latents
@@ -154,7 +156,7 @@ def _encode_split(
         eps = per_item_normal(
             (*key, view, POSTERIOR_STREAM), indices, (channels, latent_side, latent_side), device
         )
-        latents = encode_latents(vae, images, eps, config.scale, config.bf16)
+        latents = encode_latents(vae, images, eps, config.scale, config.fast_path(device))
         half = latents.to(torch.float16)
         if not torch.isfinite(half).all():
             raise LatentError(f"{desc}: latents do not fit float16")
@@ -178,7 +180,7 @@ def cache_latents(
     """
     cfg = from_mapping(LatentCacheConfig, config, "latents")
     device = torch.device(device)
-    vae = load_vae(vae_dir, device)
+    vae = cfg.fast_path(device).prepare(load_vae(vae_dir, device))
     train, test = ImageDataset.load(train_path), ImageDataset.load(test_path)
     out_dir = Path(out_dir)
     side = cfg.image_size // 8
@@ -240,6 +242,7 @@ def cache_latents(
             "train": str(train_path),
             "test": str(test_path),
             "config": to_mapping(cfg),
+            "ran_with": cfg.fast_path(device).record(device),
             "created_by": "ddae.latents.cache_latents",
         }
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")

@@ -69,6 +69,7 @@ from ddae.batching import epoch_permutation
 from ddae.checkpoints import load_network
 from ddae.configs import ConfigError, from_mapping, to_mapping
 from ddae.datasets.format import ImageDataset
+from ddae.fast_path import FastPathSwitches
 from ddae.features import FeatureCache, feature_bytes, iter_features, load_feature_cache
 from ddae.learning_rate import peak_lr
 from ddae.per_item import NOISE_STREAM, TEST, TRAIN, VIEW_STREAM, item_seeds
@@ -124,12 +125,13 @@ class GridSearchConfig(ProbeConfig):
 
 
 @dataclass(frozen=True)
-class LinearProbeConfig(ProbeConfig):
-    """`linear_probe` (network in the loop, Table 6): `ProbeConfig` plus augmentation."""
+class LinearProbeConfig(ProbeConfig, FastPathSwitches):
+    """`linear_probe` (network in the loop, Table 6): `ProbeConfig` plus augmentation and the
+    frozen network's CUDA fast path (bf16, tf32, channels_last; `ddae.fast_path`; the official
+    linear.py runs it under fp16 autocast with --use_amp)."""
 
     hflip: bool = True  # Table 6: RandomHorizontalFlip()
     crop_padding: int = 4  # Table 6: RandomCrop(32, 4) (CIFAR-10) / RandomCrop(64, 4) (Tiny)
-    bf16: bool = False  # bf16 autocast of the frozen network on CUDA (official: --use_amp)
 
 
 def labelled_subset(labels: Tensor, per_class: int | None, seed: int) -> Tensor:
@@ -635,7 +637,7 @@ def linear_probe(
         "sigma": sigma,
         "batch_size": cfg.batch_size,
         "device": device,
-        "bf16": cfg.bf16,
+        "fast": cfg.fast_path(device),
         "layers": [layer],
     }
 
@@ -717,6 +719,7 @@ def linear_probe(
         "checkpoint": str(checkpoint),
         **source.record(),
         "config": to_mapping(cfg),
+        "ran_with": common["fast"].record(device),
         "created_by": "ddae.probing.linear_probe",
     }
     write_json(out_json, record)

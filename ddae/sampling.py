@@ -20,22 +20,22 @@ clamp for any sampler; the FID setting `SamplingConfig.clip_denoised` chooses it
 `generate` draws a batch-size independent, per-image seeded set of samples (like EDM's
 generate.py), so the same seed gives the same images at any batch size or device count.
 
-Fast path (not in the paper; issue 13): on CUDA `generate` by default evaluates the network under
-bf16 autocast, with TF32 matrix products and channels_last activations; the sampler state stays
-float64. On any other device it runs in float32 exactly as before. tests/test_sampling.py bounds
-the bf16 + channels_last path against float32 on CPU.
+Fast path (not in the paper; `ddae.fast_path`): on CUDA `generate` by default evaluates the
+network under bf16 autocast, with TF32 matrix products and channels_last activations; the
+sampler state stays float64. On any other device it runs in float32 exactly as before.
+tests/test_sampling.py bounds the bf16 + channels_last path against float32 on CPU.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from ddae.configs import ConfigError
 from ddae.diffusion import Denoiser, Framework
+from ddae.fast_path import FastPath
 
 
 class PerImageNoise:
@@ -125,35 +125,18 @@ def sampling_schedule(framework: Framework, sampler: str, steps: int | None) -> 
 
 
 def _float_denoiser(
-    framework: Framework,
-    net: nn.Module,
-    autocast: bool,
-    clip: bool = False,
-    channels_last: bool = False,
+    framework: Framework, net: nn.Module, fast: FastPath, clip: bool = False
 ) -> Denoiser:
-    """D evaluated in float32 (bf16 autocast if asked) for a float64 sampler state;
-    `clip` clamps it to the data range [−1, 1] (the authors' ``clip_x=True``)."""
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    """D evaluated in float32 (or on the fast path, `ddae.fast_path`) for a float64 sampler
+    state; `clip` clamps it to the data range [−1, 1] (the authors' ``clip_x=True``)."""
 
     def denoiser(x: Tensor, sigma: Tensor) -> Tensor:
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
-            x_in = x.float().contiguous(memory_format=memory_format)
+        with fast.running(x.device.type):
+            x_in = fast.activations(x.float())
             denoised = framework.denoise(net, x_in, sigma.float()).to(x.dtype)
         return denoised.clamp(-1.0, 1.0) if clip else denoised
 
     return denoiser
-
-
-@contextlib.contextmanager
-def tf32_matmul(enabled: bool) -> Iterator[None]:
-    """Allow TF32 in CUDA matrix products and cuDNN convolutions inside the block only."""
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    if enabled:
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 @torch.no_grad()
@@ -177,7 +160,7 @@ def generate(
     `bf16`, `tf32` and `channels_last` are the CUDA fast path (module docstring); elsewhere
     they are ignored and the network runs in float32.
     """
-    cuda = torch.device(device).type == "cuda"
+    fast = FastPath.for_device(device, bf16=bf16, tf32=tf32, channels_last=channels_last)
     return sample_images(
         framework,
         net,
@@ -186,9 +169,7 @@ def generate(
         sampler=sampler,
         steps=steps,
         device=device,
-        bf16=bf16 and cuda,
-        tf32=tf32 and cuda,
-        channels_last=channels_last and cuda,
+        fast=fast,
         clip_denoised=clip_denoised,
     )
 
@@ -203,26 +184,19 @@ def sample_images(
     sampler: str,
     steps: int | None,
     device: torch.device | str,
-    bf16: bool,
-    tf32: bool,
-    channels_last: bool,
+    fast: FastPath,
     clip_denoised: bool,
 ) -> Tensor:
-    """`generate` with the speed flags applied as given on any device (tests use it on CPU).
-
-    channels_last converts `net` in place (its weights' layout, not their values).
+    """`generate` with the fast-path switches applied as given on any device (tests use it on
+    CPU). channels_last converts `net` in place (its weights' layout, not their values).
     """
     device = torch.device(device)
-    if channels_last:
-        net.to(memory_format=torch.channels_last)
+    fast.prepare(net)
     sigmas = sampling_schedule(framework, sampler, steps).to(device)
     state_dtype = torch.float32 if device.type == "mps" else torch.float64
     sigmas = sigmas.to(state_dtype)
     noise = PerImageNoise(seeds, device)
     x = noise.randn(image_shape, state_dtype) * framework.prior_std(float(sigmas[0]))
-    denoiser = _float_denoiser(
-        framework, net, autocast=bf16, clip=clip_denoised, channels_last=channels_last
-    )
-    with tf32_matmul(tf32):
-        images = SAMPLERS[sampler](denoiser, x, sigmas, noise)
+    denoiser = _float_denoiser(framework, net, fast, clip=clip_denoised)
+    images = SAMPLERS[sampler](denoiser, x, sigmas, noise)
     return images.float().clamp(-1.0, 1.0).contiguous()

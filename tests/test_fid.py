@@ -17,6 +17,7 @@ from ddae.datasets.digits import load_digits
 from ddae.fid import (
     FeatureStatistics,
     FIDError,
+    ScoringQueue,
     frechet_distance,
     load_statistics,
     sample_and_score,
@@ -257,3 +258,49 @@ def test_sampling_config_names_unknown_keys(tmp_path):
             "x.pt", "ref.npz", tmp_path / "o.json", tmp_path / "o.png",
             {"sampler": "euler", "steps": 18}, "random_conv", None, "cpu",
         )  # fmt: skip
+
+
+def test_scoring_overlapped_with_sampling_gives_the_same_statistics(tiny_run, tmp_path):
+    """`ScoringQueue` with overlap (the CUDA default) scores batch k on a worker thread while
+    batch k + 1 samples; batches enter the statistics in order, so the FID is bitwise the
+    serial one."""
+    checkpoint, train = tiny_run
+    write_reference_statistics(train, tmp_path / "ref.npz", "random_conv", None, 32, "cpu", False)
+    results = [
+        sample_and_score(
+            checkpoint,
+            tmp_path / "ref.npz",
+            tmp_path / f"{mode}.json",
+            tmp_path / f"{mode}.png",
+            {**SAMPLING, "samples": 7, "batch_size": 2},
+            "random_conv",
+            None,
+            "cpu",
+            progress=False,
+            overlap_scoring=overlap,
+        )
+        for mode, overlap in (("serial", False), ("overlap", True))
+    ]
+    assert results[0]["fid"] == results[1]["fid"] and results[1]["samples"] == 7
+    assert (tmp_path / "serial.png").read_bytes() == (tmp_path / "overlap.png").read_bytes()
+
+
+def test_scoring_queue_keeps_order_and_reraises_the_workers_error():
+    seen: list[int] = []
+
+    def extract(images):
+        if int(images[0, 0, 0, 0]) == 3:
+            raise FeatureError("batch 3 cannot be scored")
+        seen.append(int(images[0, 0, 0, 0]))
+        return images.flatten(1).float()
+
+    stats = FeatureStatistics()
+    batches = [torch.full((2, 1, 2, 2), value, dtype=torch.uint8) for value in range(5)]
+    with ScoringQueue(extract, stats, torch.device("cpu"), overlap=True) as queue:
+        for batch in batches[:3]:
+            queue.submit(batch)
+    assert seen == [0, 1, 2] and stats.count == 6
+    failing = ScoringQueue(extract, FeatureStatistics(), torch.device("cpu"), overlap=True)
+    with pytest.raises(FeatureError, match="batch 3"), failing as queue:
+        for batch in batches:
+            queue.submit(batch)

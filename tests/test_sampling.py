@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from ddae.diffusion import DDPM, EDM
+from ddae.fast_path import FastPath
 from ddae.sampling import SAMPLERS, PerImageNoise, sampling_schedule
 
 MEAN, STD = 0.3, 0.5
@@ -131,7 +132,7 @@ def test_clip_denoised_clamps_every_x0_prediction():
     # with the clamp every x0 prediction lies in [−1, 1]: record them through the denoiser
     from ddae import sampling
 
-    inner = sampling._float_denoiser(ddpm, Overshoot(), autocast=False, clip=True)
+    inner = sampling._float_denoiser(ddpm, Overshoot(), FastPath(), clip=True)
     x = torch.randn(2, *SHAPE, dtype=torch.float64) * 10
     for sigma in ddpm.sampling_sigmas(100)[:-1]:
         seen.append(inner(x, sigma.expand(2)))
@@ -157,7 +158,7 @@ def test_generate_on_cpu_ignores_the_cuda_fast_path_bitwise():
     default = generate(framework, net, (3, 8, 8), [1, 2], sampler="heun", steps=6)
     fp32 = sample_images(
         framework, net, (3, 8, 8), [1, 2], sampler="heun", steps=6, device="cpu",
-        bf16=False, tf32=False, channels_last=False, clip_denoised=False,
+        fast=FastPath(), clip_denoised=False,
     )  # fmt: skip
     assert torch.equal(default, fp32)
 
@@ -170,14 +171,10 @@ def test_bf16_channels_last_path_matches_float32_within_tolerance(sampler, steps
     from ddae.sampling import sample_images
 
     framework = EDM(EDM.Config()) if sampler == "heun" else DDPM(DDPM.Config())
-    common = {"sampler": sampler, "steps": steps, "device": "cpu", "tf32": False}
-    common["clip_denoised"] = False
-    fp32 = sample_images(
-        framework, _tiny_ddpmpp(), (3, 8, 8), range(8), bf16=False, channels_last=False, **common
-    )
-    fast = sample_images(
-        framework, _tiny_ddpmpp(), (3, 8, 8), range(8), bf16=True, channels_last=True, **common
-    )
+    common = {"sampler": sampler, "steps": steps, "device": "cpu", "clip_denoised": False}
+    fp32 = sample_images(framework, _tiny_ddpmpp(), (3, 8, 8), range(8), fast=FastPath(), **common)
+    on = FastPath(bf16=True, tf32=True, channels_last=True)
+    fast = sample_images(framework, _tiny_ddpmpp(), (3, 8, 8), range(8), fast=on, **common)
     difference = (fast - fp32).abs()
     assert float(difference.max()) < 0.05 and float(difference.mean()) < 0.01
     assert float(difference.max()) > 0  # bf16 really ran
@@ -186,7 +183,7 @@ def test_bf16_channels_last_path_matches_float32_within_tolerance(sampler, steps
 
 
 def test_tf32_switch_is_restored():
-    from ddae.sampling import tf32_matmul
+    from ddae.fast_path import tf32_matmul
 
     before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     with tf32_matmul(True):
