@@ -20,7 +20,6 @@ denoising and linear probing (Sec. 3.2).
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 from collections.abc import Mapping
@@ -39,6 +38,7 @@ from ddae.checkpoints import load_network
 from ddae.configs import from_mapping
 from ddae.datasets.format import ImageDataset
 from ddae.features import DecoderFeatures
+from ddae.result_writers import write_csv
 
 log = logging.getLogger(__name__)
 
@@ -214,13 +214,7 @@ def align_uniform(
     )
     measured = measure(net, framework, images, sigma, settings, device, progress)
     rows = [{**row, "t": t, "steps": steps, "sigma": sigma} for row in measured]
-    out_csv = Path(out_csv)
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
-    with out_csv.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({key: row[key] for key in CSV_COLUMNS})
+    write_csv(out_csv, CSV_COLUMNS, rows)
     for row in rows:
         log.info(
             "layer %d (%s): alignment %.4f, uniformity %.4f",

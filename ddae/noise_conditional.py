@@ -51,8 +51,6 @@ reproducible.
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -82,7 +80,7 @@ from ddae.distributed import World
 from ddae.downloads import file_md5
 from ddae.features import DecoderFeatures
 from ddae.networks import build_network, network_config
-from ddae.result_writers import atomic_output
+from ddae.result_writers import write_csv
 
 log = logging.getLogger(__name__)
 
@@ -201,15 +199,8 @@ def _per_sample(values: Tensor, like: Tensor) -> Tensor:
 
 def write_accuracy_csv(rows: Sequence[Mapping[str, Any]], out_csv: str | Path) -> Path:
     """Write ``t, steps, sigma, test_accuracy`` rows atomically (temporary file, rename)."""
-    out_csv = Path(out_csv)
-    text = io.StringIO(newline="")
-    writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS)
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({key: row[key] for key in CSV_COLUMNS})
-    with atomic_output(out_csv) as handle:
-        handle.write(text.getvalue().encode())
-    return out_csv
+    write_csv(out_csv, CSV_COLUMNS, rows)
+    return Path(out_csv)
 
 
 def _autocast(device: torch.device, bf16: bool) -> torch.autocast:

@@ -51,7 +51,6 @@ Two options the paper does not use, both off by default, for the CPU miniature (
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -74,7 +73,7 @@ from ddae.features import FeatureCache, feature_bytes, iter_features, load_featu
 from ddae.learning_rate import peak_lr
 from ddae.per_item import NOISE_STREAM, TEST, TRAIN, VIEW_STREAM, item_seeds
 from ddae.result_files import read_grid_choice
-from ddae.result_writers import append_jsonl, write_json
+from ddae.result_writers import append_jsonl, write_csv, write_json
 from ddae.sources import Source
 
 log = logging.getLogger(__name__)
@@ -515,12 +514,7 @@ def write_grid(
         "features_config": features_config,
         "created_by": "ddae.probing.grid_search",
     }
-    out_csv, out_json = Path(out_csv), Path(out_json)
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
-    with out_csv.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=GRID_CSV_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(out_csv, GRID_CSV_COLUMNS, rows)
     write_json(out_json, record)
     log.info(
         "grid search of %d probes: best layer %d (%s), t = %d/%d, test accuracy %.2f%% (%s)",

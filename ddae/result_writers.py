@@ -4,11 +4,13 @@ that Snakemake or a later stage could mistake for a result) and metrics appended
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
 import logging
 import os
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -35,6 +37,22 @@ def write_json(path: str | Path, record: Mapping[str, Any]) -> None:
     """Write a result JSON (indented, trailing newline) atomically."""
     with atomic_output(Path(path)) as handle:
         handle.write((json.dumps(record, indent=2) + "\n").encode())
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write a text result (a Markdown table, say) atomically."""
+    with atomic_output(Path(path)) as handle:
+        handle.write(text.encode())
+
+
+def write_csv(path: str | Path, columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> None:
+    """Write a result CSV atomically: a header of `columns`, then each row's values of them."""
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(columns))
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: row[key] for key in columns})
+    write_text(path, text.getvalue())
 
 
 def append_jsonl(path: str | Path, record: Mapping[str, Any]) -> None:

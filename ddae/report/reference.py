@@ -19,6 +19,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from ddae.result_writers import write_text
+
 log = logging.getLogger(__name__)
 
 PathLike = str | Path
@@ -83,6 +85,6 @@ def paper_t_text(paper: Mapping[str, Any]) -> str:
 
 def save_table(frame: pd.DataFrame, markdown: str, csv: PathLike, md: PathLike) -> None:
     """A table's two outputs: the long CSV (for machines) and its Markdown (for people)."""
-    frame.to_csv(csv, index=False)
-    Path(md).write_text(markdown)
+    write_text(csv, frame.to_csv(index=False))
+    write_text(md, markdown)
     log.info("wrote %s and %s", csv, md)
