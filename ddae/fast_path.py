@@ -24,6 +24,7 @@ Training has its own switches (`ddae.training.TrainingConfig`,
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -31,17 +32,26 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+# The TF32 switches are process-wide, and FID scores one batch on a worker thread while the
+# next samples (`ddae.fid.ScoringQueue`): every block that reads or changes them holds this lock,
+# so a block sees either its own switches or the process's, never another thread's. Kernels are
+# launched asynchronously, so the lock is held for the launches, not for the GPU work.
+_SWITCHES = threading.RLock()
+
 
 @contextlib.contextmanager
 def tf32_matmul(enabled: bool) -> Iterator[None]:
-    """Allow TF32 in CUDA matrix products and cuDNN convolutions inside the block only."""
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    if enabled:
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+    """Allow TF32 in CUDA matrix products and cuDNN convolutions inside the block only; with
+    ``enabled=False`` the block runs with the process's own settings, which no other thread can
+    change meanwhile (see `_SWITCHES`)."""
+    with _SWITCHES:
+        saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        if enabled:
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        try:
+            yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 @dataclass(frozen=True)

@@ -300,7 +300,9 @@ class ScoringQueue:
     With ``overlap`` the extractor (clean-fid's CPU resize to 299², then Inception) scores batch
     k on one worker thread, on its own CUDA stream, while the caller samples batch k + 1; at
     most one batch waits, and batches enter the statistics in submission order, so the result
-    is the same as scoring in series. Without it, `submit` scores at once.
+    is the same as scoring in series. The extractors run their networks at the process's own
+    precision whatever the sampler's TF32 switch (`ddae.fast_path.tf32_matmul` holds a lock),
+    as the reference statistics were made. Without overlap, `submit` scores at once.
     """
 
     def __init__(

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ddae.downloads import INCEPTION
+from ddae.fast_path import tf32_matmul
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,8 @@ class CleanFIDInception:
         resized = self._resized(images_hwc)  # (N, 299, 299, 3) float32 in [0, 255]
         # = cleanfid.utils.ResizeDataset's ToTensor() of a float32 HWC array: a plain transpose.
         batch = torch.from_numpy(resized.transpose(0, 3, 1, 2).copy()).to(self.device)
-        return self.model(batch)
+        with tf32_matmul(False):  # the process's precision, as the reference statistics had
+            return self.model(batch)
 
 
 class RandomConvFeatures:
@@ -131,9 +133,10 @@ class RandomConvFeatures:
                 x, (self.resolution,) * 2, mode="bilinear", align_corners=False, antialias=True
             )
         pooled = []
-        for kernel in self.kernels:
-            x = F.relu(F.conv2d(x, kernel, stride=2, padding=1))
-            pooled.append(x.mean(dim=(2, 3)))
+        with tf32_matmul(False):  # the process's precision, as the reference statistics had
+            for kernel in self.kernels:
+                x = F.relu(F.conv2d(x, kernel, stride=2, padding=1))
+                pooled.append(x.mean(dim=(2, 3)))
         return torch.cat(pooled, dim=1)
 
 

@@ -164,3 +164,30 @@ def test_fast_path_vae_latents_within_tolerance(tmp_path):
     assert fast.dtype == torch.float32 and fast.shape == fp32.shape
     error = (fast - fp32).abs().max()
     assert 0 < error <= 0.03 * fp32.abs().max()
+
+
+def test_tf32_switches_are_not_seen_across_threads():
+    """FID scores on a worker thread while the main thread samples with TF32 on: a block with
+    ``tf32_matmul(False)`` (the extractors') waits for another thread's TF32 block to end, so it
+    never runs under that thread's switches."""
+    import threading
+
+    default = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    inside, seen = threading.Event(), []
+
+    def sampler() -> None:
+        with tf32_matmul(True):
+            inside.set()
+            threading.Event().wait(0.2)  # the worker tries to enter meanwhile
+
+    def extractor() -> None:
+        inside.wait()
+        with tf32_matmul(False):
+            seen.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32))
+
+    threads = [threading.Thread(target=sampler), threading.Thread(target=extractor)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert seen == [default] and default != (True, True)
