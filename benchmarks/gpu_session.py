@@ -19,10 +19,13 @@ call's limit and whatever ran is printed):
    path (`ddae.fast_path`: bf16, TF32, channels_last) against float32, for both CIFAR-10
    networks at initialisation: per layer max |difference| relative to the layer's largest
    |feature| (tests/test_fast_path.py bounds it by 2 % on CPU), and images/s of each;
-6. ``throughput``: `pretrain_throughput.py` (fp32-eager, fast, fast+compile; batch 128) for both
+6. ``paper-cost``: `paper_cost.py measure` (training and inference images/s of every network
+   config.yaml's DAG runs, about 2 min); ``paper_cost.py table --rates <out>/rates.json`` then
+   turns them into GPU-hours per stage anywhere (the table needs Snakemake, not a GPU);
+7. ``throughput``: `pretrain_throughput.py` (fp32-eager, fast, fast+compile; batch 128) for both
    CIFAR-10 networks: whether torch.compile pays, i.e. whether ``training.compile`` should
    default on for CUDA;
-7. ``side-by-side``: `pretrain_side_by_side.py` against the authors' checkouts, CIFAR-10 cases
+8. ``side-by-side``: `pretrain_side_by_side.py` against the authors' checkouts, CIFAR-10 cases
    first, then the 64 px Tiny-ImageNet cases.
 
 Run on the device machine from the repository root (benchmarks/README.md says how the authors'
@@ -255,6 +258,9 @@ def main() -> None:
         ("bf16-loss", stage_bf16_loss),
         ("sampling", stage_sampling),
         ("features", stage_features),
+        ("paper-cost", lambda: run_script(
+            ["benchmarks/paper_cost.py", "measure"], args.out / "rates.json",
+            max(left() - 5, 1))),
         ("throughput", lambda: run_script(
             ["benchmarks/pretrain_throughput.py", "--batch-size", "128", "--warmup", "5",
              "--steps", "20"], args.out / "throughput.json", max(left() - 5, 1))),
