@@ -412,53 +412,74 @@ def measure_plain_training(
     return batch * repeats / _timed(step, device, warmup, repeats)
 
 
+def measure_subject(
+    subject: Subject,
+    config: dict[str, Any],
+    device: Any,
+    batches: tuple[int, int],
+    warmup: int,
+    repeats: int,
+) -> dict[str, float]:
+    """Training and forward images/s of one network at (train batch, forward batch)."""
+    import torch
+
+    from ddae.networks import build_network
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from pretrain_throughput import measure as measure_trainer
+    from pretrain_throughput import paper_run
+
+    train_batch, forward_batch = batches
+    if subject.trainer:
+        run = paper_run(config, subject.key, train_batch, "fast")
+        train = measure_trainer(run, device, warmup, repeats)["images_per_s"]
+    else:
+        torch.manual_seed(0)
+        net = build_network(subject.network).to(device).train()
+        train = measure_plain_training(net, subject, train_batch, device, warmup, repeats)
+        del net
+    torch.manual_seed(0)
+    net = build_network(subject.network).to(device).eval().requires_grad_(False)
+    forward = measure_forward(net, subject, forward_batch, device, warmup, repeats)
+    return {"train": train, "forward": forward, "train_batch": train_batch,
+            "forward_batch": forward_batch}  # fmt: skip
+
+
 def measure(
     config: dict[str, Any],
     device_name: str,
     quick: bool = False,
     forward_batch: int | None = None,
     repeats: int | None = None,
-) -> dict[str, Any]:
-    """Rates of every network of `config` on `device_name` (module docstring)."""
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(rate key, rates) of every network of `config` on `device_name`, one at a time (module
+    docstring); a network that fails to build or run gets ``{"error": ...}`` and the rest go on."""
     import torch
-
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from pretrain_throughput import measure as measure_trainer
-    from pretrain_throughput import paper_run
-
-    from ddae.networks import build_network
 
     device = torch.device(device_name)
     warmup = 1 if quick else 5
     repeats = repeats or (2 if quick else 20)
     forward_batch = forward_batch or (4 if quick else 256)
-    rates: dict[str, dict[str, float]] = {}
-    for subject in subjects(config):
-        train_batch = min(subject.train_batch, 4) if quick else subject.train_batch
-        if subject.trainer:
-            run = paper_run(config, subject.key, train_batch, "fast")
-            train = measure_trainer(run, device, warmup, repeats)["images_per_s"]
-        else:
-            torch.manual_seed(0)
-            net = build_network(subject.network).to(device).train()
-            train = measure_plain_training(net, subject, train_batch, device, warmup, repeats)
-            del net
-        torch.manual_seed(0)
-        net = build_network(subject.network).to(device).eval().requires_grad_(False)
-        forward = measure_forward(net, subject, forward_batch, device, warmup, repeats)
-        del net
-        rates[subject.key] = {"train": train, "forward": forward, "train_batch": train_batch,
-                              "forward_batch": forward_batch}  # fmt: skip
-        print(f"{subject.key:<32} train {train:>10.1f} img/s (batch {train_batch}), "
-              f"forward {forward:>10.1f} img/s (batch {forward_batch})", flush=True)  # fmt: skip
+    vae_batch = 4 if quick else 64
+    timings: list[tuple[str, Callable[[], dict[str, Any]]]] = [
+        (subject.key, lambda s=subject: measure_subject(
+            s, config, device, (min(s.train_batch, 4) if quick else s.train_batch, forward_batch),
+            warmup, repeats))
+        for subject in subjects(config)
+    ]  # fmt: skip
+    timings.append((INCEPTION, lambda: {
+        "forward": measure_inception(device, forward_batch, warmup, repeats)}))  # fmt: skip
+    timings.append((VAE, lambda: {
+        "forward": measure_vae(device, vae_batch, warmup, repeats, quick)}))  # fmt: skip
+    for key, timing in timings:
+        try:
+            rates = timing()
+        except Exception as error:  # one network's failure must not lose the others' rates
+            rates = {"error": f"{type(error).__name__}: {error}"}
+        print(f"{key:<32} {rates}", flush=True)
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    rates[INCEPTION] = {"forward": measure_inception(device, forward_batch, warmup, repeats)}
-    rates[VAE] = {"forward": measure_vae(device, 4 if quick else 64, warmup, repeats, quick)}
-    for key in (INCEPTION, VAE):
-        print(f"{key:<32} forward {rates[key]['forward']:>10.1f} img/s", flush=True)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    return {"device": name, "torch": torch.__version__, "rates": rates}
+        yield key, rates
 
 
 def measure_inception(device: Any, batch: int, warmup: int, repeats: int) -> float:
@@ -524,9 +545,16 @@ def main() -> None:
 
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         config = yaml.safe_load(args.config.read_text())
-        result = measure(config, device, args.quick, args.forward_batch, args.repeats)
-        result["command"] = "python benchmarks/paper_cost.py " + " ".join(sys.argv[1:])
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        name = torch.cuda.get_device_name(device) if device.startswith("cuda") else "CPU"
+        result = {
+            "device": name,
+            "torch": torch.__version__,
+            "command": "python benchmarks/paper_cost.py " + " ".join(sys.argv[1:]),
+            "rates": {},
+        }
+        for key, rates in measure(config, device, args.quick, args.forward_batch, args.repeats):
+            result["rates"][key] = rates  # written after each network: a timeout keeps them
+            args.json.write_text(json.dumps(result, indent=2) + "\n")
         return
     rates = json.loads(args.rates.read_text())
     config = yaml.safe_load((args.workdir / "config.yaml").read_text())

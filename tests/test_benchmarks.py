@@ -181,3 +181,15 @@ def test_every_rule_of_the_paper_dag_has_a_work_model(paper_cost, tmp_path):
     assert counted["probe_timestep"]["jobs"] + counted["probe_timestep (DiT)"]["jobs"] == 263
     assert counted["sample_fid"]["jobs"] == 40 and counted["pretrain"]["jobs"] == 56
     assert counted["finetune (DiT)"]["jobs"] == 2
+
+
+def test_measure_times_every_network_of_a_config(paper_cost):
+    """`measure` on the smoke config's tiny networks, CPU: every network of the DAG (each
+    distinct pretraining network, the WideResNets, Inception, the VAE) gets positive rates."""
+    smoke = yaml.safe_load((REPO / "tests" / "smoke" / "config.yaml").read_text())
+    rates = dict(paper_cost.measure(smoke, "cpu", quick=True, forward_batch=1, repeats=1))
+    expected = {subject.key for subject in paper_cost.subjects(smoke)} | {"inception", "vae"}
+    assert set(rates) == expected and "supervised.digits" in rates
+    assert all("error" not in entry and entry["forward"] > 0 for entry in rates.values())
+    trained = [entry for key, entry in rates.items() if key not in ("inception", "vae")]
+    assert all(entry["train"] > 0 for entry in trained)
