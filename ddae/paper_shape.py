@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,7 @@ def check_paper_shape(config: Mapping[str, Any]) -> None:
 
 # --- the miniature ----------------------------------------------------------------------------
 
+STAND_IN_MARKER = "stand_in.json"  # beside each stand-in dataset; read by ddae.report.reference
 MINI_IMAGES_PER_CLASS = {"train": 4, "test": 1}  # Tiny-ImageNet (200 classes): 800 / 200
 MINI_MIN_IMAGES = {"train": 120, "test": 40}  # CIFAR-10 (10 classes): 120 / 40
 MINI_BATCH = 32  # every batch size is capped at this
@@ -258,6 +260,10 @@ def write_stand_in_dataset(
         names = [f"class{c:03d}" for c in range(classes)]
         Path(directory).mkdir(parents=True, exist_ok=True)
         ImageDataset(pixels, labels.to(torch.int64), names).save(split_path(directory, split))
+    # The tables never place a stand-in's numbers beside the paper's (ddae.report.reference)
+    marker = {"stand_in": True, "resolution": resolution, "classes": classes, "seed": seed}
+    marker["written_by"] = "ddae.paper_shape.write_stand_in_dataset"
+    (Path(directory) / STAND_IN_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
 
 
 # Class counts of the paper's datasets (paper Sec. 4, from ddae.datasets.registry): the

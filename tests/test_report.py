@@ -397,3 +397,30 @@ def test_table9_does_not_match_a_miniature_grid_against_cifar10(tmp_path):
     quantities = set(label_free_table(runs)["quantity"])
     assert "grid-search winner (any timestep)" in quantities
     assert "paper's layer (Table 9)" not in quantities
+
+
+def test_a_stand_in_cifar10_number_never_sits_in_a_cifar10_row(tmp_path):
+    """The paper-shape miniature names its stand-ins cifar10 / tiny_imagenet; the marker that
+    `write_stand_in_dataset` leaves beside them keeps their numbers out of the paper's rows
+    (no value, no Δ) and out of Table 9's comparison. The same files without the marker (the
+    real dataset) are compared as usual."""
+    from ddae.paper_shape import write_stand_in_dataset
+
+    write_stand_in_dataset(tmp_path / "resources/data/cifar10", 8, 10)
+    run = tmp_path / "results/cifar10/cifar10_edm"
+    results = {
+        "cifar10_edm": {"linear": write_json(run / "linear/epoch4.json", test_accuracy=20.0)}
+    }
+    frame = write_comparison_table("table2", results, tmp_path / "t2.csv", tmp_path / "t2.md")
+    cell = row(frame, "DDAE (EDM)", "Linear", section="CIFAR-10")
+    assert cell["measured"] == "" and cell["difference"] == ""
+    assert cell["status"] == report.OTHER_DATASET and "stand-in" in cell["note"]
+    grid = write_grid(tmp_path / "results/cifar10/cifar10_ddpm/grid/epoch2.csv", peak(7, 11))
+    columns = [{"label": "cifar10_ddpm", **grid_files(grid), "paper": "cifar10_ddpm"}]
+    table9 = write_table9(columns, tmp_path / "t9.csv", tmp_path / "t9.md")
+    assert (table9["paper"] == "").all() and "stand-in" in table9["model"].iloc[0]
+
+    (tmp_path / "resources/data/cifar10/stand_in.json").unlink()  # the real CIFAR-10
+    frame = write_comparison_table("table2", results, tmp_path / "t2.csv", tmp_path / "t2.md")
+    cell = row(frame, "DDAE (EDM)", "Linear", section="CIFAR-10")
+    assert cell["measured"] == 20.0 and cell["status"] == "measured"

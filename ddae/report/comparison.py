@@ -29,6 +29,7 @@ from ddae.report.reference import (
     load_reference,
     result_dataset,
     save_table,
+    stand_in_dataset,
 )
 from ddae.result_files import read_result_json
 
@@ -82,8 +83,12 @@ def read_result(path: PathLike | None, kind: str = "accuracy") -> dict[str, Any]
 
 def _other_dataset(section: str, path: PathLike | None) -> str | None:
     """The result's dataset when it is not the section's (e.g. the digits miniature standing in
-    for CIFAR-10 in tables.models), else None."""
+    for CIFAR-10 in tables.models) or is a synthetic stand-in of it (the paper-shape
+    miniature), else None."""
     dataset = result_dataset(path)
+    stand_in = stand_in_dataset(path)
+    if stand_in:
+        return stand_in
     # a section names its dataset first ("CIFAR-10", "CIFAR-10, with ImageNet transfer")
     expected = next((d for name, d in SECTION_DATASETS.items() if section.startswith(name)), None)
     return dataset if dataset and expected and dataset != expected else None
@@ -124,11 +129,13 @@ def _ours(
     path = files.get(metric)
     other = _other_dataset(entry["section"], path)
     if other is not None:
+        findings = " (the miniature's comparisons are in results/findings.md)"
+        where = "" if stand_in_dataset(path) else findings
         return (
             None,
             OTHER_DATASET,
             f"{path} is measured on {other}, not {entry['section']}: not placed in this row nor "
-            "compared with the paper (the miniature's comparisons are in results/findings.md)",
+            f"compared with the paper{where}",
         )
     result = read_result(path, "fid" if metric == "fid" else "accuracy")
     value = _metric_value(result, metric)

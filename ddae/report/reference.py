@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from ddae.paper_shape import STAND_IN_MARKER
 from ddae.result_writers import write_text
 
 log = logging.getLogger(__name__)
@@ -44,11 +45,27 @@ def result_dataset(path: PathLike | None) -> str | None:
     return parts[parts.index("results") + 1] if "results" in parts[:-2] else None
 
 
+def stand_in_dataset(path: PathLike | None) -> str | None:
+    """What a result's dataset really is when it is a synthetic stand-in (the paper-shape
+    miniature writes ``resources/data/<dataset>/stand_in.json`` beside its stand-ins, in the
+    workdir that holds ``results/``), else None."""
+    dataset = result_dataset(path)
+    if not dataset:
+        return None
+    parts = Path(path).parts
+    root = Path(*parts[: parts.index("results")]) if parts.index("results") else Path()
+    marker = root / "resources" / "data" / dataset / STAND_IN_MARKER
+    return f"the miniature's synthetic stand-in for {dataset}" if marker.is_file() else None
+
+
 def is_miniature(paper_key: str, path: PathLike | None) -> bool:
     """Whether a result stands in for paper model ``paper_key`` (e.g. cifar10_edm) but was
-    measured on another dataset (results/digits/...)."""
+    measured on another dataset (results/digits/...) or on a synthetic stand-in of the paper's
+    dataset (the paper-shape miniature)."""
     dataset = result_dataset(path)
-    return bool(dataset) and not paper_key.startswith(f"{dataset}_")
+    if not dataset:
+        return False
+    return not paper_key.startswith(f"{dataset}_") or stand_in_dataset(path) is not None
 
 
 # --- Table 9's (layer, t) numbering (paper Appendix B) -----------------------------------------

@@ -24,6 +24,7 @@ from ddae.report.reference import (
     paper_t_text,
     result_dataset,
     save_table,
+    stand_in_dataset,
 )
 from ddae.result_files import ResultFileError, read_result_csv, read_result_json, require
 
@@ -70,7 +71,8 @@ def table9(columns: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
         label = column["label"]
         if paper is not None and is_miniature(column["paper"], grid):
             # a miniature's grid (e.g. digits for cifar10_edm): its own row, no "matches"
-            label, paper = f"{label}: measured on {result_dataset(grid)}, not compared", None
+            measured_on = stand_in_dataset(grid) or result_dataset(grid)
+            label, paper = f"{label}: measured on {measured_on}, not compared", None
         ours = paper and paper_in_our_numbering(paper)
         quantities = [
             (
