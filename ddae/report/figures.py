@@ -35,7 +35,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ddae.report.reference import load_reference, paper_in_our_numbering  # noqa: E402
+from ddae.report.reference import (  # noqa: E402
+    is_miniature,
+    load_reference,
+    paper_in_our_numbering,
+)
 from ddae.report.table9 import grid_winner  # noqa: E402
 from ddae.result_files import (  # noqa: E402
     ResultFileError,
@@ -152,7 +156,7 @@ def figure2(
     ``grids``: panel label → grid/epoch{E}.csv; ``choices``: panel label → the grid search's
     choice file grid/epoch{E}.json, whose (layer, t) is starred as ours. ``paper``: panel label
     → Table 9 key of the reference file; the paper's adopted (layer, t) is circled when its
-    steps match the grid's.
+    steps match the grid's and the grid is of the paper's dataset (not a stand-in).
     """
     table9 = load_reference()["table9"]
     with _figure(len(grids), width=4.6, height=4.0) as (fig, axes):
@@ -194,6 +198,8 @@ def figure2(
                 f"({best['test_accuracy']:.1f}%)",
             )
             key = (paper or {}).get(label)
+            if key and is_miniature(key, path):  # another dataset's or a stand-in's grid
+                key = None
             choice = paper_in_our_numbering(table9[key]) if key in table9 else None
             if choice and choice["steps"] == steps and choice["t"] in ts and choice["layer"] in ks:
                 ax.plot(
