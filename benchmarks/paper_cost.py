@@ -50,7 +50,6 @@ import json
 import re
 import subprocess
 import sys
-import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -314,21 +313,6 @@ def print_markdown(table: dict[str, dict[str, float]], rates: dict[str, Any]) ->
 # --- measuring the rates ------------------------------------------------------------------------
 
 
-def _timed(step: Callable[[], Any], device: Any, warmup: int, repeats: int) -> float:
-    import torch
-
-    for _ in range(warmup):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
-
-
 @dataclass(frozen=True)
 class Subject:
     """A network to time: its rate key, spec, input side, per-GPU training batch and whether
@@ -377,6 +361,7 @@ def measure_forward(
     net: Any, subject: Subject, batch: int, device: Any, warmup: int, repeats: int
 ) -> float:
     import torch
+    from pretrain_throughput import time_calls
 
     from ddae.fast_path import FastPath
 
@@ -389,7 +374,7 @@ def measure_forward(
         with fast.running(device.type):
             net(*inputs)
 
-    return batch * repeats / _timed(forward, device, warmup, repeats)
+    return batch * repeats / time_calls(forward, device, warmup, repeats)
 
 
 def measure_plain_training(
@@ -397,6 +382,7 @@ def measure_plain_training(
 ) -> float:
     """A bf16 (on CUDA) training step: forward, a loss on the output, backward, Adam."""
     import torch
+    from pretrain_throughput import time_calls
 
     inputs = subject.inputs(batch, device)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-6)
@@ -409,7 +395,7 @@ def measure_plain_training(
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    return batch * repeats / _timed(step, device, warmup, repeats)
+    return batch * repeats / time_calls(step, device, warmup, repeats)
 
 
 def measure_subject(
@@ -422,12 +408,10 @@ def measure_subject(
 ) -> dict[str, float]:
     """Training and forward images/s of one network at (train batch, forward batch)."""
     import torch
-
-    from ddae.networks import build_network
-
-    sys.path.insert(0, str(ROOT / "benchmarks"))
     from pretrain_throughput import measure as measure_trainer
     from pretrain_throughput import paper_run
+
+    from ddae.networks import build_network
 
     train_batch, forward_batch = batches
     if subject.trainer:
@@ -485,18 +469,20 @@ def measure(
 def measure_inception(device: Any, batch: int, warmup: int, repeats: int) -> float:
     """torchvision's Inception-v3 (random weights) at 299 px: clean-fid's network's layers."""
     import torch
+    from pretrain_throughput import time_calls
     from torchvision.models import inception_v3
 
     net = inception_v3(weights=None, aux_logits=False, init_weights=False).to(device).eval()
     x = torch.rand(batch, 3, 299, 299, device=device)
     with torch.no_grad():
-        return batch * repeats / _timed(lambda: net(x), device, warmup, repeats)
+        return batch * repeats / time_calls(lambda: net(x), device, warmup, repeats)
 
 
 def measure_vae(device: Any, batch: int, warmup: int, repeats: int, quick: bool) -> float:
     """SD's VAE encoder (diffusers AutoencoderKL, sd-vae-ft-* layout) at 256 px, fast path."""
     import torch
     from diffusers import AutoencoderKL
+    from pretrain_throughput import time_calls
 
     from ddae.fast_path import FastPath
 
@@ -519,7 +505,7 @@ def measure_vae(device: Any, batch: int, warmup: int, repeats: int, quick: bool)
         with fast.running(device.type):
             vae.encode(x)
 
-    return batch * repeats / _timed(encode, device, warmup, repeats)
+    return batch * repeats / time_calls(encode, device, warmup, repeats)
 
 
 # --- command line -------------------------------------------------------------------------------
