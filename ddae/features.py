@@ -300,6 +300,7 @@ def write_feature_cache(
     meta.json (t, steps, checkpoint, created_by, ...). Returns the final directory.
     """
     out_dir = Path(out_dir)
+    fast = config.fast_path(device)  # the config's switches that act on this device
     with staged_dir(out_dir) as tmp:
         blocks = net.decoder_blocks()
         common = {
@@ -308,7 +309,7 @@ def write_feature_cache(
             "sigma": sigma,
             "batch_size": config.batch_size,
             "device": device,
-            "fast": config.fast_path(device),
+            "fast": fast,
             "progress": progress,
         }
         num_train, num_test = len(train_labels), len(test_labels)
@@ -364,7 +365,7 @@ def write_feature_cache(
             "num_classes": num_classes,
             "dtype": "float16",
             "config": to_mapping(config),
-            "ran_with": common["fast"].record(device),
+            "ran_with": fast.record(device),
             **meta,
         }
         (tmp / META_FILE).write_text(json.dumps(record, indent=2) + "\n")

@@ -51,10 +51,10 @@ from ddae.checkpoints import load_network
 from ddae.configs import from_mapping, to_mapping
 from ddae.datasets.format import ImageDataset
 from ddae.diffusion import Framework
-from ddae.fast_path import FastPathSwitches
+from ddae.fast_path import FastPath, FastPathSwitches
 from ddae.fid_networks import FeatureError, build_extractor
 from ddae.result_writers import atomic_output, write_json
-from ddae.sampling import generate
+from ddae.sampling import sample_images
 
 log = logging.getLogger(__name__)
 
@@ -273,12 +273,14 @@ def _sample_batch(
     net: nn.Module,
     shape: tuple[int, int, int],
     config: SamplingConfig,
+    fast: FastPath,
     start: int,
     device: torch.device,
 ) -> Tensor:
-    """uint8 samples start..start + batch_size of the run (image i seeded with seed + i)."""
+    """uint8 samples start..start + batch_size of the run (image i seeded with seed + i), the
+    network evaluated with `fast` (the config's switches that act on `device`)."""
     stop = min(start + config.batch_size, config.samples)
-    images = generate(
+    images = sample_images(
         framework,
         net,
         shape,
@@ -286,9 +288,7 @@ def _sample_batch(
         sampler=config.sampler,
         steps=config.steps,
         device=device,
-        bf16=config.bf16,
-        tf32=config.tf32,
-        channels_last=config.channels_last,
+        fast=fast,
         clip_denoised=config.clip_denoised,
     )
     return to_uint8(images)
@@ -384,10 +384,11 @@ def sample_and_score(
     grid: list[Tensor] = []
     batches = _batches(config.samples, config.batch_size, progress, f"{config.sampler} samples")
     device = torch.device(device)
+    fast = config.fast_path(device)
     overlap = device.type == "cuda" if overlap_scoring is None else overlap_scoring
     with ScoringQueue(extract, stats, device, overlap) as scoring:
         for start in batches:
-            images = _sample_batch(framework, net, shape, config, start, device)
+            images = _sample_batch(framework, net, shape, config, fast, start, device)
             if sum(len(g) for g in grid) < GRID_IMAGES:
                 grid.append(images[: GRID_IMAGES - sum(len(g) for g in grid)].cpu())
             scoring.submit(images)
@@ -410,7 +411,7 @@ def sample_and_score(
         "weights": None if weights is None else str(weights),
         "checkpoint": str(checkpoint),
         "config": to_mapping(config),
-        "ran_with": config.fast_path(device).record(device),  # the switches act on CUDA only
+        "ran_with": fast.record(device),  # the config's switches act on CUDA only
         "created_by": "ddae.fid.sample_and_score",
     }
     write_json(output_json, result)

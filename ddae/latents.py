@@ -138,6 +138,7 @@ def _encode_split(
     key: tuple[int, int],
     view: int,
     config: LatentCacheConfig,
+    fast: FastPath,
     target: np.ndarray,
     device: torch.device,
     progress: bool,
@@ -156,7 +157,7 @@ def _encode_split(
         eps = per_item_normal(
             (*key, view, POSTERIOR_STREAM), indices, (channels, latent_side, latent_side), device
         )
-        latents = encode_latents(vae, images, eps, config.scale, config.fast_path(device))
+        latents = encode_latents(vae, images, eps, config.scale, fast)
         half = latents.to(torch.float16)
         if not torch.isfinite(half).all():
             raise LatentError(f"{desc}: latents do not fit float16")
@@ -180,7 +181,8 @@ def cache_latents(
     """
     cfg = from_mapping(LatentCacheConfig, config, "latents")
     device = torch.device(device)
-    vae = cfg.fast_path(device).prepare(load_vae(vae_dir, device))
+    fast = cfg.fast_path(device)  # the config's switches that act on this device
+    vae = fast.prepare(load_vae(vae_dir, device))
     train, test = ImageDataset.load(train_path), ImageDataset.load(test_path)
     out_dir = Path(out_dir)
     side = cfg.image_size // 8
@@ -203,6 +205,7 @@ def cache_latents(
                 (cfg.seed, TRAIN),
                 view,
                 cfg,
+                fast,
                 train_array[view],
                 device,
                 progress,
@@ -222,6 +225,7 @@ def cache_latents(
             (cfg.seed, TEST),
             0,
             cfg,
+            fast,
             test_array,
             device,
             progress,
@@ -242,7 +246,7 @@ def cache_latents(
             "train": str(train_path),
             "test": str(test_path),
             "config": to_mapping(cfg),
-            "ran_with": cfg.fast_path(device).record(device),
+            "ran_with": fast.record(device),
             "created_by": "ddae.latents.cache_latents",
         }
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")

@@ -625,13 +625,14 @@ def linear_probe(
     sigma = framework.sigma_at_timestep(t, steps)
     subset = labelled_subset(train_labels, cfg.labels_per_class, cfg.seed)
     num_train, num_test = len(subset), len(test_labels)
+    fast = cfg.fast_path(device)  # the config's switches that act on this device
     common = {
         "framework": framework,
         "net": net,
         "sigma": sigma,
         "batch_size": cfg.batch_size,
         "device": device,
-        "fast": cfg.fast_path(device),
+        "fast": fast,
         "layers": [layer],
     }
 
@@ -713,7 +714,7 @@ def linear_probe(
         "checkpoint": str(checkpoint),
         **source.record(),
         "config": to_mapping(cfg),
-        "ran_with": common["fast"].record(device),
+        "ran_with": fast.record(device),
         "created_by": "ddae.probing.linear_probe",
     }
     write_json(out_json, record)
