@@ -266,6 +266,12 @@ def write_stand_in_dataset(
     (Path(directory) / STAND_IN_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
 
 
+def stand_in_marker(workdir: str | Path, dataset: str) -> Path:
+    """Where `write_stand_in_dataset` leaves its marker in a workdir: beside the dataset's
+    ``resources/data/<dataset>/`` splits (a workdir's real datasets have none)."""
+    return Path(workdir) / "resources" / "data" / dataset / STAND_IN_MARKER
+
+
 # Class counts of the paper's datasets (paper Sec. 4, from ddae.datasets.registry): the
 # stand-ins keep them.
 DATASET_CLASSES = {name: entry.classes for name, entry in DATASETS.items() if entry.download}
@@ -289,7 +295,7 @@ def write_miniature(config_path: str | Path, workdir: str | Path, gpus: int = 0)
         if name not in DATASET_CLASSES:
             raise ConfigError(f"datasets.{name}: no stand-in class count for {name!r}")
         write_stand_in_dataset(
-            workdir / "resources" / "data" / name, spec["resolution"], DATASET_CLASSES[name]
+            stand_in_marker(workdir, name).parent, spec["resolution"], DATASET_CLASSES[name]
         )
     return mini
 

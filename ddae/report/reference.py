@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from ddae.paper_shape import STAND_IN_MARKER
+from ddae.paper_shape import stand_in_marker
 from ddae.result_writers import write_text
 
 log = logging.getLogger(__name__)
@@ -53,9 +53,9 @@ def stand_in_dataset(path: PathLike | None) -> str | None:
     if not dataset:
         return None
     parts = Path(path).parts
-    root = Path(*parts[: parts.index("results")]) if parts.index("results") else Path()
-    marker = root / "resources" / "data" / dataset / STAND_IN_MARKER
-    return f"the miniature's synthetic stand-in for {dataset}" if marker.is_file() else None
+    workdir = Path(*parts[: parts.index("results")]) if parts.index("results") else Path()
+    stand_in = stand_in_marker(workdir, dataset).is_file()
+    return f"the miniature's synthetic stand-in for {dataset}" if stand_in else None
 
 
 def is_miniature(paper_key: str, path: PathLike | None) -> bool:

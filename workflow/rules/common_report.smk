@@ -2,11 +2,9 @@
 # each one reads (REPORT_PARAMS, one entry per table or figure of ddae.report.registry). Pure
 # Python, no torch.
 
-import os
-
 import yaml
 
-from ddae.paper_shape import STAND_IN_MARKER
+from ddae.paper_shape import stand_in_marker
 from ddae.report.registry import REPORTS
 from ddae.report.registry import report_targets as registered_targets
 
@@ -208,7 +206,7 @@ def figure_source(runs, fid=False):
                 f"checkpoints at epoch {epochs})"
             )
         # the paper-shape miniature's synthetic stand-ins say so (ddae.paper_shape)
-        stand_in = os.path.isfile(f"resources/data/{dataset}/{STAND_IN_MARKER}")
+        stand_in = stand_in_marker(".", dataset).is_file()
         name = dataset + (" (the paper-shape miniature's synthetic stand-in)" if stand_in else "")
         parts.append(f"{name} at {DATASETS[dataset]['resolution']} px: {', '.join(described)}")
     text = "Data: " + ("; ".join(parts) or "no runs configured")
