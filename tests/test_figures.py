@@ -179,18 +179,21 @@ def test_figure5(tmp_path, texts):
                 "EDM": {**model("e", 2.1, 95.0, 97.0), "paper": "cifar10_edm"},
             },
             "wrn": write_json(tmp_path / "wrn.json", test_accuracy=96.0),
+            "wrn_label": "WRN-28-10",
             "paper_wrn": "cifar10_wrn",
         },
         "Tiny-ImageNet": {
             "models": {"EDM": {"fid": tmp_path / "nothing.json"}},
             "wrn": tmp_path / "nothing.json",
+            "wrn_label": "WRN-16-4",
         },
     }
     source = "Data: cifar10 at 32 px: cifar10_edm (ddpmpp, official edm, epoch 4000)"
     figures.figure5(panels, tmp_path / "f5.png", tmp_path / "f5.pdf", source=source)
     check_outputs(tmp_path / "f5.png", tmp_path / "f5.pdf")
     assert "EDM fine-tune (paper)" in texts  # the paper states EDM's FID 2.0 and 97.2%
-    assert "Tiny-ImageNet\nnot run: EDM FID, WideResNet-28-10" in texts  # named in the panel
+    assert "Tiny-ImageNet\nnot run: EDM FID, WRN-16-4" in texts  # named in the panel
+    assert "WRN-28-10 (ours)" in texts  # the network by what it is (its config)
     assert "CIFAR-10\nnot run: DDPM scratch, EDM scratch" in texts
     assert not any("(not run)" in t for t in texts)  # no legend entry without a point
     assert "WideResNet-28-10 (paper)" in texts

@@ -401,6 +401,43 @@ def test_smoke_run_produces_every_evaluation_table_and_figure(smoke_run):
     assert (results / "layer_choice.md").exists()
 
 
+def pdf_text(path: Path) -> str:
+    """The text a matplotlib PDF draws (its Flate streams' Tj strings and kerned TJ arrays)."""
+    import zlib
+
+    lines = []
+    for stream in re.findall(rb"stream\r?\n(.*?)\r?\nendstream", path.read_bytes(), re.S):
+        try:
+            content = zlib.decompress(stream)
+        except zlib.error:  # images, fonts
+            continue
+        string = rb"\(((?:[^()\\]|\\.)*)\)"
+        for kerned in re.findall(rb"\[(.*?)\]\s*TJ", content, re.S):
+            lines.append(b"".join(re.findall(string, kerned)))
+        lines += re.findall(string + rb"\s*Tj", content)
+    return "\n".join(line.decode("latin-1").replace("\\", "") for line in lines)
+
+
+@pytest.mark.slow
+def test_smoke_labels_name_the_runs_and_networks_that_made_them(smoke_run):
+    """Issue 22 item 5: a digits run is never labelled as the paper's CIFAR-10 model it stands
+    for, nor the tiny WideResNet as WRN-28-10, in a figure (its PDF text) or in the row labels of
+    Tables 6-9; and Figure 5 draws no paper value on its digits axis."""
+    results = smoke_run / "results"
+    for n in range(2, 7):
+        text = pdf_text(results / f"figure{n}.pdf")
+        assert "digits" in text, n  # the extraction works: every figure names its dataset
+        for wrong in ("cifar10_", "CIFAR-10", "28-10"):
+            assert wrong not in text, (n, wrong)
+    figure5, figure6 = pdf_text(results / "figure5.pdf"), pdf_text(results / "figure6.pdf")
+    assert "WRN-10-1 (ours)" in figure5 and "(paper)" not in figure5
+    assert "digits_ddpmpp_edm" in figure5 and "noise-conditional WRN-10-1" in figure6
+    for name in ("table6", "table7", "table8", "table9"):
+        labels = set(pd.read_csv(results / f"{name}.csv")["model"])
+        assert not any("cifar10" in label or "28-10" in label for label in labels), labels
+    assert "digits WRN-10-1" in set(pd.read_csv(results / "table8.csv")["model"])
+
+
 @pytest.mark.slow
 def test_a_damaged_result_stops_the_run_and_keeps_the_tables(smoke_run):
     """Issue 15: `garbage{` in a result file stops Snakemake while it plans, naming the file,

@@ -391,7 +391,8 @@ def figure5(
 
     ``panels``: dataset label → ``{"models": {model label: {"fid", "linear", "finetune",
     "scratch": result file, "paper": reference key (optional, e.g. "cifar10_edm")}},
-    "wrn": baselines/wrn.json, "paper_wrn": reference key (optional)}``. Ours are filled
+    "wrn": baselines/wrn.json, "wrn_label": what that network is (e.g. "WRN-10-1"),
+    "paper_wrn": reference key (optional, only on the paper's dataset)}``. Ours are filled
     markers (one per evaluation, at the model's FID); the paper's values that the text states
     with a FID are hollow markers, drawn only when every FID of ours on the panel is an
     Inception FID too (a stand-in extractor's FIDs are on another scale); the paper's
@@ -454,10 +455,10 @@ def figure5(
                     color="black",
                     linestyle="--",
                     linewidth=1,
-                    label="WideResNet-28-10 (ours)",
+                    label=f"{panel.get('wrn_label', 'WideResNet')} (ours)",
                 )
             elif panel.get("wrn"):
-                missing.append("WideResNet-28-10")
+                missing.append(panel.get("wrn_label", "WideResNet"))
             paper_wrn = figure5_reference.get(panel.get("paper_wrn") or "", {})
             if "supervised" in paper_wrn:
                 ax.axhline(

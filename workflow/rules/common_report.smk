@@ -5,6 +5,7 @@
 import yaml
 
 from ddae.paper_shape import stand_in_marker
+from ddae.report.labels import network_label, on_paper_dataset
 from ddae.report.registry import REPORTS
 from ddae.report.registry import report_targets as registered_targets
 
@@ -70,14 +71,18 @@ def settings_columns(stage):
     """Tables 6-8: the settings each job actually used, with the paper model they stand for
     (DiT jobs read augmented latents: their flip and crop are the latents config's)."""
     columns = [
-        {"label": key, "config": evaluation(run)[stage], "paper": key if stage != "scratch" else "ddae"}
+        {"label": run, "config": evaluation(run)[stage], "paper": key if stage != "scratch" else "ddae"}
         | ({"augmentation": evaluation(run).get("latents", {})} if run in DIT_RUNS else {})
         for key, run in model_runs()
         if stage in evaluation(run)
     ]
     if stage == "scratch":
         columns += [
-            {"label": f"{dataset} WRN-28-10", "config": spec["training"], "paper": "wrn"}
+            {
+                "label": f"{dataset} {network_label(spec['network'])}",
+                "config": spec["training"],
+                "paper": "wrn",
+            }
             for dataset, spec in SUPERVISED.items()
         ]
     return columns
@@ -96,7 +101,7 @@ def grid_choice_file(run):
 def table9_columns():
     return [
         {
-            "label": key,
+            "label": run,
             "grid": stage_file(run, "grid"),
             "choice": grid_choice_file(run),
             "paper": key,
@@ -154,25 +159,40 @@ def figure4_series():
     }
 
 
+def on_paper_axis(dataset, key):
+    """Whether a run on `dataset` may stand beside paper model `key`'s values (ddae.report.labels:
+    the paper's dataset itself, not the paper-shape miniature's stand-in of it)."""
+    return on_paper_dataset(dataset, key, stand_in_marker(".", dataset).is_file())
+
+
 def figure5_panels():
-    """Figure 5: the paper models with a FID (its x axis: DDPM and EDM, not DiT), per dataset."""
+    """Figure 5: the paper models with a FID (its x axis: DDPM and EDM, not DiT), per dataset,
+    each under its run's name; the paper's points and WRN line only on the paper's dataset."""
     panels = {}
     for key, run in model_runs():
         if "fid" not in evaluation(run):
             continue
         dataset = PRETRAINING[run]["dataset"]
+        wrn = SUPERVISED.get(dataset, {}).get("network", {"arch": "wide_resnet"})
         panel = panels.setdefault(
             dataset,
-            {"models": {}, "wrn": baseline_file(dataset, "wrn.json"), "paper_wrn": None},
+            {
+                "models": {},
+                "wrn": baseline_file(dataset, "wrn.json"),
+                "wrn_label": network_label(wrn),
+                "paper_wrn": None,
+            },
         )
-        panel["models"][key] = {
+        shown_beside_paper = on_paper_axis(dataset, key)
+        panel["models"][run] = {
             "fid": stage_file(run, "fid"),
             "linear": stage_file(run, "linear_probe"),
             "finetune": stage_file(run, "finetune"),
             "scratch": stage_file(run, "scratch"),
-            "paper": key,
+            "paper": key if shown_beside_paper else None,
         }
-        panel["paper_wrn"] = f"{key.rsplit('_', 1)[0]}_wrn"
+        if shown_beside_paper:
+            panel["paper_wrn"] = f"{dataset}_wrn"
     return panels
 
 
@@ -183,10 +203,13 @@ def figure6_panels():
             continue
         perturbation = "vp" if PRETRAINING[run]["framework"]["kind"] == "ddpm" else "ve"
         dataset = PRETRAINING[run]["dataset"]
-        title = f"{dataset}, {perturbation.upper()} ({key})"
+        title = f"{dataset}, {perturbation.upper()} ({run})"
+        noisy_wrn = SUPERVISED.get(dataset, {}).get("noisy", {})
         panels[title] = {
-            "DDAE + MLP head": stage_file(run, "noisy"),
-            "WRN-28-10": baseline_file(dataset, f"noisy_wrn_{perturbation}.csv"),
+            f"{run} + MLP head": stage_file(run, "noisy"),
+            network_label(noisy_wrn.get("network", {"arch": "noisy_wide_resnet"})): (
+                baseline_file(dataset, f"noisy_wrn_{perturbation}.csv")
+            ),
         }
     return panels
 
