@@ -20,22 +20,25 @@ from typing import Any
 
 import numpy as np
 
+from ddae.result_writers import claimed_temporary
+
 META_FILE = "meta.json"
 
 
 @contextlib.contextmanager
 def staged_dir(out_dir: Path) -> Iterator[Path]:
     """A fresh temporary sibling of ``out_dir`` to write into: moved onto ``out_dir`` when the
-    block ends without error, removed otherwise (a reader never sees a half-written cache)."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.mkdir()
-    try:
-        yield tmp
-        _replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    block ends without error, removed otherwise (a reader never sees a half-written cache).
+    What a writer of ``out_dir`` killed mid-write left is removed first
+    (`ddae.result_writers.claimed_temporary`)."""
+    with claimed_temporary(out_dir) as tmp:
+        tmp.mkdir()
+        try:
+            yield tmp
+            _replace_dir(tmp, out_dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
 
 def _replace_dir(source: Path, target: Path) -> None:
@@ -68,10 +71,12 @@ def open_cache_dir(path: Path, cache_type: type, error_type: type[Exception], wh
 
 def remove_cache_dir(cache_dir: Path) -> None:
     """Delete a cache folder and what an earlier attempt of the same job left beside it when it
-    was killed (SIGKILL, a walltime): `staged_dir`'s ``.<name>.*.tmp`` folders and
-    `_replace_dir`'s ``.<name>.*.old`` ones. The caller owns the folder: no other job may be
-    writing it (`ddae.grid_timesteps`: one job per (run, epoch, t))."""
+    was killed (SIGKILL, a walltime): `staged_dir`'s ``.<name>.*.tmp`` folders and their
+    ``.lock`` files, and `_replace_dir`'s ``.<name>.*.old`` folders. The caller owns the folder:
+    no other job may be writing it (`ddae.grid_timesteps`: one job per (run, epoch, t))."""
     shutil.rmtree(cache_dir, ignore_errors=True)
     for pattern in (f".{cache_dir.name}.*.tmp", f".{cache_dir.name}.*.old"):
         for leftover in cache_dir.parent.glob(pattern):
             shutil.rmtree(leftover, ignore_errors=True)
+    for lock in cache_dir.parent.glob(f".{cache_dir.name}.*.lock"):
+        lock.unlink(missing_ok=True)
