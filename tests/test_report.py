@@ -289,6 +289,32 @@ def test_label_free_table(tmp_path):
     assert "alignment + 1 × uniformity" in (tmp_path / "lf.md").read_text()
 
 
+def test_label_free_table_keeps_tiny_values_and_rounds_accuracies(tmp_path):
+    """Issue 22 item 8: a near-collapsed alignment printed as 0.0, accuracies as 77.7777…"""
+    alignment = [3.2e-8, 4.123e-5] + [1.0] * 10
+    uniformity = [-0.0051, -0.06] + [-0.001] * 10
+    grid = write_grid(tmp_path / "g.csv", peak(1, 11))
+    frame = grid.with_suffix(".json")
+    choice = json.loads(frame.read_text())
+    table = pd.read_csv(grid)
+    table["test_accuracy"] = 700 / 9  # 77.777…
+    table.to_csv(grid, index=False)
+    frame.write_text(json.dumps({**choice, "test_accuracy": 700 / 9}))
+    runs = [
+        {
+            "label": "digits_ddpm",
+            "align_uniform": write_align(tmp_path / "au.csv", alignment, uniformity),
+            **grid_files(grid),
+            "paper": None,
+        }
+    ]
+    get = {r.quantity: r.value for r in label_free_table(runs).itertuples()}
+    assert get["label-free layer"] == "2/12 (block2)"  # 4.1e-5 − 0.06 beats 3.2e-8 − 0.0051
+    assert get["its alignment"] == 4.123e-5 and get["its uniformity"] == -0.06
+    assert get["its linear probe accuracy (%)"] == 77.78
+    assert get["its accuracy (%)"] == 77.78 and get["winner accuracy (%)"] == 77.78
+
+
 def test_settings_tables_compare_with_the_paper(tmp_path):
     probe = {
         "epochs": 15,

@@ -46,7 +46,13 @@ def _accuracy_at(grid: pd.DataFrame | None, layer: int, t: int, steps: int) -> f
     if grid is None:
         return None
     hit = grid[(grid["layer"] == layer) & (grid["t"] == t) & (grid["steps"] == steps)]
-    return None if hit.empty else float(hit["test_accuracy"].iloc[0])
+    return None if hit.empty else round(float(hit["test_accuracy"].iloc[0]), 2)
+
+
+def _significant(value: float, digits: int = 4) -> float:
+    """`value` to `digits` significant digits: a near-collapsed alignment of 3e-8 must not
+    print as 0.0 (rounding to decimal places did)."""
+    return float(f"{float(value):.{digits}g}")
 
 
 def label_free_table(
@@ -77,8 +83,8 @@ def label_free_table(
             t, steps = int(chosen["t"]), int(chosen["steps"])
             values["timestep (of the alignment/uniformity file)"] = f"{t}/{steps}"
             values["label-free layer"] = layer_text(chosen["layer"], layers, chosen["layer_name"])
-            values["its alignment"] = round(float(chosen["alignment"]), 4)
-            values["its uniformity"] = round(float(chosen["uniformity"]), 4)
+            values["its alignment"] = _significant(chosen["alignment"])
+            values["its uniformity"] = _significant(chosen["uniformity"])
             values["its linear probe accuracy (%)"] = _accuracy_at(grid, chosen["layer"], t, steps)
             if grid is not None:
                 at_t = grid[(grid["t"] == t) & (grid["steps"] == steps)]
@@ -87,7 +93,7 @@ def label_free_table(
                     values["best grid layer at this timestep"] = layer_text(
                         best["layer"], layers, best["layer_name"]
                     )
-                    values["its accuracy (%)"] = float(best["test_accuracy"])
+                    values["its accuracy (%)"] = round(float(best["test_accuracy"]), 2)
                     values["label-free agrees with the grid"] = int(best["layer"]) == int(
                         chosen["layer"]
                     )
@@ -96,7 +102,7 @@ def label_free_table(
                 layer_text(winner["layer"], winner["layers"], winner["layer_name"])
                 + f", t {int(winner['t'])}/{int(winner['steps'])}"
             )
-            values["winner accuracy (%)"] = float(winner["test_accuracy"])
+            values["winner accuracy (%)"] = round(float(winner["test_accuracy"]), 2)
         if paper is not None:
             values["paper's layer (Table 9)"] = paper_layer_text(paper)
         for quantity, value in values.items():
