@@ -10,7 +10,8 @@ extractor serves every model.
   steps. With ᾱ_t = Π_{i≤t}(1 − β_i) (paper Sec. 3.1, α_t² = ᾱ_t), x_t = √ᾱ_t x0 + √(1−ᾱ_t) ε
   (Eq. 1) is √ᾱ_t·(x0 + σ_t ε) with σ_t = √((1 − ᾱ_t)/ᾱ_t), so D(x, σ) = x − σ·F(x/√(1+σ²), t−1):
   c_skip = 1, c_out = −σ, c_in = 1/√(1+σ²) = √ᾱ_t and the network receives the 0-based step.
-  Its ε-loss ‖F − ε‖² is Eq. 2 weighted by 1/σ².
+  Its ε-loss ‖F − ε‖² is Eq. 2 weighted by 1/σ². The authors' DDIM samples on another ᾱ table
+  with the same steps (`DDPM.sampling_table`).
 * `EDM` (Karras et al. 2022): ln σ ~ N(P_mean, P_std²), preconditioning c_skip, c_out, c_in,
   c_noise = ln(σ)/4 and loss weight (σ² + σ_d²)/(σ σ_d)² (EDM Table 1).
 
@@ -24,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -32,6 +33,7 @@ from torch import Tensor, nn
 from ddae.configs import ConfigError, tagged_config
 
 Denoiser = Callable[[Tensor, Tensor], Tensor]  # D(x, σ): (B,C,H,W), (B,) → (B,C,H,W)
+DDPMTable = Literal["training", "authors_ddim"]  # which ᾱ levels a DDPM uses (DDPM.__init__)
 
 
 def _per_sample(values: Tensor, like: Tensor) -> Tensor:
@@ -68,14 +70,42 @@ class DDPM:
                     f"need 0 < beta_min < beta_max < 1, got {self.beta_min}, {self.beta_max}"
                 )
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, table: DDPMTable = "training") -> None:
+        """`table` chooses the ᾱ levels: "training" (Ho et al.; what the network is trained on)
+        or "authors_ddim", the table the authors' DDIM samples on (`sampling_table`)."""
         self.config = config
-        betas = torch.linspace(
-            config.beta_min, config.beta_max, config.timesteps, dtype=torch.float64
-        )
-        self.alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)  # ᾱ at 0-based index t − 1
+        self.table = table
+        T, beta_min, beta_max = config.timesteps, config.beta_min, config.beta_max
+        if table == "training":
+            betas = torch.linspace(beta_min, beta_max, T, dtype=torch.float64)
+            self.alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)  # ᾱ at 0-based index t − 1
+            self.final_alpha_bar = 1.0  # sampling ends at σ = 0
+        elif table == "authors_ddim":
+            # FutureXiang/ddae model/DDPM.py, schedules(betas, T, 'DDIM'): T + 1 betas with no
+            # leading 0, ᾱ_ddim[0..T]; the network's 1-based step t reads ᾱ_ddim[t].
+            betas = torch.linspace(beta_min, beta_max, T + 1, dtype=torch.float64)
+            alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
+            self.alphas_cumprod = alphas_cumprod[1:]  # ᾱ_ddim[t] at 0-based index t − 1
+            self.final_alpha_bar = float(alphas_cumprod[0])  # ddim_sample's last level: 1 − β_1
+        else:
+            raise ConfigError(f"DDPM table must be 'training' or 'authors_ddim', got {table!r}")
         self.sigmas = ((1.0 - self.alphas_cumprod) / self.alphas_cumprod).sqrt()  # ascending
         self._device_tables: dict[torch.device, tuple[Tensor, Tensor]] = {}
+
+    def sampling_table(self, table: DDPMTable) -> DDPM:
+        """This DDPM on another ᾱ table, for sampling only (`ddae.sampling`).
+
+        "authors_ddim" is what the authors' ``ddim_sample`` computes with (FutureXiang/ddae
+        ``model/DDPM.py``, ``self.ddim_sche = schedules(betas, n_T, device, 'DDIM')``): at its
+        1-based level t the network receives its training step t (``t / n_T``), but x_t is read
+        as √ᾱ_ddim[t]·x0 + √(1 − ᾱ_ddim[t])·ε, about one step noisier than the training table
+        (σ +0.5 % at most levels, +7 % at t = 11, +48 % at t = 1), and the last update goes to
+        ᾱ_ddim[0] = 1 − β_1 (σ = √(β_1/(1 − β_1)) ≈ 0.01 for β_1 = 1e-4), not to σ = 0. Here
+        index t − 1 of this table holds ᾱ_ddim[t], so `denoise` gives the network the same step
+        and input scale √ᾱ_ddim[t] as theirs. (Their table is float32 exp(cumsum(log α));
+        ours is a float64 cumprod: the same to about 1e-7.)
+        """
+        return self if table == self.table else DDPM(self.config, table)
 
     def tables(self, device: torch.device | str) -> tuple[Tensor, Tensor]:
         """(ᾱ, σ) tables (float64) on `device`, copied there once and kept.
@@ -135,17 +165,25 @@ class DDPM:
         return torch.arange(0, T, max(T // steps, 1))
 
     def sampling_sigmas(self, steps: int) -> Tensor:
-        """σ of `sampling_levels(steps)`, descending, then 0.
-
-        The authors' DDIM looks ᾱ up in a table built from T + 1 β values (``schedules(...,
-        'DDIM')``) and stops at its ᾱ_0 = 1 − β_1 instead of σ = 0; we keep the training
-        schedule's ᾱ (the one the network was trained on) and end at σ = 0, as DDIM does.
-        """
+        """σ of `sampling_levels(steps)`, descending, then the final level: σ = 0 on the
+        training table, σ(ᾱ_ddim[0]) ≈ 0.01 on the authors' DDIM table (`sampling_table`)."""
         indices = self.sampling_levels(steps)
-        return torch.cat([self.sigmas[indices.flip(0)], torch.zeros(1, dtype=torch.float64)])
+        final = math.sqrt((1.0 - self.final_alpha_bar) / self.final_alpha_bar)
+        return torch.cat([self.sigmas[indices.flip(0)], torch.tensor([final], dtype=torch.float64)])
+
+    def final_image(self, x: Tensor) -> Tensor:
+        """A sampler's last state x = x0 + σ ε as the image: x_t = √ᾱ·x in VP coordinates, what
+        the authors' ``ddim_sample`` returns (≈ 0.99995 x0 + 0.01 ε on their DDIM table); x
+        itself on the training table, where sampling ends at σ = 0 (ᾱ = 1)."""
+        return x * math.sqrt(self.final_alpha_bar)
+
+    def _training_table_only(self) -> None:
+        if self.table != "training":
+            raise ValueError(f"the {self.table!r} table is for sampling; train on 'training'")
 
     def sample_training_sigma(self, batch: int, generator: torch.Generator) -> Tensor:
         """σ_t for t ~ U{1..T} (Ho et al. Algorithm 1): (batch,) float64 on the generator device."""
+        self._training_table_only()
         index = torch.randint(
             0, self.config.timesteps, (batch,), generator=generator, device=generator.device
         )
@@ -183,6 +221,7 @@ class DDPM:
         Computed in the network's own ε parameterisation (x_t built from ᾱ exactly as DDPM does)
         rather than through D, which would lose precision at small σ.
         """
+        self._training_table_only()
         index = self.step_index(sigma)
         alpha_bar = _per_sample(self.tables(x0.device)[0][index], x0)
         x_t = alpha_bar.sqrt() * x0 + (1.0 - alpha_bar).sqrt() * noise  # Eq. 1
@@ -228,6 +267,10 @@ class EDM:
 
     def prior_std(self, sigma_max: float) -> float:
         return sigma_max
+
+    def final_image(self, x: Tensor) -> Tensor:
+        """A sampler's last state as the image: EDM's samplers end at σ = 0, so x itself."""
+        return x
 
     def sampling_sigmas(self, steps: int) -> Tensor:
         c = self.config

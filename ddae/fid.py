@@ -10,7 +10,8 @@ as EDM's fid.py, with clean-fid's antialiased resize), computed on the uint8 sam
 without PNG files, so one extractor serves every run and nothing depends on a PIL/PNG round trip.
 pytorch-fid's port of the network and its resize differ slightly, so our FIDs are comparable with
 one another but only approximately with the paper's numbers. Per run, `SamplingConfig` also
-chooses x0 clipping (`ddae.sampling`), as the authors' samplers clip and EDM's does not.
+chooses x0 clipping (`ddae.sampling`), as the authors' samplers clip and EDM's does not, and
+DDIM's ᾱ table on a DDPM (the authors' by default); the FID JSON records both.
 
 This module:
 
@@ -54,7 +55,7 @@ from ddae.diffusion import Framework
 from ddae.fast_path import FastPath, FastPathSwitches
 from ddae.fid_networks import FeatureError, build_extractor
 from ddae.result_writers import atomic_output, write_json
-from ddae.sampling import sample_images
+from ddae.sampling import ddim_table_of, sample_images
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,12 @@ class SamplingConfig(FastPathSwitches):
     # model/DDPM.py and model/EDM.py, pred_eps_(clip_x=True)), EDM's generate.py does not
     # (config.yaml: false for EDM's official checkpoint only).
     clip_denoised: bool = True
+    # DDIM's ᾱ table on a DDPM (`ddae.sampling`): "authors" samples as FutureXiang/ddae
+    # model/DDPM.py ddim_sample, on schedules(betas, n_T, device, 'DDIM') (T + 1 betas) down to
+    # ᾱ = 1 − β_1, how every DDPM FID of the paper was sampled; "training" on the training
+    # table down to σ = 0. None: "authors" for the ddim sampler on a DDPM; other samplers and
+    # frameworks have no such table and refuse a value.
+    ddim_table: Literal["authors", "training"] | None = None
 
     def __post_init__(self) -> None:
         for name in ("steps", "samples", "batch_size"):
@@ -93,6 +100,10 @@ class SamplingConfig(FastPathSwitches):
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.samples < 2:
             raise ValueError(f"samples must be at least 2 for a covariance, got {self.samples}")
+        if self.ddim_table is not None and self.sampler != "ddim":
+            raise ValueError(
+                f"ddim_table applies to the ddim sampler only, got sampler {self.sampler!r}"
+            )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -290,6 +301,7 @@ def _sample_batch(
         device=device,
         fast=fast,
         clip_denoised=config.clip_denoised,
+        ddim_table=config.ddim_table,
     )
     return to_uint8(images)
 
@@ -379,6 +391,7 @@ def sample_and_score(
         )
     extract = build_extractor(extractor, weights, device)
     net, framework, _ = load_network(checkpoint, "ema", map_location=device)
+    ddim_table = ddim_table_of(framework, config.sampler, config.ddim_table)  # before sampling
     shape = (net.config.in_channels, net.config.resolution, net.config.resolution)
     stats = FeatureStatistics()
     grid: list[Tensor] = []
@@ -406,6 +419,8 @@ def sample_and_score(
         "sampler": config.sampler,
         "steps": config.steps,
         "clip_denoised": config.clip_denoised,
+        # the DDIM variant sampled ("authors" / "training"; null: not DDIM on a DDPM)
+        "ddim_table": ddim_table,
         "reference": str(reference_npz),
         "reference_count": reference.count,
         "weights": None if weights is None else str(weights),

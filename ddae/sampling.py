@@ -1,8 +1,10 @@
 """Samplers with one signature, in the σ currency (paper Sec. 4.1: FID of 50k samples).
 
-Every sampler is ``sampler(denoiser, x, sigmas, noise) -> x0`` where ``denoiser`` is D(x, σ),
+Every sampler is ``sampler(denoiser, x, sigmas, noise) -> x`` where ``denoiser`` is D(x, σ),
 ``x`` the initial latent already scaled to the prior (`Framework.prior_std`), ``sigmas`` a
-descending schedule ending in 0 and ``noise`` a per-image noise source (ancestral steps only):
+descending schedule ending in 0 (≈ 0.01 on the authors' DDIM table, below) and ``noise`` a
+per-image noise source (ancestral steps only); it returns the state at the last σ, which
+`Framework.final_image` turns into the image:
 
 * `heun`: EDM Algorithm 1, deterministic (S_churn = 0): N levels cost 2N − 1 evaluations
   (18 → 35 on CIFAR-10).
@@ -10,6 +12,12 @@ descending schedule ending in 0 and ``noise`` a per-image noise source (ancestra
   on the probability-flow ODE: x' = x + (σ' − σ)(x − D)/σ.
 * `ddpm_ancestral`: DDPM's ancestral step with the posterior variance β̃ (Ho et al. Eq. 6–7,
   google/ddpm-cifar10-32's "fixed_small"), written for any pair of levels via ᾱ = 1/(1 + σ²).
+
+DDIM's ᾱ table on a DDPM (`ddim_table`): "authors" (the default) samples as the authors'
+``ddim_sample`` did for every DDPM FID of the paper (FutureXiang/ddae ``model/DDPM.py``): the
+levels of their separate T + 1-β table and a last update to ᾱ = 1 − β_1, σ ≈ 0.01, returned in
+VP coordinates (`ddae.diffusion.DDPM.sampling_table`). "training" samples the network's training
+table down to σ = 0, as DDIM is usually written (our variant before matching theirs).
 
 x0 clipping: the authors' samplers clamp the predicted x0 to [−1, 1] before every step
 (FutureXiang/ddae ``pred_eps_(..., clip_x=True)`` in ``model/DDPM.py`` and ``model/EDM.py``), so
@@ -34,7 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from ddae.configs import ConfigError
-from ddae.diffusion import Denoiser, Framework
+from ddae.diffusion import DDPM, DDPMTable, Denoiser, Framework
 from ddae.fast_path import FastPath
 
 
@@ -115,13 +123,47 @@ SAMPLERS: dict[str, Sampler] = {"heun": heun, "ddim": ddim, "ddpm_ancestral": dd
 DEFAULT_STEPS = {"heun": 18, "ddim": 100, "ddpm_ancestral": None}  # None: every level (T)
 
 
-def sampling_schedule(framework: Framework, sampler: str, steps: int | None) -> Tensor:
-    """Descending σ schedule ending in 0 for `sampler` (float64, CPU)."""
+# DDIM on a DDPM: which ᾱ table (module docstring) -> DDPM.sampling_table's name for it
+DDIM_TABLES: dict[str, DDPMTable] = {"authors": "authors_ddim", "training": "training"}
+# The paper's DDPM FIDs come from FutureXiang/ddae model/DDPM.py ddim_sample (sample.py's default
+# mode), which samples on schedules(betas, n_T, device, 'DDIM').
+DEFAULT_DDIM_TABLE = "authors"
+
+
+def ddim_table_of(framework: Framework, sampler: str, ddim_table: str | None) -> str | None:
+    """The DDIM table a run samples on: `ddim_table` or `DEFAULT_DDIM_TABLE` for the ddim sampler
+    on a DDPM, None for every other sampler or framework (where setting it is an error)."""
+    if ddim_table is not None and ddim_table not in DDIM_TABLES:
+        raise ConfigError(f"ddim_table: must be one of {sorted(DDIM_TABLES)}, got {ddim_table!r}")
+    if sampler == "ddim" and isinstance(framework, DDPM):
+        return ddim_table or DEFAULT_DDIM_TABLE
+    if ddim_table is not None:
+        raise ConfigError(
+            f"ddim_table: {ddim_table!r} applies to the ddim sampler on a DDPM framework only, "
+            f"not to sampler {sampler!r} on {type(framework).__name__}"
+        )
+    return None
+
+
+def sampling_framework(framework: Framework, sampler: str, ddim_table: str | None) -> Framework:
+    """The framework `sampler` samples with: a DDPM's DDIM on its `ddim_table_of` table."""
+    table = ddim_table_of(framework, sampler, ddim_table)
+    if table is None:
+        return framework
+    assert isinstance(framework, DDPM)
+    return framework.sampling_table(DDIM_TABLES[table])
+
+
+def sampling_schedule(
+    framework: Framework, sampler: str, steps: int | None, ddim_table: str | None = None
+) -> Tensor:
+    """Descending σ schedule for `sampler` (float64, CPU), ending in 0 except on the authors'
+    DDIM table (`ddim_table`: module docstring)."""
     if sampler not in SAMPLERS:
         raise ConfigError(f"sampler: unknown sampler {sampler!r} (choose from {sorted(SAMPLERS)})")
     if steps is None:
         steps = DEFAULT_STEPS[sampler] or getattr(framework.config, "timesteps", 1000)
-    return framework.sampling_sigmas(steps)
+    return sampling_framework(framework, sampler, ddim_table).sampling_sigmas(steps)
 
 
 def _float_denoiser(
@@ -153,10 +195,12 @@ def generate(
     tf32: bool = True,
     channels_last: bool = True,
     clip_denoised: bool = False,
+    ddim_table: str | None = None,
 ) -> Tensor:
     """Sample one image per seed; returns float images (len(seeds), C, H, W) clipped to [−1, 1].
 
-    `clip_denoised` clamps every step's x0 prediction to [−1, 1] (see the module docstring).
+    `clip_denoised` clamps every step's x0 prediction to [−1, 1]; `ddim_table` chooses DDIM's
+    ᾱ table on a DDPM (None: the authors'); see the module docstring for both.
     `bf16`, `tf32` and `channels_last` are the CUDA fast path (module docstring); elsewhere
     they are ignored and the network runs in float32.
     """
@@ -171,6 +215,7 @@ def generate(
         device=device,
         fast=fast,
         clip_denoised=clip_denoised,
+        ddim_table=ddim_table,
     )
 
 
@@ -186,17 +231,19 @@ def sample_images(
     device: torch.device | str,
     fast: FastPath,
     clip_denoised: bool,
+    ddim_table: str | None = None,
 ) -> Tensor:
     """`generate` with the fast-path switches applied as given on any device (tests use it on
     CPU). channels_last converts `net` in place (its weights' layout, not their values).
     """
     device = torch.device(device)
     fast.prepare(net)
-    sigmas = sampling_schedule(framework, sampler, steps).to(device)
+    sigmas = sampling_schedule(framework, sampler, steps, ddim_table).to(device)
+    framework = sampling_framework(framework, sampler, ddim_table)
     state_dtype = torch.float32 if device.type == "mps" else torch.float64
     sigmas = sigmas.to(state_dtype)
     noise = PerImageNoise(seeds, device)
     x = noise.randn(image_shape, state_dtype) * framework.prior_std(float(sigmas[0]))
     denoiser = _float_denoiser(framework, net, fast, clip=clip_denoised)
-    images = SAMPLERS[sampler](denoiser, x, sigmas, noise)
+    images = framework.final_image(SAMPLERS[sampler](denoiser, x, sigmas, noise))
     return images.float().clamp(-1.0, 1.0).contiguous()

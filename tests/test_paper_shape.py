@@ -41,7 +41,7 @@ from ddae.paper_shape import (
 )
 from ddae.probing import GridSearchConfig, LinearProbeConfig
 from ddae.report.table9 import table9
-from ddae.sampling import sampling_schedule
+from ddae.sampling import ddim_table_of, sampling_schedule
 from ddae.training import TrainingConfig, normalize_run
 
 
@@ -185,8 +185,16 @@ def walk_paper_jobs(config: dict) -> dict[str, int]:
                 settings = dag.evaluation_stage(wildcards, stage)
                 if stage == "fid":  # sample_fid.py: SamplingConfig and the sampler's schedule
                     sampling = from_mapping(SamplingConfig, settings, "sampling")
-                    sigmas = sampling_schedule(framework, sampling.sampler, sampling.steps)
-                    assert torch.isfinite(sigmas).all() and sigmas[-1] == 0, where
+                    sigmas = sampling_schedule(
+                        framework, sampling.sampler, sampling.steps, sampling.ddim_table
+                    )
+                    # the authors' DDIM ends at ᾱ = 1 − β_1 (ddae.sampling), every other at 0
+                    if ddim_table_of(framework, sampling.sampler, sampling.ddim_table) == "authors":
+                        end = math.sqrt(framework.config.beta_min / (1 - framework.config.beta_min))
+                    else:
+                        end = 0.0
+                    assert torch.isfinite(sigmas).all(), where
+                    assert float(sigmas[-1]) == pytest.approx(end, rel=1e-12, abs=0), where
                     assert torch.all(sigmas[:-1] > sigmas[1:]), where
                     if run["framework"]["kind"] == "ddpm":  # starts in the top T // steps levels
                         T = run["framework"]["timesteps"]

@@ -189,3 +189,137 @@ def test_tf32_switch_is_restored():
     with tf32_matmul(True):
         assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
     assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+
+
+# --- DDIM: the authors' sampler, transcribed --------------------------------------------------
+
+SMALL_DDPM = {"timesteps": 20, "beta_min": 1e-4, "beta_max": 0.2}  # ᾱ_T ≈ 0.13
+
+
+def toy_eps(x, step):
+    """A deterministic ε̂(x_t, step) of the 1-based training step: a mirror image (so D leaves
+    [−1, 1] and the clamp acts) with a step-dependent gain and offset (so a wrong step shows)."""
+    step = step.reshape(-1, *[1] * (x.ndim - 1))
+    return (0.5 + 0.1 * torch.sin(step)) * x.flip(-1) + 0.05 * torch.cos(0.7 * step)
+
+
+class ToyEps(torch.nn.Module):
+    """`toy_eps` behind our network signature: the noise label is the 0-based step t − 1."""
+
+    def forward(self, x, noise_labels, augment_labels=None):
+        return toy_eps(x, noise_labels + 1)
+
+
+def authors_ddim_sample(x_T, betas, n_T, steps, schedule_type="DDIM"):
+    """FutureXiang/ddae model/DDPM.py ``ddim_sample`` (η = 0, hence z unused) with
+    ``pred_eps_(clip_x=True)`` and ``schedules(betas, n_T, device, type)``, transcribed line by
+    line in float64 on the CPU; the network gets ``t / n_T`` as theirs, `toy_eps` its step t.
+    Returns x_i in [−1, 1] space (their final ``unnormalize_to_zero_to_one`` left out)."""
+    beta1, beta2 = betas
+    if schedule_type == "DDPM":
+        beta_t = torch.cat([torch.tensor([0.0], dtype=torch.float64),
+                            torch.linspace(beta1, beta2, n_T, dtype=torch.float64)])  # fmt: skip
+    else:
+        beta_t = torch.linspace(beta1, beta2, n_T + 1, dtype=torch.float64)
+    alpha_t = 1 - beta_t
+    alphabar_t = torch.cumsum(torch.log(alpha_t), dim=0).exp()
+
+    def nn_model(x, t):
+        return toy_eps(x, t * n_T)
+
+    x_i = x_T
+    times = torch.arange(0, n_T, n_T // steps) + 1
+    times = list(reversed(times.int().tolist())) + [0]
+    time_pairs = list(zip(times[:-1], times[1:], strict=True))
+    for time, time_next in time_pairs:
+        t_is = torch.tensor([time / n_T], dtype=torch.float64).repeat(x_i.shape[0])
+        alpha = alphabar_t[time]
+        eps = nn_model(x_i, t_is)  # pred_eps_:
+        denoised = (x_i - (1 - alpha).sqrt() * eps) / alpha.sqrt()  # pred_x0_from_eps
+        denoised = torch.clip(denoised, -1.0, 1.0)
+        eps = (x_i - denoised * alpha.sqrt()) / (1 - alpha).sqrt()  # pred_eps_from_x0
+        alpha_next = alphabar_t[time_next]
+        c1 = 0.0  # eta * (...).sqrt() with eta = 0
+        c2 = (1 - alpha_next - c1**2).sqrt()
+        x_i = alpha_next.sqrt() * denoised + c2 * eps
+    return x_i
+
+
+def _toy_generate(**options):
+    from ddae.sampling import generate
+
+    ddpm = DDPM(DDPM.Config(**SMALL_DDPM))
+    options = {"sampler": "ddim", "steps": 5, "clip_denoised": True, **options}
+    return generate(ddpm, ToyEps(), (2, 4, 4), range(6), **options)
+
+
+@pytest.mark.parametrize(("ddim_table", "schedule_type"), [(None, "DDIM"), ("training", "DDPM")])
+def test_ddim_equals_the_authors_loop_on_their_table(ddim_table, schedule_type):
+    """Our DDIM (σ currency, float32 network) against their loop, T = 20 and 5 steps (levels
+    17, 13, 9, 5, 1): the default is their DDIM table, and "training" is their same loop on the
+    training table (their ``schedules(..., 'DDPM')``, ᾱ_0 = 1), both to 1e-6. Images are
+    compared in [−1, 1], where ours clamps and their save_image clamps [0, 1]."""
+    x_T = PerImageNoise(range(6), "cpu").randn((2, 4, 4))  # x_T ~ N(0, I) as theirs (VP)
+    betas = (SMALL_DDPM["beta_min"], SMALL_DDPM["beta_max"])
+    theirs = authors_ddim_sample(x_T, betas, SMALL_DDPM["timesteps"], 5, schedule_type)
+    ours = _toy_generate(ddim_table=ddim_table).double()
+    assert float((theirs.abs() < 1).double().mean()) > 0.3  # not all saturated by the clamp
+    torch.testing.assert_close(ours, theirs.clamp(-1.0, 1.0), atol=1e-6, rtol=0)
+    other_type = "DDPM" if schedule_type == "DDIM" else "DDIM"
+    other = authors_ddim_sample(x_T, betas, SMALL_DDPM["timesteps"], 5, other_type)
+    assert float((ours - other.clamp(-1.0, 1.0)).abs().max()) > 0.05  # the tables differ here
+    unclipped = _toy_generate(ddim_table=ddim_table, clip_denoised=False)
+    assert float((ours - unclipped).abs().max()) > 0.5  # and their x0 clamp acts
+
+
+def test_authors_ddim_table_values():
+    """FutureXiang/ddae schedules(betas, 1000, 'DDIM') against the training table (the figures of
+    DESIGN.md): σ +0.5 % at most levels, +7 % at t = 11, +48 % at t = 1; the last level
+    ᾱ = 1 − β_1, σ ≈ 0.01, and the output scaled by √(1 − β_1) ≈ 0.99995."""
+    ddpm = DDPM(DDPM.Config())
+    authors = ddpm.sampling_table("authors_ddim")
+    ratio = authors.sigmas / ddpm.sigmas  # index t − 1: step t
+    assert float(ratio[0]) == pytest.approx(1.48, abs=0.01)
+    assert float(ratio[10]) == pytest.approx(1.07, abs=0.01)
+    assert float(ratio[200:].max()) < 1.006 and float(ratio.min()) > 1.0
+    sigmas = sampling_schedule(ddpm, "ddim", 100)
+    assert len(sigmas) == 101 and float(sigmas[-1]) == pytest.approx(0.0100005, rel=1e-6)
+    assert torch.equal(sigmas[:-1], authors.sigmas[torch.arange(990, -1, -10)])  # t = 991, ..., 1
+    x = torch.ones(1, 1, 2, 2, dtype=torch.float64)
+    assert float(authors.final_image(x)[0, 0, 0, 0]) == pytest.approx(0.99995, abs=1e-6)
+    # the network at level t gets step t − 1 (0-based) and the input scale √ᾱ_ddim[t]
+    level = authors.sigmas[10:11]
+    net_input, label = authors.network_inputs(x[:1], level)
+    assert label.tolist() == [10.0]
+    assert float(net_input[0, 0, 0, 0]) == pytest.approx(float(authors.alphas_cumprod[10]) ** 0.5)
+
+
+def test_training_ddim_table_keeps_the_training_schedule_bitwise():
+    """ddim_table "training" is the DDIM this project had before the authors' table: the
+    training table's levels, σ = 0 at the end and the last state as the image, bitwise."""
+    ddpm = DDPM(DDPM.Config())
+    levels = ddpm.sampling_levels(100).flip(0)
+    old = torch.cat([ddpm.sigmas[levels], torch.zeros(1, dtype=torch.float64)])
+    assert torch.equal(sampling_schedule(ddpm, "ddim", 100, "training"), old)
+    assert ddpm.sampling_table("training") is ddpm
+    x = torch.randn(2, 1, 3, 3, dtype=torch.float64)
+    assert torch.equal(ddpm.final_image(x), x)
+
+
+@pytest.mark.parametrize(
+    ("framework", "sampler"), [(DDPM(DDPM.Config()), "heun"), (EDM(EDM.Config()), "ddim")]
+)
+def test_ddim_table_is_refused_where_there_is_none(framework, sampler):
+    from ddae.configs import ConfigError
+
+    with pytest.raises(ConfigError, match="ddim_table: 'authors' applies to the ddim sampler"):
+        sampling_schedule(framework, sampler, 18, "authors")
+    assert sampling_schedule(framework, sampler, 18)[-1] == 0  # unset: nothing to choose
+    with pytest.raises(ConfigError, match="ddim_table: must be one of"):
+        sampling_schedule(DDPM(DDPM.Config()), "ddim", 10, "author")
+
+
+def test_authors_table_trains_nothing():
+    authors = DDPM(DDPM.Config()).sampling_table("authors_ddim")
+    with pytest.raises(ValueError, match="'authors_ddim' table is for sampling"):
+        authors.sample_training_sigma(2, torch.Generator())
