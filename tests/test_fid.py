@@ -8,15 +8,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_DDPMPP, digits_subset, tiny_checkpoint
+import yaml
+from conftest import TINY_DDPMPP, TINY_UNET, digits_subset, tiny_checkpoint
 from PIL import Image
 from torch import nn
 
-from ddae.configs import ConfigError
+from ddae.configs import ConfigError, from_mapping
 from ddae.datasets.digits import load_digits
+from ddae.diffusion import build_framework
 from ddae.fid import (
     FeatureStatistics,
     FIDError,
+    SamplingConfig,
     ScoringQueue,
     frechet_distance,
     load_statistics,
@@ -31,6 +34,7 @@ from ddae.fid_networks import (
     RandomConvFeatures,
     build_extractor,
 )
+from ddae.sampling import ddim_table_of
 
 
 def random_stats(rng: np.random.Generator, n: int, d: int, shift: float = 0.0):
@@ -213,6 +217,7 @@ def test_sample_and_score_end_to_end(tiny_run, tmp_path):
     expected = {"fid", "extractor", "samples", "sampler", "steps", "reference", "checkpoint"}
     assert expected | {"config", "created_by"} <= written.keys()
     assert written["samples"] == 5 and written["sampler"] == "heun" and written["steps"] == 2
+    assert written["ddim_table"] is None  # Heun on EDM: no DDIM table
     assert written["extractor"] == "random_conv" and written["fid"] > 0
     assert written["config"]["seed"] == 3 and written["created_by"].endswith("sample_and_score")
     assert written["config"]["bf16"]  # the default, which acts on CUDA only: on the CPU
@@ -258,6 +263,65 @@ def test_sampling_config_names_unknown_keys(tmp_path):
             "x.pt", "ref.npz", tmp_path / "o.json", tmp_path / "o.png",
             {"sampler": "euler", "steps": 18}, "random_conv", None, "cpu",
         )  # fmt: skip
+
+
+def test_fid_json_records_the_ddim_table(tiny_run, tmp_path):
+    """DDIM on a DDPM samples on the authors' table unless told otherwise, and says which."""
+    _, train = tiny_run
+    checkpoint = tiny_checkpoint(
+        tmp_path / "ddpm.pt", {**TINY_UNET, "dropout": 0.0}, {"kind": "ddpm", "timesteps": 100}
+    )
+    write_reference_statistics(train, tmp_path / "ref.npz", "random_conv", None, 32, "cpu", False)
+    ddim = {"samples": 3, "sampler": "ddim", "steps": 2, "batch_size": 3}
+    results = {
+        table: sample_and_score(
+            checkpoint,
+            tmp_path / "ref.npz",
+            tmp_path / f"{table}.json",
+            tmp_path / f"{table}.png",
+            {**ddim, **({"ddim_table": table} if table else {})},
+            "random_conv",
+            None,
+            "cpu",
+            progress=False,
+        )
+        for table in (None, "authors", "training")
+    }
+    assert [results[t]["ddim_table"] for t in results] == ["authors", "authors", "training"]
+    assert results[None]["fid"] == results["authors"]["fid"] != results["training"]["fid"]
+    assert json.loads((tmp_path / "None.json").read_text())["ddim_table"] == "authors"
+
+
+def test_ddim_table_is_refused_without_a_ddpm_ddim(tiny_run, tmp_path):
+    checkpoint, train = tiny_run  # an EDM checkpoint
+    with pytest.raises(ConfigError, match="ddim_table applies to the ddim sampler only"):
+        sample_and_score(
+            checkpoint, "ref.npz", tmp_path / "o.json", tmp_path / "o.png",
+            {**SAMPLING, "ddim_table": "authors"}, "random_conv", None, "cpu",
+        )  # fmt: skip
+    write_reference_statistics(train, tmp_path / "ref.npz", "random_conv", None, 32, "cpu", False)
+    with pytest.raises(ConfigError, match="ddim_table: 'training' applies .* not to .* EDM"):
+        sample_and_score(
+            checkpoint, tmp_path / "ref.npz", tmp_path / "o.json", tmp_path / "o.png",
+            {**SAMPLING, "sampler": "ddim", "ddim_table": "training"}, "random_conv", None, "cpu",
+        )  # fmt: skip
+    assert not (tmp_path / "o.json").exists()
+
+
+def test_paper_config_samples_every_ddpm_fid_with_the_authors_ddim():
+    """The paper's DDPM FIDs (Table 2, Figure 4) come from the authors' ddim_sample: every
+    DDPM run of config.yaml with an FID samples on their DDIM table, and its JSON says so."""
+    config = yaml.safe_load((Path(__file__).parents[1] / "config.yaml").read_text())
+    tables = {}
+    for name, run in config["pretraining"].items():
+        if "fid" in run.get("evaluation", {}):
+            sampling = from_mapping(SamplingConfig, run["evaluation"]["fid"], name)
+            framework = build_framework(run["framework"])
+            tables[name] = ddim_table_of(framework, sampling.sampler, sampling.ddim_table)
+            if run["framework"]["kind"] == "ddpm":
+                assert sampling.ddim_table == "authors", name  # stated, so a change reruns it
+    ddpm_runs = [name for name, table in tables.items() if table == "authors"]
+    assert len(ddpm_runs) == 8 and set(tables.values()) == {"authors", None}, tables
 
 
 def test_scoring_overlapped_with_sampling_gives_the_same_statistics(tiny_run, tmp_path):
