@@ -1,5 +1,6 @@
 """Stand-ins for the CPU smoke run (no downloads): randomly initialised networks in the formats
-of the official checkpoints (paper Appendix A), a DiT ddae checkpoint and an SD-VAE-shaped
+of the official checkpoints (paper Appendix A), ddae checkpoints of a DiT, a DDPM UNet or a
+DDPM++ (the validation target's miniature, tests/test_validation.py) and an SD-VAE-shaped
 diffusers folder. They are labelled stand-ins (`STAND_IN_NOTE`) and in no way trained.
 """
 
@@ -38,15 +39,41 @@ STAND_IN_VAE: dict[str, Any] = {
     "sample_size": 32,
 }
 
+# What each checkpoint stand-in is: its network's architecture and the framework the official
+# importer writes (`ddae.official.ddpm`, `ddae.official.edm`: EDM's pickle stores σ_data = 0.5,
+# EDM Table 1; `ddae.official.dit`).
+STAND_IN_ARCHS = {"ddpm": "ddpm_unet", "edm": "ddpmpp", "dit": "dit"}
+STAND_IN_FRAMEWORKS = {
+    "ddpm": DDPM_FRAMEWORK,
+    "edm": {"kind": "edm", "sigma_data": 0.5},
+    "dit": DDPM_FRAMEWORK,
+}
+DIT_INIT = "DiT initialisation, but Xavier instead of zeros for adaLN and final linears"
+
 STAND_IN_VAE_LOGVAR_SHIFT = 10.0
 STAND_IN_SCALE = 0.18215  # the SD latent scaling `ddae.latents.LatentCacheConfig.scale` applies
 
 
-def _stand_in_dit(dest: Path, spec: Mapping[str, Any], seed: int) -> Path:
+def _differing_dit_blocks(network: torch.nn.Module) -> None:
+    """DiT's adaLN-Zero init makes every block the identity: initialise the zero-initialised
+    modulation and output linears like DiT's other linears (Xavier) so the blocks differ."""
+    assert isinstance(network, DiT)
+    with torch.no_grad():
+        for block in network.blocks:
+            torch.nn.init.xavier_uniform_(block.adaLN_modulation[-1].weight)
+        torch.nn.init.xavier_uniform_(network.final_layer.adaLN_modulation[-1].weight)
+        torch.nn.init.xavier_uniform_(network.final_layer.linear.weight)
+
+
+def _stand_in_network(kind: str, dest: Path, spec: Mapping[str, Any], seed: int) -> Path:
+    """A randomly initialised network of ``spec`` (``arch`` may be left out) as a ddae
+    checkpoint under the framework the official ``kind`` imports with."""
     spec = dict(spec)
-    arch = spec.setdefault("arch", "dit")
-    if arch != "dit":
-        raise OfficialImportError(f"spec.arch: a dit stand-in needs arch 'dit', got {arch!r}")
+    arch = spec.setdefault("arch", STAND_IN_ARCHS[kind])
+    if arch != STAND_IN_ARCHS[kind]:
+        raise OfficialImportError(
+            f"spec.arch: a {kind} stand-in needs arch {STAND_IN_ARCHS[kind]!r}, got {arch!r}"
+        )
     try:
         network_config(spec, "spec")
     except ConfigError as error:
@@ -54,23 +81,13 @@ def _stand_in_dit(dest: Path, spec: Mapping[str, Any], seed: int) -> Path:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         network = build_network(spec)
-        assert isinstance(network, DiT)
-        # DiT's adaLN-Zero init makes every block the identity: initialise the zero-initialised
-        # modulation and output linears like DiT's other linears (Xavier) so the blocks differ.
-        with torch.no_grad():
-            for block in network.blocks:
-                torch.nn.init.xavier_uniform_(block.adaLN_modulation[-1].weight)
-            torch.nn.init.xavier_uniform_(network.final_layer.adaLN_modulation[-1].weight)
-            torch.nn.init.xavier_uniform_(network.final_layer.linear.weight)
-    source = {
-        "kind": "stand-in",
-        "stands_in_for": "dit",
-        "seed": seed,
-        "note": STAND_IN_NOTE,
-        "init": "DiT initialisation, but Xavier instead of zeros for adaLN and final linears",
-        "importer": "ddae.official.stand_ins.write_stand_in",
-    }
-    return write_checkpoint(Converted(network, dict(DDPM_FRAMEWORK), source), dest, 0)
+        if kind == "dit":
+            _differing_dit_blocks(network)
+    source = {"kind": "stand-in", "stands_in_for": kind, "seed": seed, "note": STAND_IN_NOTE}
+    if kind == "dit":
+        source["init"] = DIT_INIT
+    source["importer"] = "ddae.official.stand_ins.write_stand_in"
+    return write_checkpoint(Converted(network, dict(STAND_IN_FRAMEWORKS[kind]), source), dest, 0)
 
 
 def _stand_in_vae(dest: Path, spec: Mapping[str, Any], seed: int) -> Path:
@@ -142,12 +159,16 @@ def write_stand_in(
     diffusers ``AutoencoderKL`` folder (``dest`` a directory) that `ddae.latents.load_vae`
     loads, `STAND_IN_VAE` updated by ``spec`` (may be empty): spatial factor 8, so the latent
     config's ``image_size`` fixes the latent side (32 px → 4×4, 64 px → 8×8), plus a
-    ``stand_in.json`` with the seed and note. Weights are a fixed function of ``seed``.
+    ``stand_in.json`` with the seed and note. ``ddpm`` / ``edm``: a ddae checkpoint of a
+    ``ddpm_unet`` / ``ddpmpp`` network ``spec`` under the framework the official importer writes
+    (`STAND_IN_FRAMEWORKS`). Weights are a fixed function of ``seed``.
     """
     dest = Path(dest)
     spec = dict(spec or {})
-    if kind == "dit":
-        return _stand_in_dit(dest, spec, int(seed))
     if kind == "vae":
         return _stand_in_vae(dest, spec, int(seed))
-    raise OfficialImportError(f"unknown stand-in kind {kind!r} (choose from ['dit', 'vae'])")
+    if kind in STAND_IN_ARCHS:
+        return _stand_in_network(kind, dest, spec, int(seed))
+    raise OfficialImportError(
+        f"unknown stand-in kind {kind!r} (choose from ['ddpm', 'dit', 'edm', 'vae'])"
+    )
