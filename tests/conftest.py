@@ -27,6 +27,22 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Tests marked ``cuda`` (the CUDA test set: `pytest -m cuda`) run on a CUDA device only."""
+    if item.get_closest_marker("cuda") and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device: the CUDA test set runs on a GPU with `pytest -m cuda`")
+
+
+@pytest.fixture
+def no_tf32():
+    """Float32 references on CUDA without TF32 anywhere (cuDNN allows it by default), the
+    process's switches restored afterwards (monkeypatch cannot: torch.backends' are properties)."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
 def result_provenance(values: dict) -> dict:
     """The fields `ddae.result_files` requires beside a synthetic result's numbers."""
     extra = {"extractor": "inception", "samples": 50000} if "fid" in values else {}

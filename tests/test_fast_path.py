@@ -97,12 +97,12 @@ def test_running_autocasts_and_restores_the_tf32_switches():
     assert ALL_ON.activations(torch.randn(2, 5, 7)).is_contiguous()  # tokens: unchanged
 
 
-def _cached(run: str, data: tuple[Path, Path], folder: Path, config: dict) -> tuple:
+def _cached(run: str, data: tuple[Path, Path], folder: Path, config: dict, device="cpu") -> tuple:
     network, framework, steps, t = RUNS[run]
     checkpoint = tiny_checkpoint(folder / f"{run}.pt", network, framework)
     source = ImageSource(*data)
     cache = load_feature_cache(
-        cache_features(checkpoint, source, t, steps, config, folder / "cache", "cpu", False)
+        cache_features(checkpoint, source, t, steps, config, folder / "cache", device, False)
     )
     return np.asarray(cache.train, np.float32), np.asarray(cache.test, np.float32), cache
 
@@ -124,10 +124,15 @@ def test_fast_path_features_within_tolerance(run, colour_classes, tmp_path, monk
     force_fast_path(monkeypatch)
     fast, fast_test, cache = _cached(run, colour_classes, tmp_path / "fast", config)
     assert cache.meta["ran_with"] == {"device": "cpu", **dict.fromkeys(FLOAT32_KEYS, True)}
-    assert not np.array_equal(fast, fp32)  # bf16 really ran
+    assert_features_within_tolerance(cache, (fast, fast_test), (fp32, fp32_test))
+
+
+def assert_features_within_tolerance(cache, fast: tuple, fp32: tuple) -> None:
+    """Per layer of the cache, train and test features: the module docstring's bounds."""
+    assert not np.array_equal(fast[0], fp32[0])  # bf16 really ran
     for layer in cache.layers:
         columns = slice(layer["offset"], layer["offset"] + layer["dim"])
-        for ours, reference in ((fast, fp32), (fast_test, fp32_test)):
+        for ours, reference in zip(fast, fp32, strict=True):
             error = np.abs(ours[..., columns] - reference[..., columns])
             assert error.max() <= 0.02 * np.abs(reference[..., columns]).max(), layer["name"]
             assert error.mean() <= 0.01 * reference[..., columns].std(), layer["name"]
@@ -148,6 +153,11 @@ def test_fast_path_probe_accuracy_within_tolerance(run, colour_classes, tmp_path
     force_fast_path(monkeypatch)
     fast = probed("fast.json")
     assert fast["ran_with"]["bf16"] and not fp32["ran_with"]["bf16"]
+    assert_probe_within_tolerance(fast, fp32)
+
+
+def assert_probe_within_tolerance(fast: dict, fp32: dict) -> None:
+    """Test accuracy within 1.5 points, every epoch's training loss within 0.5 %."""
     assert fp32["test_accuracy"] > 20.0  # above chance (10 %): the features carry the classes
     assert abs(fast["test_accuracy"] - fp32["test_accuracy"]) <= 1.5
     pairs = zip(fast["history"], fp32["history"], strict=True)
@@ -191,3 +201,57 @@ def test_tf32_switches_are_not_seen_across_threads():
     for thread in threads:
         thread.join()
     assert seen == [default] and default != (True, True)
+
+
+# --- the same tolerances on a GPU (the CUDA test set, `pytest -m cuda`) -----------------------
+
+
+@pytest.mark.cuda
+@pytest.mark.usefixtures("no_tf32")
+@pytest.mark.parametrize("run", RUNS)
+def test_cuda_fast_path_features_within_tolerance(run, colour_classes, tmp_path):
+    """The default config on CUDA runs the fast path (bf16, TF32, channels_last), within the
+    CPU-forced bounds of `test_fast_path_features_within_tolerance` of float32 on CUDA."""
+    config = {"views": 1, "batch_size": 100}
+    fp32, fp32_test, plain = _cached(
+        run, colour_classes, tmp_path / "fp32", {**config, **FLOAT32_KEYS}, "cuda"
+    )
+    fast, fast_test, cache = _cached(run, colour_classes, tmp_path / "fast", config, "cuda")
+    assert plain.meta["ran_with"] == {"device": "cuda", **FLOAT32_KEYS}
+    assert cache.meta["ran_with"] == {"device": "cuda", **dict.fromkeys(FLOAT32_KEYS, True)}
+    assert_features_within_tolerance(cache, (fast, fast_test), (fp32, fp32_test))
+
+
+@pytest.mark.cuda
+@pytest.mark.usefixtures("no_tf32")
+@pytest.mark.parametrize("run", RUNS)
+def test_cuda_fast_path_probe_accuracy_within_tolerance(run, colour_classes, tmp_path):
+    """The linear probe with the network in the loop on CUDA: the default fast path against
+    float32, the bounds of `test_fast_path_probe_accuracy_within_tolerance`."""
+    network, framework, steps, t = RUNS[run]
+    checkpoint = tiny_checkpoint(tmp_path / "net.pt", network, framework)
+    probe = {"epochs": 5, "batch_size": 40, "standardize": True, "lr": 1e-2}
+    probe["lr_reference_batch"] = 0
+
+    def probed(name: str, switches: dict) -> dict:
+        source = ImageSource(*colour_classes)
+        config = {**probe, **switches}
+        return linear_probe(checkpoint, source, 2, t, steps, config, tmp_path / name, None, "cuda")
+
+    fp32, fast = probed("fp32.json", FLOAT32_KEYS), probed("fast.json", {})
+    assert fast["ran_with"] == {"device": "cuda", **dict.fromkeys(FLOAT32_KEYS, True)}
+    assert fp32["ran_with"] == {"device": "cuda", **FLOAT32_KEYS}
+    assert_probe_within_tolerance(fast, fp32)
+
+
+@pytest.mark.cuda
+@pytest.mark.usefixtures("no_tf32")
+def test_cuda_fast_path_vae_latents_within_tolerance(tmp_path):
+    vae = load_vae(write_stand_in("vae", tmp_path / "vae", {}, seed=0), "cuda")
+    generator = torch.Generator().manual_seed(0)
+    images = (torch.rand(4, 3, 32, 32, generator=generator) * 2 - 1).to("cuda")
+    fp32 = encode_latents(vae, images, None, 0.18215)
+    fast = encode_latents(ALL_ON.prepare(vae), images, None, 0.18215, ALL_ON)
+    assert fast.dtype == torch.float32 and fast.shape == fp32.shape and fast.is_cuda
+    error = (fast - fp32).abs().max()
+    assert 0 < error <= 0.03 * fp32.abs().max()

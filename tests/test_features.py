@@ -219,3 +219,28 @@ def test_unknown_config_keys_fail(tiny_run, tmp_path):
     with pytest.raises(ValueError, match="vews"):
         cache_features(checkpoint, ImageSource(train, test), 1, 100, {"vews": 2}, tmp_path / "x")
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.cuda
+@pytest.mark.usefixtures("no_tf32")
+def test_cuda_float32_features_follow_the_cpu_and_not_the_batch_size():
+    """On CUDA in float32 (TF32 off) the features are the CPU's up to float rounding, whatever
+    the batch size: the per-image crops, flips and noise are drawn on the CPU from counters."""
+    framework = build_framework({"kind": "ddpm", "timesteps": 100})
+    images = load_digits(8)["test"].images[:12]
+    cpu = extract(tiny_net(TINY_UNET_8PX), framework, images, batch_size=12)
+
+    def on_cuda(batch_size: int) -> torch.Tensor:
+        net = tiny_net(TINY_UNET_8PX).to("cuda")
+        inputs = image_inputs(images, hflip=True, crop_padding=2, key=(0, TRAIN))
+        rows = torch.zeros_like(cpu)
+        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(batch_size))
+        for index, pooled in iter_features(
+            framework, net, inputs, 0.3, order, noise_key=(0, TRAIN, 0, 1), view=0,
+            batch_size=batch_size, device="cuda",
+        ):  # fmt: skip
+            rows[index] = torch.cat(pooled, dim=1).cpu()
+        return rows
+
+    torch.testing.assert_close(on_cuda(12), cpu, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(on_cuda(5), cpu, rtol=1e-4, atol=1e-4)

@@ -368,3 +368,24 @@ def test_scoring_queue_keeps_order_and_reraises_the_workers_error():
     with pytest.raises(FeatureError, match="batch 3"), failing as queue:
         for batch in batches:
             queue.submit(batch)
+
+
+@pytest.mark.cuda
+def test_cuda_overlapped_scoring_gives_the_same_statistics(tiny_run, tmp_path):
+    """On CUDA (the default there) batch k is scored on a worker thread and its own CUDA stream
+    while batch k + 1 samples with the fast path: the same samples and FID as in series."""
+    checkpoint, train = tiny_run
+    write_reference_statistics(train, tmp_path / "ref.npz", "random_conv", None, 32, "cuda", False)
+    results = [
+        sample_and_score(
+            checkpoint, tmp_path / "ref.npz", tmp_path / f"{mode}.json", tmp_path / f"{mode}.png",
+            {**SAMPLING, "samples": 7, "batch_size": 2}, "random_conv", None, "cuda",
+            progress=False, overlap_scoring=overlap,
+        )
+        for mode, overlap in (("serial", False), ("overlap", True))
+    ]  # fmt: skip
+    assert results[0]["ran_with"] == {"device": "cuda", "bf16": True, "tf32": True,
+                                      "channels_last": True}  # fmt: skip
+    assert (tmp_path / "serial.png").read_bytes() == (tmp_path / "overlap.png").read_bytes()
+    assert results[1]["samples"] == 7
+    assert results[1]["fid"] == pytest.approx(results[0]["fid"], rel=1e-6)

@@ -234,3 +234,29 @@ def test_pixel_probe_reads_raw_digits(tmp_path):
     assert record["test_accuracy"] >= 70.0  # digits are nearly linearly separable in pixels
     few = pixel_probe(train, test, {**config, "labels_per_class": 1}, tmp_path / "few.json")
     assert few["labelled_train_images"] == 10 and few["test_accuracy"] < record["test_accuracy"]
+
+
+@pytest.mark.cuda
+@pytest.mark.usefixtures("no_tf32")
+@pytest.mark.parametrize(
+    ("dtype", "tolerance"), [(torch.float64, 1e-12), (torch.float32, 1e-5)], ids=["f64", "f32"]
+)
+def test_cuda_joint_probes_match_probes_trained_one_at_a_time(dtype, tolerance):
+    """The joint = alone bound of `test_joint_probes_match_probes_trained_one_at_a_time` with the
+    batched matmuls on CUDA (cuBLAS, TF32 off): per probe weights, bias and predictions."""
+    slices = [(0, 5), (5, 8), (13, 3)]
+    train, y, test, y_test = synthetic(97, 50, 16, 4, views=3, seed=0)
+    config = ProbeConfig(epochs=3, batch_size=32, lr=3e-3)
+    keys = [(3, k + 1) for k in range(len(slices))]
+    joint = fit_cached_probes(train, y, test, y_test, slices, keys, 4, config, "cuda", dtype)
+    for k, (offset, dim) in enumerate(slices):
+        alone = fit_cached_probes(
+            train[..., offset : offset + dim], y, test[..., offset : offset + dim], y_test,
+            [(0, dim)], [keys[k]], 4, config, "cuda", dtype,
+        )  # fmt: skip
+        weight = joint.bank.weight.detach()[k]
+        assert weight.is_cuda and (weight[dim:] == 0).all()
+        assert (weight[:dim] - alone.bank.weight.detach()[0]).abs().max().item() <= tolerance
+        bias = (joint.bank.bias.detach()[k] - alone.bank.bias.detach()[0]).abs().max()
+        assert bias.item() <= tolerance
+        assert joint.test_accuracy[k] == alone.test_accuracy[0]

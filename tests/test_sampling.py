@@ -323,3 +323,23 @@ def test_authors_table_trains_nothing():
     authors = DDPM(DDPM.Config()).sampling_table("authors_ddim")
     with pytest.raises(ValueError, match="'authors_ddim' table is for sampling"):
         authors.sample_training_sigma(2, torch.Generator())
+
+
+@pytest.mark.cuda
+@pytest.mark.usefixtures("no_tf32")
+@pytest.mark.parametrize(("sampler", "steps"), [("heun", 18), ("ddim", 100)])
+def test_cuda_default_fast_path_matches_float32_within_tolerance(sampler, steps):
+    """`generate`'s default on CUDA (bf16, TF32, channels_last) against float32 on CUDA (TF32 off
+    everywhere): the bounds of `test_bf16_channels_last_path_matches_float32_within_tolerance`."""
+    from ddae.sampling import generate
+
+    framework = EDM(EDM.Config()) if sampler == "heun" else DDPM(DDPM.Config())
+    common = {"sampler": sampler, "steps": steps, "device": "cuda"}
+    off = {"bf16": False, "tf32": False, "channels_last": False}
+    fp32 = generate(framework, _tiny_ddpmpp().cuda(), (3, 8, 8), range(8), **common, **off)
+    fast = generate(framework, _tiny_ddpmpp().cuda(), (3, 8, 8), range(8), **common)
+    difference = (fast - fp32).abs()
+    assert fast.is_cuda and float(difference.max()) < 0.05 and float(difference.mean()) < 0.01
+    assert float(difference.max()) > 0  # bf16 really ran
+    means = fast.mean(dim=(1, 2, 3)), fp32.mean(dim=(1, 2, 3))
+    torch.testing.assert_close(*means, atol=0.01, rtol=0)

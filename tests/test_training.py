@@ -348,3 +348,128 @@ def test_two_process_ddp_matches_one_process(digits16, tmp_path):
     assert moved > 1e-3  # the comparison below is not between two untrained networks
     for name, value in one["model"].items():
         torch.testing.assert_close(two["model"][name], value, atol=2e-6, rtol=0, msg=name)
+
+
+# --- on a GPU (the CUDA test set, `pytest -m cuda`): what only CUDA runs ---------------------
+
+
+def _cuda_trainer(run: dict, digits: Path, **training_changes):
+    """A Trainer of ``run`` on one CUDA device and the first epoch's order."""
+    from ddae.batching import epoch_permutation
+    from ddae.distributed import World
+
+    run = {**run, "training": {**run["training"], **training_changes}}
+    world = World(rank=0, size=1, device=torch.device("cuda"))
+    trainer = Trainer(run, ImageDataset.load(digits), world)
+    return trainer, epoch_permutation(len(trainer.images), 0, 0)
+
+
+def _cuda_steps(trainer, permutation, count: int) -> list[float]:
+    """``count`` steps (wrapping within the first epoch); the losses, read after the last."""
+    losses = []
+    for _ in range(count):
+        if trainer.state.epoch_step == trainer.steps_per_epoch:
+            trainer.state.epoch_step = 0
+        losses.append(trainer.step(permutation))
+    return [float(loss) for loss in losses]
+
+
+@pytest.mark.cuda
+def test_cuda_side_stream_batch_equals_the_main_streams(digits16):
+    """The batch drawn on the side stream is bitwise the one the main stream draws from the
+    same generator state (EDM with augmentation: flips, crops, σ, noise, augment labels)."""
+    trainer, permutation = _cuda_trainer(EDM_RUN, digits16)
+    state = trainer.state.generator.get_state()
+    side = trainer._global_batch(permutation)
+    torch.cuda.synchronize()
+    trainer.state.generator.set_state(state)
+    trainer._batch_stream = None  # the same draw on the main stream
+    main = trainer._draw_batch(permutation)
+    assert all(torch.equal(a, b) for a, b in zip(side, main, strict=True))
+    assert side[3] is not None  # the augmentation ran
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize(("run", "most"), [(DDPM_RUN, 0), (EDM_RUN, 5)], ids=["ddpm", "edm"])
+def test_cuda_training_steps_sync_with_the_host_at_most(run, most, digits16):
+    """Host synchronisations inside `Trainer.step` over 5 steps after a warm-up: none for DDPM,
+    one per step at most for EDM with augmentation (its padding margins' ``.tolist()``)."""
+    import warnings
+
+    trainer, permutation = _cuda_trainer(run, digits16)
+    _cuda_steps(trainer, permutation, 3)
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            for _ in range(5):
+                if trainer.state.epoch_step == trainer.steps_per_epoch:
+                    trainer.state.epoch_step = 0
+                trainer.step(permutation)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    syncs = [str(w.message).splitlines()[0] for w in caught]
+    assert len(syncs) <= most, syncs
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("run", [DDPM_RUN, EDM_RUN], ids=["ddpm", "edm"])
+def test_cuda_bf16_training_loss_within_2_percent_of_float32(run, digits16):
+    """One batch's training loss under the fast path (bf16 autocast + channels_last) against
+    float32, same weights, batch and noise (eval mode: no dropout). The weights are perturbed:
+    DDPM++'s zero-initialised output layers would make both losses exactly equal."""
+    trainer, permutation = _cuda_trainer(run, digits16)
+    x0, sigma, noise, labels = trainer._global_batch(permutation)
+    model = trainer.state.network.eval()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+        fp32 = trainer.framework.training_loss(model, x0, sigma, noise, labels).mean().item()
+        fast_x0, fast_noise = (t.contiguous(memory_format=torch.channels_last) for t in (x0, noise))
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            fast = trainer.framework.training_loss(model, fast_x0, sigma, fast_noise, labels)
+    assert fast.mean().item() != fp32  # bf16 really ran
+    assert abs(fast.mean().item() - fp32) < 0.02 * abs(fp32)
+
+
+@pytest.mark.cuda
+def test_cuda_compiled_training_follows_eager(digits16):
+    """``training.compile``: the torch.compile'd step gives the eager step's losses (2 %) from
+    the same weights and batches (no dropout, whose compiled RNG differs)."""
+    run = {**DDPM_RUN, "network": {**TINY_UNET, "dropout": 0.0}}
+    eager = _cuda_steps(*_cuda_trainer(run, digits16), 4)
+    compiled = _cuda_steps(*_cuda_trainer(run, digits16, compile=True), 4)
+    assert compiled == pytest.approx(eager, rel=0.02)
+    assert eager[-1] != eager[0]  # the weights moved
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(
+    not torch.cuda.is_available() or torch.cuda.device_count() < 2,
+    reason="needs 2 CUDA devices (NCCL cannot put two ranks on one GPU)",
+)
+def test_cuda_two_process_ddp_with_compile_follows_one_process(digits16, tmp_path):
+    """torchrun with 2 NCCL workers × 8 images, DDP then torch.compile (`Trainer._wrap`), in
+    float32 + channels_last, follows one process × 16 images: the two differ by under 1 % of
+    how far the weights moved (bf16 is off, so only the reduction order differs)."""
+    changes = {"adam_eps": 1e-4, "compile": True, "bf16": False}
+    run = {"network": {**TINY_UNET, "dropout": 0.0}, "framework": DDPM_RUN["framework"],
+           "training": {**DDPM_RUN["training"], **changes}}  # fmt: skip
+    common = {"run": run, "dataset": str(digits16), "target_epoch": 2, "start": None,
+              "device": "cuda", "progress": False}  # fmt: skip
+    for processes in (1, 2):
+        run_pretraining(
+            PretrainingJob(
+                output=str(tmp_path / f"{processes}.pt"),
+                state_dir=str(tmp_path / f"state{processes}"),
+                processes=processes,
+                **common,
+            )
+        )
+    one, two = load_checkpoint(tmp_path / "1.pt"), load_checkpoint(tmp_path / "2.pt")
+    assert one["step"] == two["step"]
+    moved = max((one["model"][k] - v).abs().max().item() for k, v in one["ema"].items())
+    apart = max((two["model"][k] - v).abs().max().item() for k, v in one["model"].items())
+    assert moved > 1e-3 and apart < 0.01 * moved
