@@ -65,7 +65,8 @@ from ddae.paper_shape import ddpm_sampling_level_count  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_SIZES = {"cifar10": (50_000, 10_000), "tiny_imagenet": (100_000, 10_000)}  # Sec. 4
 NO_GPU_WORK = re.compile(r"^(download_.*|import_official|prepare_dataset|stand_in_.*|grid_search"
-                         r"|table\d|figure\d|layer_choice|findings|pixel_probe|all)$")  # fmt: skip
+                         r"|table\d|figure\d|layer_choice|findings|pixel_probe|validation"
+                         r"|all)$")  # fmt: skip
 INCEPTION = "inception"  # the FID network's rate key
 VAE = "vae"  # SD VAE encoder's rate key
 
@@ -174,6 +175,7 @@ class Workload:
             "fid_reference": self.fid_reference,
             "probe_timestep": self.probe_timestep,
             "linear_probe": self.linear_probe,
+            "linear_probe_at_pair": self.linear_probe,  # the validation's (results/validation.md)
             "align_uniform": self.align_uniform,
             "finetune": self.classifier,
             "scratch": self.classifier,

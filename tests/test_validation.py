@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 from conftest import tiny_probe_run
-from test_workflow import PAPER_CONFIG, SMOKE_CONFIG, planned_jobs, snakemake, workdir_with
+from test_benchmarks import benchmark_script
+from test_workflow import PAPER_CONFIG, REPO, SMOKE_CONFIG, planned_jobs, snakemake, workdir_with
 
 from ddae.checkpoints import load_network
 from ddae.configs import ConfigError, from_mapping, to_mapping
@@ -94,6 +95,19 @@ def test_paper_config_plans_exactly_the_validation_jobs(tmp_path):
     assert "wildcards: dataset=cifar10, run=cifar10_ddpm, layer=7, t=11, epoch=2000" in output
     assert "resources/downloads/official/edm-cifar10-32x32-uncond-vp.pkl" in output
     assert "resources/downloads/official/ddpm-cifar10-32" in output
+
+    # README's cost of the target: paper_cost.py's work model of these jobs at the H200 rates
+    script = benchmark_script("paper_cost")
+    paper_cost = next(script)
+    script.close()
+    rates = json.loads((REPO / "benchmarks/h200_forward_rates.json").read_text())["rates"]
+    jobs = paper_cost.parse_dry_run(output)
+    table = paper_cost.cost_table(jobs, paper_cost.Workload(PAPER_CONFIG, tmp_path), rates)
+    minutes = {stage: row["gpu_hours"] * 60 for stage, row in table.items()}
+    assert minutes == pytest.approx(
+        {"sample_fid": 8.41, "linear_probe_at_pair": 3.65 + 0.95, "fid_reference": 0}, abs=0.01
+    )
+    assert sum(row["missing"] for row in table.values()) == 2  # Inception: no rate yet
 
 
 # --- verdicts ----------------------------------------------------------------------------------
