@@ -8,9 +8,10 @@ resolutions, DiT heads dividing the width, WRN depth 6n + 4), frameworks (`ddae.
 β_min < β_max, σ_min < σ_max), pre-training (`ddae.training.normalize_run`: Adam betas,
 learning rate, augment_p needing augment_dim) and every evaluation stage (probes, fine-tuning,
 FID sampling, feature caches, alignment/uniformity, noisy heads, latents). The same checks run
-when the library is used directly, since each job builds the same dataclasses. Called from the
-Snakefile right after the schema validation; errors are `ConfigError` naming the key path
-(e.g. ``pretraining.cifar10_ddpm.training.lr``).
+when the library is used directly, since each job builds the same dataclasses; one check is
+added here: the classifiers' Adam betas within [0, 1), which torch.optim.Adam would refuse at
+job start without naming the key. Called from the Snakefile right after the schema validation;
+errors are `ConfigError` naming the key path (e.g. ``pretraining.cifar10_ddpm.training.lr``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 from ddae.alignment import AlignUniformConfig
 from ddae.classifier_training import ClassifierTrainingConfig
-from ddae.configs import ConfigError, from_mapping
+from ddae.configs import ConfigError, Key, dotted_key, from_mapping
 from ddae.diffusion import framework_config
 from ddae.features import FeatureCacheConfig
 from ddae.fid import SamplingConfig
@@ -49,6 +50,18 @@ def _integer(value: Any, where: str, minimum: int = 0) -> None:
         raise ConfigError(f"{where}: expected an integer, got {value!r}")
     if value < minimum:
         raise ConfigError(f"{where}: must be at least {minimum}, got {value}")
+
+
+def _classifier_training(spec: Any, key: tuple[Key, ...]) -> ClassifierTrainingConfig:
+    """A fine-tuning, scratch or WRN training block, with Adam's betas in [0, 1) as
+    torch.optim.Adam requires (it would fail at job start without naming the key)."""
+    config = from_mapping(ClassifierTrainingConfig, spec, dotted_key(key))
+    if not all(0.0 <= beta < 1.0 for beta in config.adam_betas):
+        where = (*key, "adam_betas")
+        raise ConfigError(
+            f"{dotted_key(where)}: {list(config.adam_betas)} must lie in [0, 1)", key=where
+        )
+    return config
 
 
 def _mapping(value: Any, where: str) -> Mapping[str, Any]:
@@ -82,7 +95,9 @@ def check_pretraining_run(name: str, run: Mapping[str, Any]) -> None:
         for key in ("layer", "t"):
             _integer(layer_t.get(key), f"{where}.evaluation.layer_t.{key}", minimum=1)
     for stage, cls in STAGE_CONFIGS.items():
-        if stage in evaluation:
+        if stage in evaluation and cls is ClassifierTrainingConfig:
+            _classifier_training(evaluation[stage], ("pretraining", name, "evaluation", stage))
+        elif stage in evaluation:
             from_mapping(cls, evaluation[stage], f"{where}.evaluation.{stage}")
 
 
@@ -91,11 +106,12 @@ def check_supervised(dataset: str, spec: Mapping[str, Any]) -> None:
     where = f"supervised.{dataset}"
     spec = _mapping(spec, where)
     for part in (spec, *([spec["noisy"]] if "noisy" in spec else [])):
-        prefix = where if part is spec else f"{where}.noisy"
+        key = ("supervised", dataset) if part is spec else ("supervised", dataset, "noisy")
+        prefix = dotted_key(key)
         if "network" in part:
             network_config(part["network"], f"{prefix}.network")
         if "training" in part:
-            from_mapping(ClassifierTrainingConfig, part["training"], f"{prefix}.training")
+            _classifier_training(part["training"], (*key, "training"))
         if "gpus" in part:
             _integer(part["gpus"], f"{prefix}.gpus")
     for kind in ("vp", "ve"):

@@ -24,17 +24,9 @@ from typing import Any
 import jsonschema
 import yaml
 
-from ddae.configs import ConfigError
+from ddae.configs import ConfigError, Key
+from ddae.configs import dotted_key as _dotted
 from ddae.datasets.registry import config_schema
-
-Key = str | int
-
-
-def _dotted(path: Sequence[Key]) -> str:
-    text = ""
-    for key in path:
-        text += f"[{key}]" if isinstance(key, int) else (f".{key}" if text else str(key))
-    return text or "(top level)"
 
 
 def _node_paths(root: yaml.Node) -> dict[int, list[tuple[Key, ...]]]:
@@ -96,6 +88,32 @@ def _users(paths: list[tuple[Key, ...]]) -> str:
     return f"{len(paths)} places: {', '.join(_dotted(p) for p in paths)}"
 
 
+def _composed(text: str) -> yaml.Node | None:
+    try:
+        return yaml.compose(text, Loader=yaml.SafeLoader) if text else None
+    except yaml.YAMLError:
+        return None
+
+
+def _through_anchor(
+    root: yaml.Node | None, text: str, path: tuple[Key, ...]
+) -> tuple[tuple[Key, ...], str | None]:
+    """The block the user wrote: ``path`` followed through aliases back to the anchor's
+    definition, and a line saying who else uses that anchor (None when no alias is crossed)."""
+    if root is None:
+        return path, None
+    every = _node_paths(root)
+    for depth in range(1, len(path) + 1):  # the outermost alias crossed
+        node = _node_at(root, path[:depth])
+        reached = every.get(id(node), []) if node is not None else []
+        if len(reached) > 1:
+            name = _anchor_name(text.splitlines(), node)
+            label = f"the YAML anchor &{name}" if name else "a YAML anchor"
+            users = f"used by {_users(reached)}; a change there applies to all"
+            return reached[0] + path[depth:], f"this block is {label}, {users}"
+    return path, None
+
+
 def schema_message(config: Mapping[str, Any], schema: Mapping[str, Any], text: str) -> str | None:
     """The message for the first schema violation of ``config`` (None if valid). ``text`` is
     config.yaml's source, for line numbers and anchors (an empty text gives none)."""
@@ -103,23 +121,8 @@ def schema_message(config: Mapping[str, Any], schema: Mapping[str, Any], text: s
     error = jsonschema.exceptions.best_match(validator.iter_errors(config))
     if error is None:
         return None
-    path = tuple(error.absolute_path)
-    lines = text.splitlines()
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader) if text else None
-    except yaml.YAMLError:
-        root = None
-    # the block the user wrote: follow the path through aliases back to the anchor's definition
-    anchor = None
-    if root is not None:
-        every = _node_paths(root)
-        for depth in range(len(path), 0, -1):
-            node = _node_at(root, path[:depth])
-            reached = every.get(id(node), []) if node is not None else []
-            if len(reached) > 1:
-                anchor = (_anchor_name(lines, node), reached)
-                path = reached[0] + path[depth:]
-                break
+    root = _composed(text)
+    path, anchor = _through_anchor(root, text, tuple(error.absolute_path))
     details = []
     if error.validator == "additionalProperties" and isinstance(error.instance, Mapping):
         allowed = sorted(error.schema.get("properties", {}))
@@ -144,11 +147,7 @@ def schema_message(config: Mapping[str, Any], schema: Mapping[str, Any], text: s
     if near:
         details.append(f"did you mean {near[0]!r}?")
     if anchor is not None:
-        name, reached = anchor
-        label = f"the YAML anchor &{name}" if name else "a YAML anchor"
-        details.append(
-            f"this block is {label}, used by {_users(reached)}; a change there applies to all"
-        )
+        details.append(anchor)
     at = f" (line {line})" if line else ""
     return f"{headline}{at}\n" + "".join(f"  {detail}\n" for detail in details)
 
@@ -168,13 +167,32 @@ def check_schema(config: Mapping[str, Any], schema_path: str | Path, config_path
         raise ConfigError(f"{config_path}: {message}")
 
 
+def keyed_message(error: ConfigError, text: str) -> str:
+    """A `ConfigError` that carries its key path, with the key's line in config.yaml (``text``)
+    and, for a key inside a YAML anchor, the anchor's own path and its users."""
+    message = str(error)
+    root = _composed(text)
+    if error.key is None or root is None:
+        return message
+    path, anchor = _through_anchor(root, text, tuple(error.key))
+    headline, _, rest = message.partition("\n")
+    old, new = _dotted(error.key), _dotted(path)
+    if headline.startswith(old):
+        headline = new + headline[len(old) :]
+    line = _key_line(root, path)
+    headline += f" (line {line})" if line else ""
+    return f"{headline}\n{rest}" + (f"  {anchor}\n" if anchor else "")
+
+
 @contextmanager
 def config_mistakes_reported(config_path: str | Path) -> Iterator[None]:
     """Print a `ConfigError` raised inside as one message (no traceback) and stop."""
     try:
         yield
     except ConfigError as error:
-        text = str(error)
+        config_path = Path(config_path)
+        text = config_path.read_text() if error.key and config_path.is_file() else ""
+        text = keyed_message(error, text)
         if not text.startswith(str(config_path)):
             text = f"{config_path}: {text}"
         print(f"Error in the config: {text.rstrip()}", file=sys.stderr)

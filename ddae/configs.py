@@ -18,8 +18,27 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+Key = str | int  # one step of a key path: a mapping key or a list index
+
+
+def dotted_key(path: tuple[Key, ...] | list[Key]) -> str:
+    """``("pretraining", "run", "epochs", 0)`` -> ``pretraining.run.epochs[0]``."""
+    text = ""
+    for key in path:
+        text += f"[{key}]" if isinstance(key, int) else (f".{key}" if text else str(key))
+    return text or "(top level)"
+
+
 class ConfigError(ValueError):
-    """A config value is missing, misspelt or of the wrong type; the message names the key."""
+    """A config value is missing, misspelt or of the wrong type; the message names the key.
+
+    ``key``, when given, is the key's path in config.yaml: `ddae.config_messages` then adds its
+    line and the YAML anchor it belongs to.
+    """
+
+    def __init__(self, message: str, key: tuple[Key, ...] | None = None) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 def _convert(value: Any, annotation: Any, where: str) -> Any:

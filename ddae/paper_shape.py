@@ -5,10 +5,11 @@ defects that only appear at the paper's shape (Figure 4's T = 64 with 100 DDIM s
 layers, Table 9's grids) need the paper's settings themselves. This module gives two things:
 
 * `check_paper_shape(config)`: the checks that need nothing but the config, run by the
-  Snakefile right after schema validation so that ``snakemake -n`` stops before any job: each
-  run's Table 9 "t/steps" denominator against its framework (DDPM: T), FID sampler levels
-  against what the framework can sample, grid and fixed timesteps within 1..steps, fixed layers
-  within the network's decoder blocks, and `grid_checkpoints` only with a grid search. Each
+  Snakefile right after schema validation so that ``snakemake -n`` stops before any job: every
+  size within its bound (`ddae.config_bounds`, first), each run's Table 9 "t/steps"
+  denominator against its framework (DDPM: T), FID sampler levels against what the framework
+  can sample, grid and fixed timesteps within 1..steps, fixed layers within the network's
+  decoder blocks, and `grid_checkpoints` only with a grid search. Each
   error is a `ddae.configs.ConfigError` naming the key path, e.g.
   ``pretraining.cifar10_ddpm_t64.evaluation.fid.steps``. Pure Python: no torch import (every
   cluster job re-parses the Snakefile).
@@ -33,6 +34,7 @@ from typing import Any
 
 import yaml
 
+from ddae.config_bounds import check_config_sizes
 from ddae.configs import ConfigError
 from ddae.datasets.registry import DATASETS
 
@@ -118,7 +120,11 @@ def check_run_shape(name: str, run: Mapping[str, Any]) -> None:
 
 
 def check_paper_shape(config: Mapping[str, Any]) -> None:
-    """Config-only shape checks of every pretraining run; raises `ConfigError` naming the key."""
+    """Config-only shape checks of every pretraining run; raises `ConfigError` naming the key.
+
+    Every size is bounded first (`ddae.config_bounds`), so that nothing here or in the rules
+    computes with an absurd value (a 10⁶-timestep grid, a 10⁹-level schedule)."""
+    check_config_sizes(config)
     for name, run in config.get("pretraining", {}).items():
         check_run_shape(name, run)
 
