@@ -93,13 +93,17 @@ def save_checkpoint(payload: Mapping[str, Any], path: str | Path) -> None:
         torch.save(payload, handle)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by `save_checkpoint`; any damage raises `CheckpointError`."""
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False
+) -> dict[str, Any]:
+    """Read a checkpoint written by `save_checkpoint`; any damage raises `CheckpointError`.
+
+    ``mmap`` maps the tensors from the file instead of reading them into memory."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file does not exist")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        payload = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as error:  # truncated zip, bad pickle, foreign format...
         raise CheckpointError(
             f"{path}: checkpoint is corrupt or truncated ({type(error).__name__}: {error}); "
@@ -117,6 +121,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             "retrain from the previous checkpoint, or restore it from a copy"
         )
     return payload
+
+
+def verify_checkpoint(path: str | Path) -> None:
+    """Raise `CheckpointError` unless ``path`` loads and matches its content hash. Tensors are
+    memory-mapped, so a large checkpoint is hashed without being held in memory
+    (`ddae.planning_checks` verifies every checkpoint a job will read while Snakemake plans)."""
+    load_checkpoint(path, mmap=True)
 
 
 def load_network(

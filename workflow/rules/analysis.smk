@@ -5,7 +5,7 @@
 
 rule align_uniform:
     input:
-        checkpoint="results/{dataset}/{run}/checkpoints/epoch{epoch}.pt",
+        checkpoint=checkpoint_input,
         train=lambda wildcards: dataset_split(wildcards.dataset, "train"),
         choice=layer_t_choice_final,
     output:
@@ -29,7 +29,7 @@ rule align_uniform:
 
 rule noisy_classifier:
     input:
-        checkpoint="results/{dataset}/{run}/checkpoints/epoch{epoch}.pt",
+        checkpoint=checkpoint_input,
         train=lambda wildcards: dataset_split(wildcards.dataset, "train"),
         test=lambda wildcards: dataset_split(wildcards.dataset, "test"),
         choice=layer_t_choice,

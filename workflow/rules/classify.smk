@@ -8,7 +8,7 @@
 rule finetune:
     input:
         unpack(source_files),
-        checkpoint="results/{dataset}/{run}/checkpoints/epoch{epoch}.pt",
+        checkpoint=checkpoint_input,
         choice=layer_t_choice,
     output:
         json=stage_output("finetune"),

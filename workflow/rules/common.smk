@@ -7,6 +7,7 @@ from ddae.downloads import INCEPTION
 from ddae.official.sources import SOURCES
 from ddae.official.sources import download_path as official_download
 from ddae.official.sources import kind_of as official_kind_of
+from ddae.planning_checks import verified_input
 
 DATASETS = config["datasets"]
 PRETRAINING = config.get("pretraining", {})
@@ -85,11 +86,19 @@ with config_mistakes_reported(CONFIG_FILE):
 
 
 def dataset_split(dataset, split):
-    return f"resources/data/{dataset}/{split}.npz"
+    """A job's image split, checked while Snakemake plans (ddae.planning_checks)."""
+    return verified_input(f"resources/data/{dataset}/{split}.npz")
 
 
 def checkpoint_path(run, epoch):
     return f"results/{PRETRAINING[run]['dataset']}/{run}/checkpoints/epoch{epoch}.pt"
+
+
+def checkpoint_input(wildcards):
+    """The checkpoint a job reads, verified (size, content hash) while Snakemake plans, before
+    it deletes any output (ddae.planning_checks)."""
+    w = wildcards
+    return verified_input(f"results/{w.dataset}/{w.run}/checkpoints/epoch{w.epoch}.pt")
 
 
 def run_directory(run):

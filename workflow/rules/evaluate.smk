@@ -51,7 +51,7 @@ rule fid_reference:
 
 rule sample_fid:
     input:
-        checkpoint="results/{dataset}/{run}/checkpoints/epoch{epoch}.pt",
+        checkpoint=checkpoint_input,
         reference="results/{dataset}/fid/reference.npz",
         weights=fid_weights,
     output:
@@ -76,7 +76,7 @@ rule sample_fid:
 rule probe_timestep:
     input:
         unpack(source_files),
-        checkpoint="results/{dataset}/{run}/checkpoints/epoch{epoch}.pt",
+        checkpoint=checkpoint_input,
     output:
         "results/{dataset}/{run}/grid_timesteps/epoch{epoch}/t{t}.json",
     params:
@@ -123,7 +123,7 @@ rule grid_search:
 rule linear_probe:
     input:
         unpack(source_files),
-        checkpoint="results/{dataset}/{run}/checkpoints/epoch{epoch}.pt",
+        checkpoint=checkpoint_input,
         choice=layer_t_choice,
     output:
         json=stage_output("linear_probe"),

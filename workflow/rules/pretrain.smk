@@ -26,7 +26,7 @@ include: "pretrain_chain.smk"
 
 rule pretrain:
     input:
-        train=lambda wildcards: intact(dataset_split(wildcards.dataset, "train")),
+        train=lambda wildcards: dataset_split(wildcards.dataset, "train"),
         start=pretraining_start,
     output:
         "results/{dataset}/{run}/checkpoints/epoch{epoch}.pt",
@@ -53,7 +53,7 @@ rule pretrain:
 
 use rule pretrain as pretrain_segment with:
     input:
-        train=lambda wildcards: intact(dataset_split(wildcards.dataset, "train")),
+        train=lambda wildcards: dataset_split(wildcards.dataset, "train"),
         start=segment_start,
     output:
         temp("results/{dataset}/{run}/segments/epoch{epoch}.pt"),

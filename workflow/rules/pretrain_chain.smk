@@ -1,8 +1,7 @@
 # Helpers of workflow/rules/pretrain.smk: which file each pretraining job starts from, with
 # `segment_epochs`, and its scheduling resources. Pure Python, no torch (every cluster job
-# re-parses this file). Uses checkpoint_path, run_directory and pretraining_run of common.smk.
-
-import zipfile
+# re-parses this file). Uses checkpoint_path, run_directory, pretraining_run and verified_input
+# (ddae.planning_checks: a start checkpoint is verified while Snakemake plans) of common.smk.
 
 
 def segment_path(run, epoch):
@@ -43,26 +42,13 @@ def pretraining_job(wildcards, segment=False):
     return first, checkpoint_path(wildcards.run, first) if first else None
 
 
-def intact(path):
-    """``path``, after a cheap check (the last few KB) that an existing .pt / .npz input still
-    ends in its zip directory. A truncated input then stops Snakemake while it plans, before it
-    deletes the (expensive) output of the job that would read it; the content hash of a
-    checkpoint is verified when the job loads it (ddae.checkpoints)."""
-    if os.path.isfile(path) and path.endswith((".pt", ".npz")) and not zipfile.is_zipfile(path):
-        raise ValueError(
-            f"{path}: truncated or corrupt (no zip directory at its end). Delete it, and "
-            "Snakemake rebuilds it and what depends on it; or restore it from a copy"
-        )
-    return path
-
-
 def pretraining_start(wildcards):
     """The checkpoint (listed epoch or segment) a pretrain job continues from; [] = scratch."""
-    return [intact(path)] if (path := pretraining_job(wildcards)[1]) else []
+    return [verified_input(path)] if (path := pretraining_job(wildcards)[1]) else []
 
 
 def segment_start(wildcards):
-    return [intact(path)] if (path := pretraining_job(wildcards, segment=True)[1]) else []
+    return [verified_input(path)] if (path := pretraining_job(wildcards, segment=True)[1]) else []
 
 
 def job_runtime(wildcards, segment=False):

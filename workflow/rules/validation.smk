@@ -20,7 +20,7 @@ localrules:
 use rule linear_probe as linear_probe_at_pair with:
     input:
         unpack(source_files),
-        checkpoint="results/{dataset}/{run}/checkpoints/epoch{epoch}.pt",
+        checkpoint=checkpoint_input,
         choice=[],  # the pair is the path's, never a grid search's
     output:
         json=named_pair_pattern(stage_output("linear_probe")),
