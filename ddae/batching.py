@@ -1,5 +1,6 @@
-"""Device-side batching for the training loops: the order of the items in an epoch, the light
-augmentations of linear probing and fine-tuning, and the models' pixel range.
+"""Device-side batching for the training loops: the order of the items in an epoch, how an epoch
+splits into optimizer steps (`EpochBatches`, the authors' data loader), the light augmentations
+of linear probing and fine-tuning, and the models' pixel range.
 
 Augmentations for linear probing and fine-tuning (paper Appendix A, Tables 6–8):
 ``RandomHorizontalFlip()`` and ``RandomCrop(32, 4)`` (CIFAR-10) or ``RandomCrop(64, 4)``
@@ -10,6 +11,7 @@ lives in `ddae.augment`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +30,73 @@ def epoch_permutation(num_items: int, seed: int, epoch: int) -> torch.Tensor:
     mixed = int(np.random.SeedSequence([seed, epoch]).generate_state(1, np.uint64)[0])
     generator = torch.Generator().manual_seed(mixed)
     return torch.randperm(num_items, generator=generator)
+
+
+@dataclass(frozen=True)
+class EpochBatches:
+    """The optimizer steps of one epoch of ``num_items`` at global ``batch_size`` over
+    ``world_size`` processes, as the authors' loader cuts them.
+
+    FutureXiang/ddae ``utils.py`` ``DataLoaderDDP``: ``DistributedSampler(dataset, shuffle)`` and
+    ``DataLoader(dataset, batch_size=<per GPU>, sampler=sampler)``, ``drop_last`` left False in
+    both; it is the only loader of their code (train.py, linear.py, noisy_classifier_DDAE.py,
+    noisy_classifier_WRN.py, contrastive.py, DiT/linear.py), so no training of theirs drops a
+    partial batch. The sampler pads the epoch's order to a multiple of the world size W with its
+    first items (``order[p mod N]`` at position p) and deals rank r the positions r, r + W, … —
+    ceil(N / W) each; each rank's loader cuts its share into batches of b = B / W, the last one
+    partial. Step k thus trains on positions [k·B, k·B + W·b_k) of the padded order, b_k =
+    min(b, ceil(N / W) − k·b), in ceil(ceil(N / W) / b) steps: CIFAR-10 at 4 × 128 is 98 steps,
+    the last 4 × 84 (50,000 = 97 · 512 + 336).
+
+    Here every rank draws the whole global batch (`items`) and keeps every W-th of its items from
+    its rank on (`mine`): in every step each rank trains on the very items its sampler would deal
+    it from the same order. One process with the same global batch trains on the same items, so
+    N processes follow one whenever N divides the item count (CIFAR-10 and Tiny-ImageNet on the
+    authors' 4 GPUs); otherwise the padding differs with N.
+    """
+
+    num_items: int
+    batch_size: int  # global: summed over the processes
+    world_size: int = 1
+
+    def __post_init__(self) -> None:
+        if self.num_items < 1 or self.world_size < 1 or self.batch_size < 1:
+            raise ValueError(f"need positive num_items, batch_size, world_size; got {self}")
+        if self.batch_size % self.world_size:
+            raise ValueError(f"batch_size {self.batch_size} is not divisible by {self.world_size}")
+
+    @property
+    def per_rank(self) -> int:
+        """Items each rank's sampler deals it per epoch (DistributedSampler's num_samples)."""
+        return math.ceil(self.num_items / self.world_size)
+
+    @property
+    def steps(self) -> int:
+        """Optimizer steps per epoch, the last one partial unless the batch divides the share."""
+        return math.ceil(self.per_rank / (self.batch_size // self.world_size))
+
+    def rank_size(self, step: int) -> int:
+        """Items of 0-based ``step`` on each rank: the per-GPU batch, less in the last step."""
+        if not 0 <= step < self.steps:
+            raise ValueError(f"step {step} is outside the epoch's {self.steps} steps")
+        local = self.batch_size // self.world_size
+        return min(local, self.per_rank - step * local)
+
+    def size(self, step: int) -> int:
+        """Items of ``step`` summed over the ranks."""
+        return self.world_size * self.rank_size(step)
+
+    def items(self, order: torch.Tensor, step: int) -> torch.Tensor:
+        """The global batch of ``step``: its positions in the epoch's (padded) ``order``."""
+        start = step * self.batch_size
+        stop = start + self.size(step)
+        if stop <= self.num_items:
+            return order[start:stop]
+        return order[torch.arange(start, stop, device=order.device) % self.num_items]
+
+    def mine(self, rank: int) -> slice:
+        """``rank``'s part of any step's global batch: DistributedSampler's round robin."""
+        return slice(rank, None, self.world_size)
 
 
 @dataclass

@@ -11,18 +11,24 @@ or under ``torchrun`` (`ddae.distributed`), like pre-training (`ddae.training`):
   Tables 6–8), flips and crops drawn from one saved generator for the whole global batch.
   `ddae.sources.LatentData`: one cached (already augmented) VAE latent version per image and
   epoch (Appendix A). The order is
-  `epoch_permutation(seed, epoch)` and every rank keeps its slice of each global batch, so N
-  processes follow one process with the same global batch (BatchNorm statistics aside: they
-  are per process, as in the official DDP code);
+  `epoch_permutation(seed, epoch)`, cut into steps as the authors' loader cuts it
+  (`ddae.batching.EpochBatches`: the last batch partial), and every rank keeps its slice of each
+  global batch, so N processes follow one process with the same global batch (BatchNorm
+  statistics aside: they are per process, as in the official DDP code);
 - learning rate per epoch, as the official DDAE code (linear.py, noisy_classifier_WRN.py): a
   linear warm-up ``lr·(e+1)/W`` for the first W epochs, then PyTorch's chained
   ``CosineAnnealingLR(T_max=epochs)`` stepped once per epoch (decays towards 0);
 - plain cross-entropy (the official code uses ``nn.CrossEntropyLoss()``, no label smoothing);
+- the network trains in train mode (dropout, BatchNorm batch statistics) from every epoch's first
+  step, a resumed one included, and is in eval mode only while the test split is evaluated (the
+  official scripts call ``model.train()`` in their training loops; a pre-trained network comes
+  from `ddae.checkpoints.load_network` in eval mode);
 - after every epoch (and every few minutes inside one) the partial state — weights, optimizer,
   generator, every rank's RNG, history — is written atomically to ``state_dir/partial.pt``; a
   rerun with the same identity (model, data, config) resumes from it bit for bit on CPU, a
   different identity is ignored with a warning, and a damaged file raises `CheckpointError`
-  naming it;
+  naming it; the first metrics line after a resume carries ``resumed_from`` (the restored step;
+  that epoch's ``seconds`` count from the resume);
 - the un-augmented test split is evaluated after every epoch (sharded over ranks).
 """
 
@@ -46,7 +52,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from ddae import learning_rate
-from ddae.batching import epoch_permutation
+from ddae.batching import EpochBatches, epoch_permutation
 from ddae.checkpoints import (
     CheckpointError,
     capture_rng_state,
@@ -61,7 +67,7 @@ from ddae.distributed import World, barrier, gather_objects, mean_across
 from ddae.learning_rate import peak_lr
 from ddae.result_writers import append_jsonl, drop_metrics_after
 from ddae.sources import ClassifierData, ImageData  # re-exported: the trainer's data
-from ddae.training import TrainingError
+from ddae.training_metrics import TrainingError
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +176,6 @@ class ClassifierTrainer:
         config: ClassifierTrainingConfig,
         world: World,
         identity: Mapping[str, Any],
-        keep_last_batch: bool = False,
     ) -> None:
         self.config, self.world, self.device = config, world, world.device
         self.identity = json.loads(json.dumps(identity))  # plain data, as torch.load returns it
@@ -179,7 +184,6 @@ class ClassifierTrainer:
                 f"training.batch_size {config.batch_size} is not divisible by "
                 f"{world.size} processes"
             )
-        self.local_batch = config.batch_size // world.size
         if isinstance(train, ClassifierData):
             if test is not None:
                 raise TypeError("a ClassifierData source holds its own test split; pass None")
@@ -188,16 +192,14 @@ class ClassifierTrainer:
             if test is None:
                 raise TypeError("an ImageDataset training split needs its test split")
             self.data = ImageData(train, test, config, self.device)
-        self.steps_per_epoch = self.data.num_train // config.batch_size
-        if keep_last_batch:  # the official DataLoaders' drop_last=False (ddae.noise_conditional)
-            if world.size > 1:
-                raise ConfigError("keep_last_batch is implemented for one process only")
-            self.steps_per_epoch = math.ceil(self.data.num_train / config.batch_size)
-        if self.steps_per_epoch == 0:
+        if config.batch_size > self.data.num_train:
             raise ConfigError(
                 f"training.batch_size {config.batch_size} exceeds the {self.data.num_train} "
                 "training images"
             )
+        self.batches = EpochBatches(self.data.num_train, config.batch_size, world.size)
+        self.steps_per_epoch = self.batches.steps
+        self.resumed_from: int | None = None  # step of the partial state resumed (metrics mark)
         self.fast = self.device.type == "cuda"
         if self.fast:
             torch.backends.cudnn.benchmark = True
@@ -272,6 +274,10 @@ class ClassifierTrainer:
         if not 0 <= payload["epoch"] < self.config.epochs:
             log.warning("ignoring partial state %s: epoch %s", path, payload["epoch"])
             return False
+        if payload["step"] != payload["epoch"] * self.steps_per_epoch + payload["epoch_step"]:
+            steps = self.steps_per_epoch
+            log.warning("ignoring partial state %s: its epochs are not %d steps long", path, steps)
+            return False
         try:
             self.network.load_state_dict(payload["model"])
             self.optimizer.load_state_dict(payload["optimizer"])
@@ -296,6 +302,7 @@ class ClassifierTrainer:
             self.correct = sum(r[1] for r in running).to(self.device) // len(running)
         if self.world.is_main:
             log.info("resuming from %s at epoch %d step %d", path, s.epoch, s.step)
+        self.resumed_from = s.step
         return True
 
     # --- training -----------------------------------------------------------------------------
@@ -303,9 +310,8 @@ class ClassifierTrainer:
     def step(self, permutation: Tensor) -> None:
         """One optimizer step on this rank's slice of the next global batch."""
         c, s = self.config, self.state
-        start = s.epoch_step * c.batch_size
-        indices = permutation[start : start + c.batch_size]
-        mine = slice(self.world.rank * self.local_batch, (self.world.rank + 1) * self.local_batch)
+        indices = self.batches.items(permutation, s.epoch_step)
+        mine = self.batches.mine(self.world.rank)
         x0, labels = self.data.train_batch(indices, s.epoch, self.generator, mine)  # (b, C, H, W)
         if self.fast and c.channels_last:
             x0 = x0.contiguous(memory_format=torch.channels_last)
@@ -324,9 +330,11 @@ class ClassifierTrainer:
 
     @torch.no_grad()
     def evaluate(self, batch_size: int) -> float:
-        """Top-1 accuracy (%) on the un-augmented test split, sharded over the ranks."""
+        """Top-1 accuracy (%) on the un-augmented test split, sharded over the ranks, in eval
+        mode (the network's mode is restored afterwards)."""
         network = self.network
         _broadcast_buffers(self.world, network)
+        training = network.training
         network.eval()
         num_test = self.data.num_test
         shard = torch.arange(self.world.rank, num_test, self.world.size)
@@ -339,7 +347,7 @@ class ClassifierTrainer:
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
                 logits = network(x0)
             correct += (logits.argmax(dim=1) == labels).sum()
-        network.train()
+        network.train(training)
         return 100.0 * _sum_across(self.world, correct).item() / num_test
 
     def _end_epoch(self, options: ClassifierOptions, started: float) -> dict[str, Any]:
@@ -350,7 +358,7 @@ class ClassifierTrainer:
             raise TrainingError(
                 f"non-finite training loss {mean_loss} in epoch {s.epoch + 1}; lower the lr"
             )
-        seen = min(self.steps_per_epoch * c.batch_size, self.data.num_train)
+        seen = self.batches.per_rank * self.world.size  # the sampler's share, padding included
         correct = _sum_across(self.world, self.correct).item()
         last = s.epoch + 1 == c.epochs
         due = last or (options.eval_every > 0 and (s.epoch + 1) % options.eval_every == 0)
@@ -365,7 +373,9 @@ class ClassifierTrainer:
         }
         s.history.append(record)
         if options.metrics_path is not None and self.world.is_main:
-            append_jsonl(options.metrics_path, record)
+            mark = {} if self.resumed_from is None else {"resumed_from": self.resumed_from}
+            append_jsonl(options.metrics_path, {**record, **mark})
+        self.resumed_from = None
         s.epoch, s.epoch_step = s.epoch + 1, 0
         self.loss_sum = torch.zeros((), device=self.device)
         self.correct = torch.zeros((), dtype=torch.int64, device=self.device)
@@ -399,6 +409,7 @@ class ClassifierTrainer:
         partial = options.state_dir / PARTIAL_STATE if options.state_dir else None
         last_snapshot = started = time.monotonic()
         while s.epoch < c.epochs:
+            self.network.train()  # every epoch (and a resumed one) from its first step
             permutation = epoch_permutation(self.data.num_train, c.seed, s.epoch)
             while s.epoch_step < self.steps_per_epoch:
                 self.step(permutation)

@@ -38,7 +38,7 @@ ClassifierTrainer`: partial state and resumption with ``state_dir``, per-epoch m
 `NoisyWRNClassifier`, fed by `NoisyImageData`, which draws flip/crop, the level and ε per global
 batch from the trainer's generator and hands the model the noisy image with its condition as
 one extra plane (`pack_condition`). Learning rates follow `ddae.learning_rate`. An epoch is a
-fresh permutation in batches, the last one partial (``keep_last_batch``), as the official
+fresh permutation in batches, the last one partial (`ddae.batching.EpochBatches`), as the official
 DataLoaders (``drop_last=False``) and the loops this replaced: the results are bitwise those of
 those loops. Both run in one process on one device (with the hand-written loop this replaced, two
 WRN-28-10 epochs over 5,120 images plus 20 test levels took ~5 s on one H200 in bf16, so 200
@@ -307,8 +307,7 @@ def _train(
     """Train a noise-conditional classifier with `ClassifierTrainer` (one process); the trained
     network in eval mode. With ``state_dir`` an interrupted run resumes from its partial state."""
     world = World(rank=0, size=1, device=device)
-    # the official scripts' DataLoaders keep the last partial batch (drop_last=False)
-    trainer = ClassifierTrainer(build, data, None, config, world, identity, keep_last_batch=True)
+    trainer = ClassifierTrainer(build, data, None, config, world, identity)
     state = Path(state_dir) if state_dir is not None else None
     options = ClassifierOptions(
         state_dir=state,

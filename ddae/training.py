@@ -9,15 +9,20 @@ completed epochs and writes a checkpoint there. It starts from, in order of pref
 2. the given start checkpoint (the previous epoch of the chain);
 3. scratch.
 
-Every draw of randomness is reproducible: the shuffling order is a function of (seed, epoch);
-σ, noise, flips and EDM augmentations come from one training generator whose state is saved;
-dropout uses the global RNGs, saved per rank. Hence 2 epochs in one go and 1 + resume + 1 give
-bitwise identical weights on CPU. Randomness is drawn for the whole global batch on every rank
-and each rank keeps its slice, so N processes under torchrun follow the same trajectory as one
-process with the same global batch (up to floating-point reduction order).
+An epoch is cut into steps as the authors' loader cuts it (`ddae.batching.EpochBatches`: the
+last batch partial, CIFAR-10 at 4 × 128 in 98 steps, the last 4 × 84); a checkpoint whose step
+count cuts epochs otherwise (written while the last batch was dropped) is refused. Every draw of
+randomness is reproducible: the shuffling order is a function of (seed, epoch); σ, noise, flips
+and EDM augmentations come from one training generator whose state is saved; dropout uses the
+global RNGs, saved per rank, and the network is in train mode from every epoch's first step.
+Hence 2 epochs in one go and 1 + resume + 1 give bitwise identical weights on CPU. Randomness is
+drawn for the whole global batch on every rank and each rank keeps its sampler's share, so N
+processes under torchrun follow the same trajectory as one process with the same global batch
+(up to floating-point reduction order; `EpochBatches` says when padding differs).
 
 Official-code details kept here: per-epoch linear lr warm-up, gradient-norm clipping at 1.0,
-and the optional ema_pytorch decay warm-up (decay_k = min(β, 1 − k^(−power))) of the DDAE code.
+and the optional ema_pytorch decay warm-up (decay_k = min(β, 1 − k^(−power))) of the DDAE code,
+counted in optimizer steps as ema.update() is (98 a CIFAR-10 epoch, the partial one included).
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from tqdm import tqdm
 
 from ddae import learning_rate
 from ddae.augment import AugmentConfig, AugmentPipe
-from ddae.batching import augment_batch, epoch_permutation, to_model_range
+from ddae.batching import EpochBatches, augment_batch, epoch_permutation, to_model_range
 from ddae.checkpoints import (
     CheckpointError,
     capture_rng_state,
@@ -63,6 +68,7 @@ from ddae.distributed import (
 from ddae.learning_rate import peak_lr
 from ddae.networks import build_network, network_config
 from ddae.result_writers import append_jsonl, drop_metrics_after
+from ddae.training_metrics import LossWindow
 
 log = logging.getLogger(__name__)
 
@@ -147,10 +153,6 @@ def normalize_run(run: Mapping[str, Any], where: str = "run") -> dict[str, Any]:
     }
 
 
-class TrainingError(RuntimeError):
-    """Training cannot go on (non-finite loss, inconsistent inputs)."""
-
-
 def ema_decay_at(step: int, config: TrainingConfig) -> float:
     """EMA decay for the `step`-th update (1-based), with the optional warm-ups.
 
@@ -228,14 +230,15 @@ class Trainer:
                 f"training.batch_size {self.config.batch_size} is not divisible by "
                 f"{world.size} processes"
             )
-        self.local_batch = self.config.batch_size // world.size
         self.images = dataset.images.to(self.device)  # uint8 (N, C, H, W), augmented on device
-        self.steps_per_epoch = len(self.images) // self.config.batch_size
-        if self.steps_per_epoch == 0:
+        if self.config.batch_size > len(self.images):
             raise ConfigError(
                 f"training.batch_size {self.config.batch_size} exceeds the "
                 f"{len(self.images)} training images"
             )
+        self.batches = EpochBatches(len(self.images), self.config.batch_size, world.size)
+        self.steps_per_epoch = self.batches.steps
+        self.resumed_from: int | None = None  # step of the partial state resumed (metrics mark)
         self.framework: Framework = build_framework(self.run["framework"])
         self.augment = (
             AugmentPipe(AugmentConfig(p=self.config.augment_p))
@@ -309,6 +312,12 @@ class Trainer:
         """Restore the state saved in ``payload`` (read from ``path``)."""
         if payload.get("run") != self.run:
             raise CheckpointError(f"{path}: checkpoint was trained with a different run config")
+        if not self.cut_alike(payload):
+            raise CheckpointError(
+                f"{path}: step {payload.get('step')} at epoch {payload.get('epoch')} does not cut "
+                f"epochs into {self.steps_per_epoch} steps (written when the last partial batch "
+                "was dropped); retrain the run"
+            )
         s = self.state
         try:
             s.network.load_state_dict(payload["model"])
@@ -327,6 +336,11 @@ class Trainer:
                 "%s: saved by %d processes, resuming with %d", path, len(rng), self.world.size
             )
             torch.manual_seed(self.config.seed * 1000 + self.world.rank + s.step)
+
+    def cut_alike(self, payload: Mapping[str, Any]) -> bool:
+        """Whether ``payload``'s step count cuts epochs into this run's `steps_per_epoch`."""
+        steps = payload.get("epoch", 0) * self.steps_per_epoch + payload.get("epoch_step", 0)
+        return payload.get("step") == steps
 
     def save(self, path: Path) -> None:
         payload = self.payload()
@@ -365,8 +379,7 @@ class Trainer:
 
     def _draw_batch(self, permutation: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
         c, s = self.config, self.state
-        start = s.epoch_step * c.batch_size
-        indices = self._device_permutation(permutation)[start : start + c.batch_size]
+        indices = self.batches.items(self._device_permutation(permutation), s.epoch_step)
         images = augment_batch(
             self.images[indices], hflip=c.hflip, crop_padding=c.crop_padding, generator=s.generator
         )
@@ -374,9 +387,9 @@ class Trainer:
         labels = None
         if self.augment is not None:
             x0, labels = self.augment(x0, s.generator)
-        sigma = self.framework.sample_training_sigma(c.batch_size, s.generator)
+        sigma = self.framework.sample_training_sigma(len(indices), s.generator)
         noise = torch.randn(x0.shape, generator=s.generator, device=self.device)
-        mine = slice(self.world.rank * self.local_batch, (self.world.rank + 1) * self.local_batch)
+        mine = self.batches.mine(self.world.rank)
         return x0[mine], sigma[mine], noise[mine], None if labels is None else labels[mine]
 
     def step(self, permutation: Tensor) -> Tensor:
@@ -416,22 +429,24 @@ class Trainer:
             dynamic_ncols=True,
             mininterval=0.1 if sys.stderr.isatty() else 60.0,  # log files get a line a minute
         )
-        window = _LossWindow(first_step=s.step + 1, steps_per_epoch=self.steps_per_epoch)
+        window = LossWindow(s.step + 1, self.steps_per_epoch, self.resumed_from)
         last_snapshot = time.monotonic()
         permutation, permutation_epoch = None, -1
         while s.epoch < target_epoch:
-            if permutation_epoch != s.epoch:
+            if permutation_epoch != s.epoch:  # an epoch starts (or resumes): train mode, as
+                s.network.train()  # train.py's diff.train() every epoch
                 permutation = epoch_permutation(len(self.images), self.config.seed, s.epoch)
                 permutation_epoch = s.epoch
-            window.add(self.step(permutation))
+            images = self.batches.size(s.epoch_step)
+            window.add(self.step(permutation), images)
             bar.update(1)
             epoch_done = s.epoch_step == self.steps_per_epoch
             time_due = self._time_for_snapshot(options, last_snapshot)  # whatever the window
             if len(window) >= options.log_every_steps or epoch_done:
-                record = window.record(lr_at_epoch(s.epoch, self.config), self.config.batch_size)
+                record = window.record(lr_at_epoch(s.epoch, self.config))
                 bar.set_postfix(loss=f"{record['loss']:.4f}", ips=f"{record['images_per_s']:.0f}")
                 self._append_metrics(options.metrics_path, record)
-                window = _LossWindow(first_step=s.step + 1, steps_per_epoch=self.steps_per_epoch)
+                window = LossWindow(s.step + 1, self.steps_per_epoch)
             if epoch_done:
                 s.epoch, s.epoch_step = s.epoch + 1, 0
             every = options.snapshot_every_steps
@@ -461,48 +476,6 @@ class Trainer:
         append_jsonl(path, record)
 
 
-class _LossWindow:
-    """Losses of consecutive steps, kept on the device until read (one host sync per window)."""
-
-    def __init__(self, first_step: int, steps_per_epoch: int) -> None:
-        self.first_step, self.steps_per_epoch = first_step, steps_per_epoch
-        self.losses: list[Tensor] = []
-        self.start = time.monotonic()
-
-    def __len__(self) -> int:
-        return len(self.losses)
-
-    def add(self, loss: Tensor) -> None:
-        self.losses.append(loss)
-
-    def losses_on_host(self) -> Tensor:
-        """The window's losses; raises `TrainingError` naming the first non-finite step."""
-        if not self.losses:
-            return torch.empty(0)
-        losses = torch.stack(self.losses).float().cpu()
-        bad = (~torch.isfinite(losses)).nonzero().flatten()
-        if len(bad):
-            step = self.first_step + int(bad[0])
-            epoch, in_epoch = divmod(step - 1, self.steps_per_epoch)
-            raise TrainingError(
-                f"non-finite loss {losses[bad[0]].item()} at step {step} (epoch {epoch + 1}, "
-                f"step {in_epoch + 1} of {self.steps_per_epoch}); lower the learning rate"
-            )
-        return losses
-
-    def record(self, lr: float, batch_size: int) -> dict[str, float]:
-        """The metrics line for this window (step, epoch, mean loss, lr, images/s)."""
-        losses = self.losses_on_host()
-        last = self.first_step + len(losses) - 1
-        return {
-            "step": last,
-            "epoch": last / self.steps_per_epoch,
-            "loss": losses.mean().item(),
-            "lr": lr,
-            "images_per_s": len(losses) * batch_size / max(time.monotonic() - self.start, 1e-9),
-        }
-
-
 def _choose_start(
     trainer: Trainer, start: Path | None, state_dir: Path | None, target_epoch: int
 ) -> tuple[Mapping[str, Any] | None, Path | None]:
@@ -523,6 +496,8 @@ def _choose_start(
         reasons.append("it does not continue the start checkpoint")
     if not start_step <= payload["step"] <= target_step:
         reasons.append(f"step {payload['step']} is outside {start_step}..{target_step}")
+    if not trainer.cut_alike(payload):
+        reasons.append(f"its epochs are not {trainer.steps_per_epoch} steps long")
     if reasons:
         log.warning("ignoring partial state %s: %s", partial, "; ".join(reasons))
         return start_payload, start
@@ -555,13 +530,11 @@ def train_to_epoch(
             if payload["epoch"] > target_epoch:
                 raise CheckpointError(f"{source}: already past epoch {target_epoch}")
             trainer.load(payload, source)
+            if source != start:  # an interrupted job's partial state: mark it in the metrics
+                trainer.resumed_from = payload["step"]
             if world.is_main:
-                log.info(
-                    "resuming from %s at epoch %s step %s",
-                    source,
-                    payload["epoch"],
-                    payload["step"],
-                )
+                epoch, step = payload["epoch"], payload["step"]
+                log.info("resuming from %s at epoch %s step %s", source, epoch, step)
         if world.is_main:
             drop_metrics_after(options.metrics_path, trainer.state.step)
         trainer.run_to(target_epoch, options)

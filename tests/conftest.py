@@ -3,6 +3,9 @@ random-weight checkpoints. Test modules import these plain helpers (``from conft
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -141,3 +144,20 @@ def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
     assert a.state_dict().keys() == b.state_dict().keys()
     for name, value in a.state_dict().items():
         assert torch.equal(b.state_dict()[name], value), name
+
+
+@contextlib.contextmanager
+def killed_when_hanging(command: list[str], event: Path) -> Iterator[subprocess.Popen]:
+    """Start ``command``, wait until it writes the file ``event`` (the moment the test wants,
+    found by its event file, never a timer), yield the process, alive, and kill -9 it when the
+    block ends, whatever happens in it: tests end what they start."""
+    process = subprocess.Popen(command)
+    try:
+        while not event.exists():
+            assert process.poll() is None, f"{command} ended before writing {event}"
+            with contextlib.suppress(subprocess.TimeoutExpired):  # returns early if it died
+                process.wait(timeout=0.05)
+        yield process
+    finally:
+        process.kill()  # SIGKILL; nothing once the process has been reaped
+        process.wait()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,12 +17,20 @@ from conftest import (
     assert_same_weights,
     digits_subset,
     interrupted_and_resumed,
+    killed_when_hanging,
     tiny_checkpoint,
 )
 
-from ddae.checkpoints import CheckpointError, StateLockedError, partial_state_lock
+from ddae.checkpoints import (
+    CheckpointError,
+    StateLockedError,
+    load_checkpoint,
+    partial_state_lock,
+    save_checkpoint,
+)
 from ddae.classifier_training import (
     PARTIAL_STATE,
+    ClassifierOptions,
     ClassifierTrainer,
     ClassifierTrainingConfig,
     lr_at_epoch,
@@ -48,10 +58,13 @@ TINY_WRN = {"arch": "wide_resnet", "depth": 10, "widen_factor": 1}
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory) -> dict[str, Path]:
-    """Digits at 16 px: the full splits and a 128-image training subset."""
+    """Digits at 16 px: the full splits, a 128-image and a 100-image training subset (at batch
+    32: 3 full batches and one of 4) and a 100-image test subset."""
     folder = tmp_path_factory.mktemp("digits")
     paths = {name: digits_subset(folder / f"{name}.npz", name) for name in ("train", "test")}
     paths["small"] = digits_subset(folder / "small.npz", count=128)
+    paths["uneven"] = digits_subset(folder / "uneven.npz", count=100)
+    paths["small_test"] = digits_subset(folder / "small_test.npz", "test", count=100)
     return paths
 
 
@@ -161,30 +174,160 @@ def test_finetune_learns_digits(digits, tmp_path):
 
 
 def small_trainer(paths, identity="a", seed=0) -> ClassifierTrainer:
-    train, test = ImageDataset.load(paths["small"]), ImageDataset.load(paths["test"])
+    """A truncated tiny UNet (dropout 0.1) on 100 digits: 4 steps an epoch, the last of 4 images;
+    its network comes in eval mode, as `load_network` returns a pre-trained one."""
+    train, test = ImageDataset.load(paths["uneven"]), ImageDataset.load(paths["small_test"])
     config = ClassifierTrainingConfig(
         epochs=3, batch_size=32, lr=1e-3, warmup_epochs=1, hflip=True, crop_padding=2, seed=seed
     )
     framework = build_framework({"kind": "ddpm", "timesteps": 1000})
 
     def build():
-        return TruncatedClassifier(build_network(TINY_UNET), framework, 2, 11, 1000, 10)
+        network = build_network(TINY_UNET).eval()
+        return TruncatedClassifier(network, framework, 2, 11, 1000, 10)
 
     return ClassifierTrainer(build, train, test, config, CPU, {"id": identity})
 
 
-def test_interrupted_training_resumes_bitwise(digits, tmp_path, monkeypatch):
+def test_interrupted_training_resumes_bitwise_in_train_mode(digits, tmp_path, monkeypatch):
+    """Every step of every epoch, the resumed one included, runs with every module of the
+    network in train mode (dropout active), though it came in eval mode and each epoch ends with
+    an evaluation; so the resumed run ends bitwise where the uninterrupted one does."""
+    real_step, steps = ClassifierTrainer.step, []
+
+    def recording_step(self, permutation):
+        modules = list(self.network.modules())
+        dropout = sum(isinstance(module, torch.nn.Dropout) for module in modules)
+        steps.append((self.state.step, dropout, all(module.training for module in modules)))
+        real_step(self, permutation)
+
+    monkeypatch.setattr(ClassifierTrainer, "step", recording_step)
     # 4 steps an epoch; interrupted in epoch 2, step 3; last snapshot at step 6 (epoch 2, 2)
     straight, history, resumed, resumed_history, resumed_at = interrupted_and_resumed(
         lambda: small_trainer(digits), tmp_path / "state", monkeypatch, 3, interrupt_at_step=7
     )
     assert resumed_at == (6, 1)
+    # straight 0..11, interrupted 0..5, resumed 6..11; dropout in the truncated blocks
+    assert [step for step, _, _ in steps] == [*range(12), *range(6), *range(6, 12)]
+    assert all(dropout > 0 and training for _, dropout, training in steps)
     assert_same_weights(straight.network, resumed.network)
     assert history == resumed_history
+    assert [entry["step"] for entry in history] == [4, 8, 12]
 
     state = tmp_path / "state"
     other = small_trainer(digits, identity="b")  # another job's partial state is not used
     assert not other.resume(state)
+
+
+def test_partial_state_of_another_epoch_length_is_ignored(digits, tmp_path, caplog):
+    """A partial state whose step counts 3-step epochs (written while the last partial batch was
+    dropped: 100 // 32) does not continue a run of 4-step epochs."""
+    payload = small_trainer(digits).payload()
+    payload.update(epoch=1, epoch_step=0, step=3)
+    save_checkpoint(payload, tmp_path / PARTIAL_STATE)
+    assert not small_trainer(digits).resume(tmp_path)
+    assert "its epochs are not 4 steps long" in caplog.text
+
+
+KILLABLE_FINETUNE = """
+import os, sys, time
+from pathlib import Path
+import torch
+from ddae.classifier_training import ClassifierTrainer
+from ddae.finetune import finetune
+from ddae.sources import ImageSource
+checkpoint, train, test, out, state, hang_at = sys.argv[1:7]
+step, run = ClassifierTrainer.step, ClassifierTrainer.run
+
+
+def step_then_hang(self, permutation):  # the event the test waits for: step N trained
+    step(self, permutation)
+    if self.state.step == int(hang_at):
+        (Path(state) / "hanging").write_text(str(os.getpid()))
+        while True:  # killed here, past the last partial state
+            time.sleep(60)
+
+
+def run_keeping_weights(self, options):  # the result JSON holds no weights
+    history = run(self, options)
+    torch.save(self.network.state_dict(), out + ".weights.pt")
+    return history
+
+
+ClassifierTrainer.step, ClassifierTrainer.run = step_then_hang, run_keeping_weights
+config = {"epochs": 2, "batch_size": 32, "lr": 1e-3, "crop_padding": 2}
+finetune(checkpoint, ImageSource(train, test), 2, 4, 18, config, out,
+         Path(state) / "metrics.jsonl", state, processes=1, device="cpu", progress=False,
+         snapshot_every_steps=3)
+"""
+
+
+def test_killed_finetune_resumes_bitwise(digits, tmp_path):
+    """A fine-tune (the pre-trained network from load_network, dropout 0.1) killed with SIGKILL
+    after step 7 of 8 (epoch 2; last partial state at step 6) and rerun ends with the weights,
+    result and metrics of an uninterrupted run, bit for bit; its epoch-2 metrics line, the
+    first after the resume, says it follows the restored step 6."""
+    checkpoint = tiny_checkpoint(tmp_path / "edm.pt", TINY_DDPMPP, {"kind": "edm"}, seed=1)
+    data = [str(digits["uneven"]), str(digits["small_test"])]
+
+    def command(name: str, hang_at: int) -> list[str]:
+        out, state = tmp_path / f"{name}.json", tmp_path / name
+        return [sys.executable, "-c", KILLABLE_FINETUNE, str(checkpoint), *data, str(out),
+                str(state), str(hang_at)]  # fmt: skip
+
+    uninterrupted = subprocess.Popen(command("straight", 0))  # beside the killed one
+    try:
+        with killed_when_hanging(command("resumed", 7), tmp_path / "resumed" / "hanging"):
+            pass
+        assert not (tmp_path / "resumed.json").exists()
+        assert load_checkpoint(tmp_path / "resumed" / PARTIAL_STATE)["step"] == 6
+        subprocess.run(command("resumed", 0), check=True)
+    finally:
+        assert uninterrupted.wait() == 0
+
+    def without_seconds(entries: list[dict]) -> list[dict]:
+        return [{k: v for k, v in entry.items() if k != "seconds"} for entry in entries]
+
+    runs = {}
+    for name in ("straight", "resumed"):
+        result = json.loads((tmp_path / f"{name}.json").read_text())
+        result["history"] = without_seconds(result["history"])
+        lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
+        metrics = without_seconds([json.loads(line) for line in lines])
+        runs[name] = result, metrics, torch.load(tmp_path / f"{name}.json.weights.pt")
+    (straight, straight_metrics, straight_weights), (resumed, metrics, weights) = runs.values()
+    assert straight_weights.keys() == weights.keys()
+    for name, value in straight_weights.items():
+        assert torch.equal(weights[name], value), name
+    assert resumed == straight
+    assert [line.pop("resumed_from", None) for line in metrics] == [None, 6]
+    assert metrics == straight_metrics
+    assert [line["step"] for line in metrics] == [4, 8]
+
+
+def test_classifier_epoch_at_the_papers_batch(monkeypatch):
+    """50,000 images at a global batch of 512 (CIFAR-10, 4 GPUs × 128, Tables 7–8) are 98 steps
+    an epoch, the last one of 336 images: the authors' loader keeps the partial batch."""
+    count, classes = 50_000, [str(k) for k in range(10)]
+    images = torch.zeros(count, 3, 8, 8, dtype=torch.uint8)
+    train = ImageDataset(images, torch.arange(count) % 10, classes)
+    test = ImageDataset(images[:10], torch.arange(10), classes)
+    config = ClassifierTrainingConfig(epochs=1, batch_size=512)
+
+    def build():
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 10))
+
+    trainer = ClassifierTrainer(build, train, test, config, CPU, {})
+    sizes, train_batch = [], trainer.data.train_batch
+
+    def counted(indices, *args):
+        sizes.append(len(indices))
+        return train_batch(indices, *args)
+
+    monkeypatch.setattr(trainer.data, "train_batch", counted)
+    (record,) = trainer.run(ClassifierOptions(progress=False, eval_every=0))
+    assert trainer.steps_per_epoch == 98 and record["step"] == 98
+    assert sizes == [512] * 97 + [336]
 
 
 def test_corrupt_partial_state_names_the_file(digits, tmp_path):
@@ -294,14 +437,15 @@ def test_launcher_runs_a_two_process_finetune(digits, tmp_path):
     checkpoint = tiny_checkpoint(tmp_path / "edm.pt", network, {"kind": "edm"}, seed=1, model=True)
     config = {"epochs": 1, "batch_size": 64, "lr": 1e-4, "hflip": False}
     results = []
-    for processes in (1, 2):
+    for processes in (1, 2):  # 100 images: 64 + 36, as 2 workers × (32 + 18)
         out = tmp_path / f"{processes}.json"
         finetune(
-            checkpoint, ImageSource(digits["small"], digits["test"]), 2, 4, 18, config, out, None,
+            checkpoint, ImageSource(digits["uneven"], digits["test"]), 2, 4, 18, config, out, None,
             tmp_path / f"state{processes}", processes=processes, device="cpu", progress=False,
         )  # fmt: skip
         results.append(json.loads(out.read_text()))
     one, two = results
     assert (one["processes"], two["processes"]) == (1, 2)
+    assert one["history"][0]["step"] == two["history"][0]["step"] == 2
     assert two["history"][0]["loss"] == pytest.approx(one["history"][0]["loss"], rel=1e-3)
     assert abs(two["test_accuracy"] - one["test_accuracy"]) <= 1.0

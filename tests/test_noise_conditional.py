@@ -321,12 +321,7 @@ def test_noisy_head_resumes_from_its_partial_state(digits, tmp_path, monkeypatch
 
 
 def test_noisy_training_keeps_the_last_partial_batch(digits, tmp_path):
-    """drop_last=False as the official DataLoaders: 300 images at 128 are 3 steps (2 full + 44),
-    which ClassifierTrainer takes with keep_last_batch in one process only."""
-    from ddae.classifier_training import ClassifierTrainer, ClassifierTrainingConfig
-    from ddae.datasets.format import ImageDataset
-    from ddae.distributed import World
-
+    """drop_last=False as the official DataLoaders: 300 images at 128 are 3 steps (2 full + 44)."""
     metrics = tmp_path / "wrn.metrics.jsonl"
     train_noisy_wrn(
         "vp",
@@ -341,15 +336,3 @@ def test_noisy_training_keeps_the_last_partial_batch(digits, tmp_path):
     )
     (record,) = [json.loads(line) for line in metrics.read_text().splitlines()]
     assert record["step"] == 3
-    train, test = (ImageDataset.load(path) for path in digits)
-    two = World(rank=0, size=2, device=torch.device("cpu"))
-    with pytest.raises(ConfigError, match="one process"):
-        ClassifierTrainer(
-            lambda: torch.nn.Linear(1, 1),
-            train,
-            test,
-            ClassifierTrainingConfig(epochs=1, batch_size=128),
-            two,
-            {},
-            keep_last_batch=True,
-        )

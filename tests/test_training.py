@@ -2,35 +2,42 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import CPU, TINY_DDPMPP, TINY_UNET, digits_subset
+from conftest import CPU, TINY_DDPMPP, TINY_UNET, digits_subset, killed_when_hanging
+from torch.utils.data import DataLoader, DistributedSampler
 
-from ddae.checkpoints import CheckpointError, StateLockedError, load_checkpoint, load_network
+import ddae.training as training
+from ddae.batching import EpochBatches, epoch_permutation
+from ddae.checkpoints import (
+    CheckpointError,
+    StateLockedError,
+    load_checkpoint,
+    load_network,
+    save_checkpoint,
+)
 from ddae.datasets.digits import load_digits
 from ddae.datasets.format import ImageDataset
 from ddae.diffusion import EDM
+from ddae.distributed import World
 from ddae.launch import PretrainingJob, run_pretraining
 from ddae.result_writers import drop_metrics_after
 from ddae.training import (
     PARTIAL_STATE,
     Trainer,
     TrainingConfig,
-    TrainingError,
     TrainOptions,
     ema_decay_at,
     normalize_run,
     train_to_epoch,
     update_ema,
 )
+from ddae.training_metrics import TrainingError
 
 DDPM_RUN = {
     "network": TINY_UNET,
@@ -55,6 +62,73 @@ EDM_RUN = {
 def digits16(tmp_path_factory) -> Path:
     """64 training digits at 16×16 (4 steps per epoch at batch 16)."""
     return digits_subset(tmp_path_factory.mktemp("data") / "train.npz", count=64)
+
+
+def sampler_batches(order: torch.Tensor, batch_size: int, world: int, rank: int) -> list:
+    """What the authors' DataLoaderDDP (utils.py: DistributedSampler, DataLoader at the per-GPU
+    batch, no drop_last) hands ``rank`` in an epoch whose shuffled order is ``order``."""
+    sampler = DistributedSampler(order, num_replicas=world, rank=rank, shuffle=False)
+    return list(DataLoader(order, batch_size=batch_size // world, sampler=sampler))
+
+
+@pytest.mark.parametrize(
+    "items, batch, world",
+    [(50_000, 512, 4), (1437, 64, 4), (1437, 64, 1), (10, 8, 4)],
+    ids=["cifar10-4x128", "padded", "one-process", "tiny"],
+)
+def test_epoch_batches_are_the_authors_loader_batches(items, batch, world):
+    """Every step, every rank: the very items its DistributedSampler's loader deals it (the
+    padded cases repeat the order's first items, as the sampler does)."""
+    order = epoch_permutation(items, 0, 3)
+    batches = EpochBatches(items, batch, world)
+    theirs = [sampler_batches(order, batch, world, rank) for rank in range(world)]
+    assert batches.steps == len(theirs[0])
+    for step in range(batches.steps):
+        global_batch = batches.items(order, step)
+        assert len(global_batch) == batches.size(step) == world * batches.rank_size(step)
+        for rank in range(world):
+            assert torch.equal(global_batch[batches.mine(rank)], theirs[rank][step]), (step, rank)
+    if items == 50_000:  # CIFAR-10 at 4 GPUs × 128: 97 full steps and 4 × 84
+        assert (batches.steps, batches.rank_size(96), batches.rank_size(97)) == (98, 128, 84)
+
+
+def test_pretraining_epoch_at_the_papers_batch(monkeypatch):
+    """CIFAR-10's 50,000 images at 4 GPUs × 128 are 98 steps, the last 4 × 84, and each rank
+    trains on its DistributedSampler share: the items read back from the drawn batches (each
+    image holds its index in two pixels) are those the authors' loader deals that rank."""
+    count = 50_000
+    index = torch.arange(count)
+    images = torch.zeros(count, 3, 16, 16, dtype=torch.uint8)
+    images[:, 0, 0, 0], images[:, 1, 0, 0] = index % 256, index // 256
+    dataset = ImageDataset(images, torch.zeros(count, dtype=torch.int64), ["digit"])
+    run = {**DDPM_RUN, "training": {**DDPM_RUN["training"], "batch_size": 512, "hflip": False}}
+    assert Trainer(run, dataset, CPU).steps_per_epoch == 98
+    # four ranks' trainers in one process: construction's collectives are identities here
+    monkeypatch.setattr(training, "broadcast_object", lambda world, value: value)
+    monkeypatch.setattr(Trainer, "_wrap", lambda self, network: network)
+    order = epoch_permutation(count, 0, 0)
+    for rank in range(4):
+        trainer = Trainer(run, dataset, World(rank, 4, torch.device("cpu")))
+        assert trainer.steps_per_epoch == 98
+        theirs = sampler_batches(order, 512, 4, rank)
+        for step in (0, 97):
+            trainer.state.epoch_step = step
+            x0, sigma, noise, _ = trainer._draw_batch(order)
+            pixels = ((x0[:, :2, 0, 0] + 1) * 127.5).round().long()
+            assert torch.equal(pixels[:, 0] + 256 * pixels[:, 1], theirs[step]), (rank, step)
+            assert len(x0) == len(sigma) == len(noise) == (128 if step == 0 else 84)
+
+
+def test_pretraining_network_is_in_train_mode_every_step(digits16):
+    """Dropout is active from the first step, even if the network was left in eval mode."""
+    trainer = Trainer(DDPM_RUN, ImageDataset.load(digits16), CPU)
+    modes = []
+    for module in trainer.state.network.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.register_forward_pre_hook(lambda module, inputs: modes.append(module.training))
+    trainer.state.network.eval()
+    trainer.run_to(2, quiet())
+    assert len(modes) > 8 and all(modes)
 
 
 def assert_same_weights(a: dict, b: dict) -> None:
@@ -148,30 +222,17 @@ training.train_to_epoch(json.loads(run), data, out, 6, options=training.TrainOpt
 """
 
 
-def start_hanging_trainer(args: list[str], state: Path) -> subprocess.Popen:
-    """A training process that stops (alive) right after logging step 5 — past its snapshot at
-    step 3 — and the moment it got there, found by waiting for its event file, never a timer."""
-    process = subprocess.Popen([sys.executable, "-c", KILLABLE, *args, "5"])
-    while not (state / "hanging").exists():  # event, not a sleep: the child wrote step 5
-        assert process.poll() is None, "training ended before reaching step 5"
-        with contextlib.suppress(subprocess.TimeoutExpired):  # returns early if it died
-            process.wait(timeout=0.05)
-    return process
-
-
 def test_killed_training_continues_from_partial_state(digits16, tmp_path):
     state = tmp_path / "state"
     train_to_epoch(DDPM_RUN, digits16, tmp_path / "reference.pt", 6, options=quiet())
     args = [json.dumps(DDPM_RUN), str(digits16), str(tmp_path / "out.pt"), str(state)]
-    orphan = start_hanging_trainer(args, state)
-    try:
+    # the trainer stops (alive) right after logging step 5, past its snapshot at step 3
+    command = [sys.executable, "-c", KILLABLE, *args, "5"]
+    with killed_when_hanging(command, state / "hanging") as orphan:
         # a second writer of the same partial state (a rerun beside the orphan) fails at once
+        rerun = quiet(state_dir=state, metrics_path=state / "metrics.jsonl")
         with pytest.raises(StateLockedError, match=rf"pid {orphan.pid} .*still writing"):
-            train_to_epoch(DDPM_RUN, digits16, tmp_path / "out.pt", 6, options=quiet(
-                state_dir=state, metrics_path=state / "metrics.jsonl"))  # fmt: skip
-    finally:
-        os.kill(orphan.pid, signal.SIGKILL)
-        orphan.wait()
+            train_to_epoch(DDPM_RUN, digits16, tmp_path / "out.pt", 6, options=rerun)
     assert not (tmp_path / "out.pt").exists()
     assert load_checkpoint(state / PARTIAL_STATE)["step"] == 3
     logged = (state / "metrics.jsonl").read_text().splitlines()
@@ -180,6 +241,8 @@ def test_killed_training_continues_from_partial_state(digits16, tmp_path):
     subprocess.run([sys.executable, "-c", KILLABLE, *args, "0"], check=True)
     lines = [json.loads(line) for line in (state / "metrics.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines] == list(range(1, 25))  # each step once, 4-5 redone
+    # the first line after the resume says it follows step 3, restored; no other line does
+    assert [line.get("resumed_from") for line in lines] == [None] * 3 + [3] + [None] * 20
     assert not (state / PARTIAL_STATE).exists()  # cleaned up once the checkpoint is written
     assert_same_weights(
         load_checkpoint(tmp_path / "reference.pt")["ema"],
@@ -233,6 +296,24 @@ def test_corrupt_checkpoints_are_reported_not_replaced(digits16, tmp_path, damag
     (state / PARTIAL_STATE).write_bytes(b"\x00" * 100)
     with pytest.raises(CheckpointError, match=PARTIAL_STATE):
         train_to_epoch(DDPM_RUN, digits16, tmp_path / "e1b.pt", 1, options=quiet(state_dir=state))
+
+
+def test_checkpoint_of_another_epoch_length_is_refused(digits16, tmp_path, caplog):
+    """A checkpoint trained while the last partial batch was dropped (its step counts epochs of
+    one step fewer) cannot continue: the start checkpoint is refused naming the file, a partial
+    state is ignored with the reason."""
+    train_to_epoch(DDPM_RUN, digits16, tmp_path / "e1.pt", 1, options=quiet())
+    payload = dict(load_checkpoint(tmp_path / "e1.pt"))
+    payload["step"] = 3  # epochs of 3 steps, as floor(N / B) where N / B = 3.x
+    save_checkpoint(payload, tmp_path / "e1.pt")
+    with pytest.raises(CheckpointError, match=r"e1.pt: step 3 at epoch 1 does not cut epochs"):
+        train_to_epoch(DDPM_RUN, digits16, tmp_path / "e2.pt", 2, start=tmp_path / "e1.pt",
+                       options=quiet())  # fmt: skip
+    save_checkpoint(payload, tmp_path / "state" / PARTIAL_STATE)
+    train_to_epoch(
+        DDPM_RUN, digits16, tmp_path / "e2.pt", 1, options=quiet(state_dir=tmp_path / "state")
+    )
+    assert "its epochs are not 4 steps long" in caplog.text
 
 
 def test_non_finite_loss_names_the_step(digits16, monkeypatch, tmp_path):
@@ -315,8 +396,9 @@ def test_config_errors_name_the_key():
 
 
 @pytest.mark.slow
-def test_two_process_ddp_matches_one_process(digits16, tmp_path):
-    """torchrun with 2 gloo workers × 8 images follows one process × 16 images.
+def test_two_process_ddp_matches_one_process(tmp_path):
+    """torchrun with 2 gloo workers × 8 images follows one process × 16 images, over 56 images:
+    4 steps an epoch, the last one partial (2 workers × 4 images, as DataLoaderDDP deals them).
 
     Adam's ε is raised to 1e-4 here: with ε = 1e-8 Adam's first steps move every weight by ±lr
     whatever the gradient's size, so a gradient that is ~0 and differs in its last bit between
@@ -327,7 +409,7 @@ def test_two_process_ddp_matches_one_process(digits16, tmp_path):
     run = {"network": {**TINY_UNET, "dropout": 0.0}, "framework": DDPM_RUN["framework"]}
     common = {
         "run": {**run, "training": training},
-        "dataset": str(digits16),
+        "dataset": str(digits_subset(tmp_path / "train.npz", count=56)),
         "target_epoch": 2,
         "start": None,
         "device": "cpu",
