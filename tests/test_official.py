@@ -206,37 +206,41 @@ class AugmentPipe:
         self.p, self.xflip, self.yflip = 0.12, 1e8, 1
 
 
+_SONGUNET_KEYS = ("model_channels", "channel_mult", "num_blocks", "attn_resolutions", "dropout")
+
+
 def _edm_pickle(
-    path: Path, marker: Path, planted: object | None = None, claimed: dict | None = None
+    path: Path,
+    marker: Path,
+    planted: object | None = None,
+    claimed: dict | None = None,
+    spec: dict = TINY_DDPMPP,
 ) -> nn.Module:
-    """Write an EDM-style network pickle around a tiny DDPM++; returns the reference network.
-    ``claimed`` overrides the SongUNet init kwargs the pickle records (a forged spec)."""
+    """Write an EDM-style network pickle around a DDPM++ (``spec``, tiny by default); returns
+    the reference network. ``claimed`` overrides the SongUNet init kwargs the pickle records (a
+    forged spec)."""
     torch.manual_seed(0)
-    reference = build_network(TINY_DDPMPP).eval()
+    reference = build_network(spec).eval()
     with torch.no_grad():
         for parameter in reference.parameters():
             parameter.add_(0.05 * torch.randn_like(parameter))
-    network = build_network(TINY_DDPMPP)
+    network = build_network(spec)
     network.load_state_dict(reference.state_dict())
     network.eval().requires_grad_(False)
     del network.config  # EDM's SongUNet keeps no config object, only _init_kwargs
     precond = EDMPrecond(network)
     edm_kwargs = dict(
-        img_resolution=16,
+        img_resolution=spec["resolution"],
         in_channels=3,
         out_channels=3,
         label_dim=0,
-        augment_dim=9,
+        augment_dim=spec["augment_dim"],
         embedding_type="positional",
         encoder_type="standard",
         decoder_type="standard",
         channel_mult_noise=1,
         resample_filter=[1, 1],
-        model_channels=16,
-        channel_mult=[1, 2],
-        num_blocks=1,
-        attn_resolutions=[8],
-        dropout=0.1,
+        **{key: spec[key] for key in _SONGUNET_KEYS},
     )
     edm_kwargs.update(claimed or {})
     source = MALICIOUS_SOURCE.format(marker=str(marker))
@@ -252,7 +256,7 @@ def _edm_pickle(
                 module.skip_scale = np.sqrt(0.5)  # EDM stores a NumPy float64
             _make_persistent(module, persistence, source)
         precond._init_kwargs = dict(
-            img_resolution=16,
+            img_resolution=spec["resolution"],
             img_channels=3,
             label_dim=0,
             use_fp16=False,

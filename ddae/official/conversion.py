@@ -1,6 +1,8 @@
 """What every importer of an official checkpoint shares (paper Appendix A): the check of the
 imported network and framework against the run's config, the refusal of a spec larger than
 its file, the provenance record, and writing the ddae checkpoint (`ddae.checkpoints`).
+Values read from a file are converted by `plain` only after their expanded size is bounded
+(`ddae.official.bounds`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from ddae.diffusion import build_framework, framework_config
 from ddae.downloads import file_sha256
 from ddae.networks import build_network, count_parameters, network_config, network_spec
 from ddae.official import OfficialImportError
+from ddae.official.bounds import VALUE_LIMITS, DataLimits, check_expanded_size
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +30,24 @@ log = logging.getLogger(__name__)
 DDPM_FRAMEWORK = {"kind": "ddpm", "timesteps": 1000, "beta_min": 1e-4, "beta_max": 0.02}
 
 
-def plain(value: Any) -> Any:
-    """Tuples as lists, recursively (so specs compare equal to their YAML/JSON form)."""
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    return value
+def plain(value: Any, where: str = "value", limits: DataLimits = VALUE_LIMITS) -> Any:
+    """Tuples as lists, recursively (so specs compare equal to their YAML/JSON form).
+
+    ``value`` may come from a file: its expanded size is checked against ``limits`` first
+    (`check_expanded_size`, naming ``where``), and a list or tuple referenced twice is converted
+    once (memoised by ``id``), so nothing grows beyond what the limits allow.
+    """
+    check_expanded_size(value, where, limits)
+    converted: dict[int, list[Any]] = {}
+
+    def convert(item: Any) -> Any:
+        if not isinstance(item, (list, tuple)):
+            return item
+        if id(item) not in converted:
+            converted[id(item)] = [convert(child) for child in item]
+        return converted[id(item)]
+
+    return convert(value)
 
 
 def provenance(kind: str, paths: list[Path], url: str | None, importer: str) -> dict[str, Any]:

@@ -2,20 +2,24 @@
 framework (paper Appendix A: the CIFAR-10 EDM checkpoint of Tables 2-4 and Figure 5).
 
 The pickle is read by `ddae.official.edm_pickle` (allow-list unpickler; no embedded source
-runs). The SongUNet's ``_init_kwargs`` become our config (unsupported keys/values are named) and
-the ``ema`` network's state loads with ``strict=True``.
+runs; expanded sizes bounded, `ddae.official.bounds`). The SongUNet's ``_init_kwargs`` become our
+config (unsupported keys/values are named) and the ``ema`` network's state loads with
+``strict=True``.
 """
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ddae.networks import build_network
 from ddae.official import OfficialImportError
+from ddae.official.bounds import VALUE_LIMITS, check_expanded_size
 from ddae.official.conversion import (
     Converted,
     check_expected,
@@ -23,7 +27,12 @@ from ddae.official.conversion import (
     provenance,
     refuse_oversized,
 )
-from ddae.official.edm_pickle import load_edm_pickle, module_state_dict, submodule
+from ddae.official.edm_pickle import (
+    PersistentObject,
+    load_edm_pickle,
+    module_state_dict,
+    submodule,
+)
 
 # EDM's SongUNet defaults (training/networks.py): _init_kwargs only holds what was passed.
 EDM_SONGUNET_DEFAULTS: dict[str, Any] = {
@@ -74,7 +83,7 @@ def ddpmpp_config_from_edm(init_kwargs: Mapping[str, Any]) -> dict[str, Any]:
     kwargs = {**EDM_SONGUNET_DEFAULTS, **init_kwargs}
     spec: dict[str, Any] = {"arch": "ddpmpp"}
     for key, value in kwargs.items():
-        value = plain(value)
+        value = plain(value, f"SongUNet init kwarg {key!r}")
         if hasattr(value, "item"):  # numpy scalar
             value = value.item()
         if key in _EDM_FIXED:
@@ -96,28 +105,45 @@ def ddpmpp_config_from_edm(init_kwargs: Mapping[str, Any]) -> dict[str, Any]:
     return spec
 
 
+def _bounded_init_kwargs(record: PersistentObject, where: str) -> dict[str, Any]:
+    """``record``'s ``_init_kwargs``, refused (naming ``where``) unless a str mapping within
+    `VALUE_LIMITS` expanded (`ddae.official.bounds`)."""
+    try:
+        kwargs = record.init_kwargs
+    except pickle.UnpicklingError as error:
+        raise OfficialImportError(f"{where}: {error}") from None
+    check_expanded_size(kwargs, f"{where}._init_kwargs", VALUE_LIMITS)
+    return kwargs
+
+
 def read_edm_pickle(
     pickle_path: Path, *, url: str | None, expected: Mapping[str, Any] | None
 ) -> Converted:
     """Read EDM's ``{"ema": EDMPrecond(SongUNet), ...}`` pickle into our ``ddpmpp``."""
     data = load_edm_pickle(pickle_path)
     if "ema" not in data:
-        raise OfficialImportError(f"{pickle_path}: no 'ema' network (keys: {sorted(data)})")
+        keys = sorted(map(str, data))
+        raise OfficialImportError(f"{pickle_path}: no 'ema' network (keys: {keys})")
     precond = data["ema"]
     if getattr(precond, "class_name", None) != "EDMPrecond":
         found = getattr(precond, "class_name", type(precond).__name__)
         raise OfficialImportError(f"{pickle_path}: 'ema' is {found}, expected EDMPrecond")
-    precond_kwargs = precond.init_kwargs
+    precond_kwargs = _bounded_init_kwargs(precond, f"{pickle_path}: ema")
     model_type = precond_kwargs.get("model_type", "DhariwalUNet")
     if model_type != "SongUNet":
         raise OfficialImportError(f"{pickle_path}: EDMPrecond model_type={model_type!r}")
     model = submodule(precond, "model")
     if model.class_name != "SongUNet":
         raise OfficialImportError(f"{pickle_path}: ema.model is {model.class_name}, not SongUNet")
-    if not model.init_kwargs:
+    model_kwargs = _bounded_init_kwargs(model, f"{pickle_path}: ema.model")
+    if not model_kwargs:
         raise OfficialImportError(f"{pickle_path}: SongUNet has no recorded _init_kwargs")
-    spec = ddpmpp_config_from_edm(model.init_kwargs)
-    sigma_data = float(precond.state.get("sigma_data", precond_kwargs.get("sigma_data", 0.5)))
+    spec = ddpmpp_config_from_edm(model_kwargs)
+    sigma_data = precond.state.get("sigma_data", precond_kwargs.get("sigma_data", 0.5))
+    if not isinstance(sigma_data, (int, float, np.floating)):
+        found = type(sigma_data).__name__
+        raise OfficialImportError(f"{pickle_path}: EDMPrecond sigma_data is a {found}, not a float")
+    sigma_data = float(sigma_data)
     framework = {"kind": "edm", "sigma_data": sigma_data}
     # nothing is built before the file's spec is known to be the expected, plausible one
     if expected is not None:
