@@ -10,7 +10,8 @@ checked against the same checksum as a downloaded one. Each download is describe
 copy lives under ``resources/manual/`` at the path the download would have under
 ``resources/downloads/`` (e.g. ``resources/manual/tiny_imagenet/tiny-imagenet-200.zip``). When
 the network fails, the error is one `DownloadError` message naming the URL, where the file must
-go and its checksum.
+go and its checksum. A file already on disk is checked again where it is read (`verify_file`):
+a download renamed into place once can still change afterwards.
 """
 
 from __future__ import annotations
@@ -137,6 +138,22 @@ def file_digest(path: str | Path, algorithm: str) -> str:
     """The hex ``algorithm`` (md5, sha256) digest of the file at ``path``."""
     with Path(path).open("rb") as handle:
         return hashlib.file_digest(handle, algorithm).hexdigest()
+
+
+def verify_file(path: str | Path, checksum: str, reference: str = "") -> None:
+    """Check a file already on disk against its published ``checksum`` (see `parse_checksum`),
+    hashing it in chunks. `ChecksumError` names the file, both digests and ``reference`` (where
+    the checksum was published)."""
+    algorithm, expected = parse_checksum(checksum)
+    found = file_digest(path, algorithm)
+    if found != expected:
+        published = f" ({reference})" if reference else ""
+        raise ChecksumError(
+            f"{path}: {algorithm} is {found}, but the published checksum is {expected}"
+            f"{published}; the file changed after it was downloaded or placed. Delete it and "
+            f"run again to download it afresh."
+        )
+    log.info("%s: %s %s verified", path, algorithm, expected)
 
 
 def file_md5(path: str | Path) -> str:

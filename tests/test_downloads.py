@@ -1,19 +1,23 @@
 """Download failures are one message (URL, destination, checksum, what to do offline), and a file
 placed by hand under resources/manual/ is verified and used, and a download is renamed into place
-only when its checksum matches. No network: the URLs point at a closed local port or a local
-file."""
+only when its checksum matches, and verified again each time it is imported. No network: the
+URLs point at a closed local port or a local file."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 
 import numpy as np
 import pytest
+from test_official import _diffusers_ddpm_folder, _edm_pickle
 
 from ddae.datasets.registry import DATASETS, download_path
 from ddae.downloads import ChecksumError, DownloadError, download_verified, placed_path
-from ddae.official.sources import download_official
+from ddae.official.importers import import_official
+from ddae.official.sources import SOURCES, download_official
+from ddae.official.sources import download_path as official_download_path
 
 UNREACHABLE = "http://127.0.0.1:9/"  # the discard port: connection refused at once
 
@@ -99,3 +103,35 @@ def test_download_verifies_checksum_and_leaves_nothing_when_wrong(tmp_path):
     with pytest.raises(ChecksumError, match="hex md5"):
         download_verified(source.as_uri(), target, "not-a-digest")
     assert download_verified(source.as_uri(), target, None) == sha256  # none published: kept
+
+
+def _flip_byte(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("kind", ["edm", "ddpm"])
+def test_an_official_download_changed_on_disk_fails_its_import(workdir, monkeypatch, kind):
+    # the fixture stands for the published file: its checksum is pinned as the published one
+    dest = Path(official_download_path(kind))
+    if kind == "edm":
+        dest.parent.mkdir(parents=True)
+        _edm_pickle(dest, workdir / "marker")
+        weights = dest
+    else:
+        _diffusers_ddpm_folder(dest)
+        weights = dest / "diffusion_pytorch_model.safetensors"
+    good = hashlib.sha256(weights.read_bytes()).hexdigest()
+    pinned = {"checksum": good} if kind == "edm" else {"files": {weights.name: good}}
+    monkeypatch.setitem(SOURCES, kind, dataclasses.replace(SOURCES[kind], **pinned))
+    import_official(kind, dest, workdir / "ok.pt")
+
+    _flip_byte(weights, weights.stat().st_size // 2)  # inside the weights: still readable
+    bad = hashlib.sha256(weights.read_bytes()).hexdigest()
+    with pytest.raises(ChecksumError) as error:
+        import_official(kind, dest, workdir / "bad.pt")
+    message = str(error.value)
+    assert message.startswith(f"{weights}: sha256 is {bad}, but the published checksum is {good}")
+    assert "Delete it and run again to download it afresh" in message
+    assert not (workdir / "bad.pt").exists()

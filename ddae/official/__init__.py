@@ -9,9 +9,13 @@ the URL, each source file's sha256 and size, and the importer. The package reads
 of the method:
 
 * `ddae.official.sources`: where each checkpoint is published (URL, checksum, the file or
-  folder name it is saved under) and `download_official`, the download localrules' entry.
+  folder name it is saved under), `download_official`, the download localrules' entry, and
+  `verify_official`, which checks a download against its published checksum at every import.
 * `ddae.official.conversion`: what every importer shares: the check against the run's config
   (`check_expected`), the refusal of oversized specs, and writing the ddae checkpoint.
+* `ddae.official.bounds`: limits on the expanded size of nested data read from a file (a list
+  referenced twice at every level of 40 is 2^40 nodes to anything that walks it as a tree),
+  checked before anything walks, converts or prints it.
 * One importer per format (`ddae.official.importers.import_official` dispatches by kind):
 
   - `ddae.official.ddpm` — DDPM (Ho et al.): the diffusers folder google/ddpm-cifar10-32 →

@@ -5,8 +5,9 @@ published checksum and the file or folder name it is saved under in `OFFICIAL_DO
 Snakemake rules take the names from here (`download_path`). `download_official` (the download
 localrules) fetches each file with `ddae.downloads.download_verified`: through a temporary file,
 renamed into place only when the published checksum matches; where no checksum is published the
-sha256 is logged and recorded at import time instead. Pure Python: no torch import (the
-Snakefile reads this module).
+sha256 is logged and recorded at import time instead. `verify_official` checks a download again
+when it is imported (a file on disk can change after its download was verified). Pure Python:
+no torch import (the Snakefile reads this module).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ddae.downloads import download_verified
+from ddae.downloads import download_verified, verify_file
 from ddae.official import OfficialImportError
 
 OFFICIAL_DOWNLOADS = "resources/downloads/official"
@@ -29,6 +30,17 @@ class OfficialSource:
     files: dict[str, str | None] = field(default_factory=dict)  # folder: name -> checksum
     checksum: str | None = None  # single file: hex md5 or sha256 (None: none published)
     reference: str = ""  # where the checksum was published
+
+    def pinned_at(self, path: str | Path) -> dict[Path, str]:
+        """{file: published checksum} for this download stored at ``path``: the file itself, or
+        each file of a folder that has a checksum. Empty unless ``path`` carries this
+        download's name (``self.name``): a file of another name is not the published one."""
+        path = Path(path)
+        if path.name != self.name:
+            return {}
+        if self.files:
+            return {path / name: checksum for name, checksum in self.files.items() if checksum}
+        return {path: self.checksum} if self.checksum else {}
 
 
 SOURCES: dict[str, OfficialSource] = {
@@ -84,6 +96,15 @@ def kind_of(name: str) -> str:
     if not kinds:
         raise OfficialImportError(f"no official download is called {name!r}")
     return kinds[0]
+
+
+def verify_official(kind: str, path: str | Path) -> None:
+    """Check the official ``kind`` stored at ``path`` against its published checksums
+    (`OfficialSource.pinned_at`) before it is read; `ddae.downloads.ChecksumError` names the
+    file and both digests. Run at every import: a download verified once can change on disk."""
+    source = SOURCES[kind]
+    for file, checksum in source.pinned_at(path).items():
+        verify_file(file, checksum, source.reference)
 
 
 def download_official(
