@@ -20,13 +20,13 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 def texts(monkeypatch):
     """Every title, label and legend text of the figures saved during a test."""
     seen: list[str] = []
-    original = figures._save
+    original = figures.save_figure
 
     def recording(fig, *args):
         original(fig, *args)  # titles and the source note are set as the figure is saved
         seen.extend(t.get_text() for t in fig.findobj(lambda o: hasattr(o, "get_text")))
 
-    monkeypatch.setattr(figures, "_save", recording)
+    monkeypatch.setattr(figures, "save_figure", recording)
     return seen
 
 
@@ -214,7 +214,7 @@ def test_figure_legends_sit_under_the_axes(tmp_path, monkeypatch):
     wrn = write_json(tmp_path / "wrn.json", test_accuracy=96.0)
     panels = {"CIFAR-10": {"models": {}, "wrn": wrn, "paper_wrn": "cifar10_wrn"}}
     boxes = []
-    original = figures._save
+    original = figures.save_figure
 
     def recording(fig, *args):
         fig.canvas.draw()
@@ -222,10 +222,70 @@ def test_figure_legends_sit_under_the_axes(tmp_path, monkeypatch):
         boxes.append((ax.get_legend().get_window_extent(), ax.get_window_extent()))
         original(fig, *args)
 
-    monkeypatch.setattr(figures, "_save", recording)
+    monkeypatch.setattr(figures, "save_figure", recording)
     figures.figure5(panels, tmp_path / "f5.png", tmp_path / "f5.pdf")
     legend, axes = boxes[0]
     assert legend.y1 < axes.y0  # the dashed WideResNet line cannot be covered
+
+
+def test_a_tall_legend_keeps_clear_of_the_source_footer(tmp_path, monkeypatch):
+    """Issue 22 item 6: Figure 5's seven-entry legend ran into its three-line source footer."""
+    fid = write_json(tmp_path / "fid.json", fid=4.3, extractor="random_conv")
+    accuracy = write_json(tmp_path / "acc.json", test_accuracy=60.0)
+    model = {"fid": fid, "linear": accuracy, "finetune": accuracy, "scratch": accuracy}
+    wrn = write_json(tmp_path / "wrn.json", test_accuracy=58.0)
+    panels = {
+        "digits": {
+            "models": {"digits_ddpm": model, "digits_ddpmpp_edm": model},
+            "wrn": wrn,
+            "wrn_label": "WRN-10-1",
+        }
+    }
+    source = "Data: digits at 16 px: " + ", ".join(
+        f"digits_run{k} (ddpmpp, trained here, checkpoints at epoch 2, 4)" for k in range(4)
+    )
+    boxes = []
+    original = figures.save_figure
+
+    def recording(fig, *args):
+        original(fig, *args)  # the footer is placed, and the figure grown, as it is saved
+        renderer = fig.canvas.get_renderer()
+        boxes.append(
+            (
+                fig.axes[0].get_legend().get_window_extent(renderer),
+                fig._supxlabel.get_window_extent(renderer),
+            )
+        )
+
+    monkeypatch.setattr(figures, "save_figure", recording)
+    figures.figure5(panels, tmp_path / "f5.png", tmp_path / "f5.pdf", source=source)
+    legend, footer = boxes[0]
+    assert legend.y0 > footer.y1
+
+
+def test_figure4_prints_its_log_axis_in_plain_numbers(tmp_path, monkeypatch):
+    """Issue 22 item 6: a FID axis within one decade printed its ticks as "4.2×10⁰"."""
+    points = [
+        {
+            "epoch": epoch,
+            "fid": write_json(tmp_path / f"fid{epoch}.json", fid=fid, extractor="random_conv"),
+            "linear": write_json(tmp_path / f"lin{epoch}.json", test_accuracy=60.0 + epoch),
+        }
+        for epoch, fid in ((1, 4.78), (2, 4.22))
+    ]
+    labels = []
+    original = figures.save_figure
+
+    def recording(fig, *args):
+        original(fig, *args)
+        axis = fig.axes[0].xaxis
+        labels.extend(t.get_text() for t in axis.get_ticklabels(minor=True) + axis.get_ticklabels())
+
+    monkeypatch.setattr(figures, "save_figure", recording)
+    figures.figure4({"T = 1000": points}, tmp_path / "f4.png", tmp_path / "f4.pdf")
+    shown = [label for label in labels if label]
+    assert shown and all("10^" not in label and "times" not in label for label in shown)
+    assert {"4.2", "4.5"} & set(shown) or {"4.3", "4.4"} & set(shown), shown
 
 
 def test_figure6(tmp_path, texts):
@@ -266,7 +326,7 @@ def test_figure3_arrows_point_from_each_checkpoint_to_the_next(tmp_path, monkeyp
         for epoch in (250, 500, 1000)
     }
     arrows = []
-    original = figures._save
+    original = figures.save_figure
 
     def recording(fig, *args):
         for note in fig.axes[0].texts:
@@ -274,7 +334,7 @@ def test_figure3_arrows_point_from_each_checkpoint_to_the_next(tmp_path, monkeyp
                 arrows.append((note.xyann, note.xy))
         original(fig, *args)
 
-    monkeypatch.setattr(figures, "_save", recording)
+    monkeypatch.setattr(figures, "save_figure", recording)
     figures.figure3({"DDPM": rows}, tmp_path / "f3.png", tmp_path / "f3.pdf")
     assert len(arrows) == 2 * 2  # two layers, three checkpoints each
     # every arrow runs towards the later checkpoint (alignment falls with the epoch here)

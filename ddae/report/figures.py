@@ -7,7 +7,7 @@
 * Figure 4 (Sec. 4.1.1): FID vs linear-probe accuracy of the DDPM noise ablations, one line per
   configuration, one dot per checkpoint epoch.
 * Figure 5 (Sec. 4.1.2): FID vs accuracy (linear probe, fine-tune, scratch) of DDPM and EDM per
-  dataset, with the supervised WideResNet-28-10 as a horizontal line.
+  dataset, with the supervised WideResNet (its config names it) as a horizontal line.
 * Figure 6 (Sec. 4.1.3): accuracy vs noise level of the noise-conditional DDAE MLP head and of
   the noise-conditional WideResNet, VP and VE perturbations.
 
@@ -22,8 +22,7 @@ without a point); legends sit under the axes. Paper values, where the paper stat
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ddae.report.figure_layout import (  # noqa: E402
+    COLORS,
+    NOT_RUN,
+    PathLike,
+    empty_panel,
+    figure_panels,
+    legend_below,
+    not_run_note,
+    plain_log_ticks,
+    save_figure,
+)
 from ddae.report.reference import (  # noqa: E402
     is_miniature,
     load_reference,
@@ -49,23 +59,6 @@ from ddae.result_files import (  # noqa: E402
 )
 
 log = logging.getLogger(__name__)
-
-PathLike = str | Path
-STYLE = {
-    "font.size": 9,
-    "axes.titlesize": 10,
-    "axes.labelsize": 9,
-    "legend.fontsize": 7,
-    "axes.grid": True,
-    "grid.alpha": 0.3,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-    "savefig.dpi": 200,
-    "savefig.bbox": "tight",
-    "pdf.fonttype": 42,
-}
-COLORS = plt.get_cmap("tab10").colors
-NOT_RUN = "(not run)"
 
 
 def _available(path: PathLike | None) -> bool:
@@ -84,60 +77,6 @@ def _json(path: PathLike | None, kind: str = "accuracy") -> dict[str, Any] | Non
 
 def _csv(path: PathLike, kind: str) -> pd.DataFrame:
     return require(path, read_result_csv, kind)
-
-
-@contextmanager
-def _figure(ncols: int, width: float = 4.2, height: float = 3.4) -> Iterator[tuple[Any, list]]:
-    with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(
-            1, max(ncols, 1), figsize=(width * max(ncols, 1), height), layout="constrained"
-        )
-        try:
-            yield fig, list(np.atleast_1d(axes))
-        finally:
-            plt.close(fig)
-
-
-def _save(
-    fig: Any, png: PathLike, pdf: PathLike, source: str | None, title: str | None = None
-) -> None:
-    """Title the figure, note its data source under it (`_source_note`), write PNG and PDF."""
-    if title:
-        fig.suptitle(title)
-    _source_note(fig, source)
-    for path in (png, pdf):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, metadata={"Software": None})
-    fig.savefig(pdf, metadata={"CreationDate": None, "Producer": None})
-    log.info("wrote %s and %s", png, pdf)
-
-
-def _source_note(fig: Any, source: str | None) -> None:
-    """The figure's data source (dataset, scale, networks, FID extractor) under the figure."""
-    if source:
-        fig.supxlabel(source, fontsize=7, color="0.25", wrap=True)
-
-
-def _not_run_note(ax: Any, missing: Sequence[str]) -> None:
-    """Series without a result file, named under the panel's title (never as a legend entry
-    without a point); call after ``set_title``."""
-    if missing:
-        ax.set_title(f"{ax.get_title()}\nnot run: {', '.join(missing)}")
-
-
-def _legend_below(ax: Any, ncol: int = 1) -> None:
-    """The legend under the axes (and its x label), where it cannot cover a point or a
-    reference line."""
-    if ax.get_legend_handles_labels()[0]:
-        below = -0.1 - 0.1 * (ax.get_xlabel().count("\n") + 1)  # under every x-label line
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, below), ncol=ncol, framealpha=0.8)
-
-
-def _empty_panel(ax: Any, title: str) -> None:
-    ax.set_title(f"{title} {NOT_RUN}")
-    ax.text(0.5, 0.5, "no result file", ha="center", va="center", transform=ax.transAxes)
-    ax.set_xticks([])
-    ax.set_yticks([])
 
 
 # --- Figure 2 ----------------------------------------------------------------------------------
@@ -159,10 +98,10 @@ def figure2(
     steps match the grid's and the grid is of the paper's dataset (not a stand-in).
     """
     table9 = load_reference()["table9"]
-    with _figure(len(grids), width=4.6, height=4.0) as (fig, axes):
+    with figure_panels(len(grids), width=4.6, height=4.0) as (fig, axes):
         for ax, (label, path) in zip(axes, grids.items(), strict=False):
             if not _available(path):
-                _empty_panel(ax, label)
+                empty_panel(ax, label)
                 continue
             grid = _csv(path, "grid")
             table = grid.pivot_table(index="layer", columns="t", values="test_accuracy")
@@ -218,7 +157,7 @@ def figure2(
             ax.legend(loc="upper right", framealpha=0.8)
             fig.colorbar(image, ax=ax, label="linear-probe test accuracy (%)")
         title = "Figure 2. Linear-probe accuracy over layer × timestep (grid search)"
-        _save(fig, png, pdf, source, title)
+        save_figure(fig, png, pdf, source, title)
 
 
 # --- Figure 3 ----------------------------------------------------------------------------------
@@ -239,14 +178,14 @@ def figure3(
     the epoch and the last checkpoint is ringed and labelled with its layer number. Lower left
     is better.
     """
-    with _figure(len(series), width=4.4, height=3.8) as (fig, axes):
+    with figure_panels(len(series), width=4.4, height=3.8) as (fig, axes):
         for ax, (label, files) in zip(axes, series.items(), strict=False):
             frames = []
             for epoch, path in sorted(files.items()):
                 if _available(path):
                     frames.append(_csv(path, "align_uniform").assign(epoch=int(epoch)))
             if not frames:
-                _empty_panel(ax, label)
+                empty_panel(ax, label)
                 continue
             data = pd.concat(frames)
             total = int(data["layer"].max())
@@ -298,13 +237,13 @@ def figure3(
             steps = data["steps"].iloc[0]
             ax.set_title(f"{label}\n(t = {t}/{steps}; epochs {epochs[0]}→{epochs[-1]}{note})")
             ax.set_xlabel("uniformity L_uniform (Eq. 4, lower = more uniform)")
-            ax.set_ylabel("alignment L_align (Eq. 3, lower = more aligned)")
-            _legend_below(ax, ncol=4 if len(chosen) > 8 else 3)
+            ax.set_ylabel("alignment L_align (Eq. 3)\nlower = more aligned")
+            legend_below(ax, ncol=4 if len(chosen) > 8 else 3)
         title = (
             "Figure 3. Alignment and uniformity of decoder layers during training\n"
             "(arrows run from each checkpoint to the next; the ringed dot is the final epoch)"
         )
-        _save(fig, png, pdf, source, title)
+        save_figure(fig, png, pdf, source, title)
 
 
 # --- Figure 4 ----------------------------------------------------------------------------------
@@ -324,7 +263,7 @@ def figure4(
     """
     extractors: set[str] = set()
     missing = []
-    with _figure(1, width=6.0, height=4.4) as (fig, axes):
+    with figure_panels(1, width=6.0, height=4.4) as (fig, axes):
         ax = axes[0]
         for index, (label, points) in enumerate(series.items()):
             xs, ys, epochs = [], [], []
@@ -353,15 +292,16 @@ def figure4(
                     color=color,
                 )
         ax.set_xscale("log")
+        plain_log_ticks(ax.xaxis)
         ax.set_xlabel(_fid_axis_label(extractors, "FID (log scale, lower = better generation)"))
         ax.set_ylabel("linear-probe test accuracy (%)")
         ax.set_title(
             "Figure 4. Generation vs recognition of DDPM noise ablations\n"
             "(dots: checkpoints, labelled by epoch)"
         )
-        _not_run_note(ax, missing)
-        _legend_below(ax, ncol=2)
-        _save(fig, png, pdf, source)
+        not_run_note(ax, missing)
+        legend_below(ax, ncol=2)
+        save_figure(fig, png, pdf, source)
 
 
 def _fid_axis_label(extractors: set[str], base: str) -> str:
@@ -401,7 +341,7 @@ def figure5(
     """
     figure5_reference = load_reference()["figure5"]
     all_extractors: set[str] = set()
-    with _figure(len(panels), width=4.6, height=4.6) as (fig, axes):
+    with figure_panels(len(panels), width=4.6, height=4.6) as (fig, axes):
         for ax, (dataset, panel) in zip(axes, panels.items(), strict=False):
             drawn, missing, extractors = False, [], set()
             fids = {
@@ -478,9 +418,9 @@ def figure5(
             ax.set_title(title)
             ax.set_xlabel(_fid_axis_label(extractors, "FID (lower = better generation)"))
             ax.set_ylabel("test accuracy (%)")
-            _not_run_note(ax, missing)
-            _legend_below(ax)
-        _save(fig, png, pdf, source, "Figure 5. Generative and discriminative performance")
+            not_run_note(ax, missing)
+            legend_below(ax)
+        save_figure(fig, png, pdf, source, "Figure 5. Generative and discriminative performance")
 
 
 # --- Figure 6 ----------------------------------------------------------------------------------
@@ -498,7 +438,7 @@ def figure6(
     noisy/epoch{E}.csv or baselines/noisy_wrn_{vp,ve}.csv}. σ is the VE-equivalent noise
     level x = x0 + σε of the CSVs (for VP, σ_t = √((1 − ᾱ_t)/ᾱ_t)).
     """
-    with _figure(len(panels), width=4.6, height=3.6) as (fig, axes):
+    with figure_panels(len(panels), width=4.6, height=3.6) as (fig, axes):
         for ax, (title, files) in zip(axes, panels.items(), strict=False):
             any_drawn, missing = False, []
             for index, (label, path) in enumerate(files.items()):
@@ -521,7 +461,7 @@ def figure6(
             ax.set_title(title)
             ax.set_xlabel("noise level σ (log scale)")
             ax.set_ylabel("test accuracy on noised images (%)")
-            _not_run_note(ax, missing)
-            _legend_below(ax)
+            not_run_note(ax, missing)
+            legend_below(ax)
         title = "Figure 6. Noise-conditional classifiers over noise scales"
-        _save(fig, png, pdf, source, title)
+        save_figure(fig, png, pdf, source, title)
