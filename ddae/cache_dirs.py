@@ -80,3 +80,23 @@ def remove_cache_dir(cache_dir: Path) -> None:
             shutil.rmtree(leftover, ignore_errors=True)
     for lock in cache_dir.parent.glob(f".{cache_dir.name}.*.lock"):
         lock.unlink(missing_ok=True)
+    remove_empty_feature_folders(cache_dir)
+
+
+FEATURES_FOLDER = "features"  # results/<dataset>/<run>/features/epoch<E>/t<t> (workflow rules)
+
+
+def remove_empty_feature_folders(cache_dir: Path) -> None:
+    """Remove the folders between ``cache_dir`` and its ``features/`` ancestor, that one
+    included, while they are empty (a grid job's ``features/epoch<E>/`` and ``features/``), so
+    that finished jobs leave no empty folders in results/; nothing outside a ``features/``
+    folder is touched. A folder another job is writing into is not empty and stays; a writer
+    that finds its folder gone makes it again (`ddae.result_writers.claimed_temporary`)."""
+    names = [folder.name for folder in cache_dir.parents]
+    if FEATURES_FOLDER not in names:
+        return
+    for folder in list(cache_dir.parents)[: names.index(FEATURES_FOLDER) + 1]:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (or already gone)
+            return

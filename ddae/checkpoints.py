@@ -172,25 +172,66 @@ def partial_state_lock(state_dir: str | Path) -> Iterator[None]:
     A second writer (e.g. a rerun while the orphan of a ``kill -9``'d Snakemake still trains)
     fails at once with `StateLockedError` naming the holder, instead of training the same steps
     twice. The lock is an ``flock`` on ``state_dir/writer.lock``: the kernel drops it when its
-    holder dies, so a killed job never leaves a stale lock behind.
+    holder dies, so a killed job never leaves a stale lock behind. When the block ends, the lock
+    file goes, and so do the state folder and ``partial/`` once empty (the job finished and
+    removed its partial state; `_remove_finished_state`).
     """
     state_dir = Path(state_dir)
-    state_dir.mkdir(parents=True, exist_ok=True)
-    with (state_dir / LOCK_FILE).open("a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise StateLockedError(
-                f"{state_dir}: {holder} is still writing this job's partial state (an orphan of "
-                "a killed Snakemake keeps running); wait for it or stop it, then rerun"
-            ) from None
+    with _locked(state_dir / LOCK_FILE) as handle:
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
         handle.flush()
-        yield  # closing the file releases the lock
+        yield
+        _remove_finished_state(state_dir)  # still holding the lock
+    # closing the file released the lock
+
+
+@contextlib.contextmanager
+def _locked(lock_path: Path, attempts: int = 3) -> Iterator[Any]:
+    """The open lock file, flock'ed. A lock won on a file that a finishing holder unlinked
+    meanwhile (its inode no longer at ``lock_path``) is no lock: open the path again."""
+    for _ in range(attempts):
+        lock_path.parent.mkdir(parents=True, exist_ok=True)  # a finishing job may remove it
+        try:
+            handle = lock_path.open("a+")
+        except FileNotFoundError:
+            continue
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise StateLockedError(
+                    f"{lock_path.parent}: {holder} is still writing this job's partial state (an "
+                    "orphan of a killed Snakemake keeps running); wait for it or stop it, then "
+                    "rerun"
+                ) from None
+            try:
+                current = os.stat(lock_path).st_ino
+            except FileNotFoundError:
+                continue
+            if current != os.fstat(handle.fileno()).st_ino:
+                continue
+            yield handle
+            return
+    raise StateLockedError(f"{lock_path}: removed and recreated {attempts} times while locking")
+
+
+def _remove_finished_state(state_dir: Path) -> None:
+    """Remove the lock file (still held: a process that locks the path from now on makes a new
+    one, `_locked`), then the state folder and its parent ``partial/`` if they are empty; a
+    folder still holding a partial state (a failed job's, for the next attempt to resume) or
+    another job's folder is kept."""
+    (state_dir / LOCK_FILE).unlink(missing_ok=True)
+    for folder in (state_dir, state_dir.parent):
+        if folder.name != "partial" and folder != state_dir:
+            break
+        try:
+            folder.rmdir()
+        except OSError:  # not empty: a partial state, another job's state or lock
+            break
 
 
 # --- RNG states (every generator a training step touches) -------------------------------------

@@ -83,7 +83,11 @@ def claimed_temporary(path: Path) -> Iterator[Path]:
     while True:
         stem = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
         lock = Path(f"{stem}.lock")
-        holder = lock.open("x")
+        try:
+            holder = lock.open("x")
+        except FileNotFoundError:  # a finished job removed the emptied folder (remove_cache_dir)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            continue
         fcntl.flock(holder, fcntl.LOCK_EX)
         try:
             if os.path.samestat(os.fstat(holder.fileno()), lock.stat()):

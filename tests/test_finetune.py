@@ -355,6 +355,25 @@ def test_second_writer_of_a_partial_state_fails_at_once(digits, tmp_path):
     assert not (tmp_path / "wrn.json").exists()
 
 
+def test_a_finished_job_leaves_no_lock_or_empty_partial_folder(tmp_path):
+    """Issue 22 item 9: every finished job left partial/<job>/writer.lock in results/."""
+    run = tmp_path / "run"
+    with partial_state_lock(run / "partial" / "finetune_epoch4"):
+        pass  # the job finished and removed its partial state
+    assert not (run / "partial").exists() and run.is_dir()
+    with partial_state_lock(run / "partial" / "scratch"):
+        (run / "partial" / "scratch" / PARTIAL_STATE).write_bytes(b"state")  # it failed
+    assert (run / "partial" / "scratch" / PARTIAL_STATE).exists()  # kept for the next attempt
+    with partial_state_lock(run / "partial"):  # pretraining's state folder, beside scratch's
+        pass
+    assert (run / "partial" / "scratch" / PARTIAL_STATE).exists()
+    assert not (run / "partial" / "writer.lock").exists()
+    (run / "partial" / "scratch" / PARTIAL_STATE).unlink()
+    with partial_state_lock(run / "partial" / "scratch"):  # the next attempt finishes
+        pass
+    assert not (run / "partial").exists()
+
+
 def test_wrn_and_scratch_train(digits, tmp_path):
     small = ImageSource(digits["small"], digits["test"])
     config = {"epochs": 1, "batch_size": 64, "optimizer": "sgd", "lr": 0.1, "weight_decay": 5e-4}

@@ -88,3 +88,20 @@ def test_a_failing_timestep_job_leaves_no_cache(tiny_run, tmp_path, monkeypatch)
             False,
         )
     assert not (tmp_path / "t5").exists() and not (tmp_path / "t5.json").exists()
+
+
+def test_finished_timestep_jobs_leave_no_empty_feature_folders(tiny_run, tmp_path):
+    """Issue 22 item 9: every grid job removed its cache but left features/epoch<E>/ empty."""
+    checkpoint, train, test = tiny_run
+    source = ImageSource(train, test)
+    run = tmp_path / "results" / "digits" / "run"
+    kept = run / "features" / "epoch3" / "t5"  # another epoch's job, still caching
+    kept.mkdir(parents=True)
+    folders = [run / "features" / "epoch2" / f"t{t}" for t in (11, 1)]
+    for t, folder in zip((11, 1), folders, strict=True):
+        probe_timestep(checkpoint, source, t, 100, FEATURES, PROBE, folder, tmp_path / "t.json")
+    assert not (run / "features" / "epoch2").exists() and kept.is_dir()
+    kept.rmdir()
+    kept.parent.rmdir()  # that job finished too
+    probe_timestep(checkpoint, source, 11, 100, FEATURES, PROBE, folders[0], tmp_path / "t.json")
+    assert not (run / "features").exists() and run.is_dir()

@@ -399,6 +399,13 @@ def test_smoke_run_produces_every_evaluation_table_and_figure(smoke_run):
         assert is_png(results / f"figure{n}.png"), n
         assert (results / f"figure{n}.pdf").read_bytes().startswith(b"%PDF"), n
     assert (results / "layer_choice.md").exists()
+    # finished jobs leave no lock file or emptied folder in results/ (issue 22 item 9)
+    leftovers = [
+        path
+        for path in results.rglob("*")
+        if path.name == "writer.lock" or (path.is_dir() and not any(path.iterdir()))
+    ]
+    assert not leftovers, leftovers
 
 
 def pdf_text(path: Path) -> str:
