@@ -14,9 +14,11 @@ it builds the DAG, before any job runs (``snakemake -n`` included):
 Hashing a paper-scale checkpoint takes seconds, so a verified file is remembered by
 (size, mtime_ns) in ``.snakemake/ddae/verified_checkpoints.json`` of the working directory
 (Snakemake's own state folder, not results/): the next plan only stats it, and a file written
-or touched since is verified again. torch is imported only when a checkpoint needs hashing
-(every cluster job re-parses the rules). A damaged input raises `DamagedInputError` naming the
-file, what is wrong and what to do; nothing has been deleted at that point.
+or touched since is verified again. torch is imported only when a checkpoint needs hashing.
+A cluster job re-parses the rules and checks its own inputs the same way: it finds the
+checkpoints verified by the main process in the shared cache, and hashes only one written
+during the run (its first readers do). A damaged input raises `DamagedInputError`
+naming the file, what is wrong and what to do; nothing has been deleted at that point.
 """
 
 from __future__ import annotations
