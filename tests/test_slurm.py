@@ -13,6 +13,9 @@ is spent waiting for the SLURM plugin's status checks:
   ``retries`` and continues from that state, training no step twice;
 - a job that fails on an error in the job (a corrupt dataset file) is submitted
   ``retries + 1`` times, no more, and the error is reported.
+
+The fixtures end every process they started, the SLURM jobs' included, and fail if one survives
+(tests/leftover_processes.py).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from leftover_processes import end_processes, processes_of
 
 from ddae.checkpoints import load_checkpoint
 
@@ -191,6 +195,8 @@ def cluster(tmp_path_factory):
         yield env
     finally:
         stop_cluster(directory, env)
+        # whatever the daemons and jobs left: every process started with this cluster's env
+        end_processes(directory)
 
 
 def logs_of(directory: Path) -> str:
@@ -300,13 +306,15 @@ def cluster_runs(cluster, request, tmp_path_factory):
         raise
     finally:
         outputs = {name: p.communicate()[0] for name, p in processes.items()}
-    return {
+    yield {
         "workdirs": {"segmented": segmented, "cancelled": cancelled, "failing": failing},
         "returncodes": {name: p.returncode for name, p in processes.items()},
         "outputs": outputs,
         "cancel": cancel,
         "seconds": time.monotonic() - began,
+        "leftovers": end_processes(base),  # a cancelled job's Snakemake can outlive scancel
     }
+    end_processes(base)  # jobs that started after the check above
 
 
 def cluster_output(runs: dict, name: str, succeeds: bool = True) -> str:
@@ -357,6 +365,33 @@ def test_cancelled_job_resumes_from_its_partial_state(cluster_runs, reference):
     assert steps == [3 * STEPS_PER_EPOCH, 4 * STEPS_PER_EPOCH], steps
     assert not (workdir / f"results/digits/{RUN}/partial/partial.pt").exists()
     assert_same_training_state(checkpoint(workdir, 4), checkpoint(reference, 4))
+
+
+def test_the_workflows_leave_no_process_behind(cluster_runs):
+    """Every process of the three workflows ended: the cancelled job's Snakemake was found idle
+    25 minutes after the suite, reparented to init (issue 23, item 7)."""
+    base = cluster_runs["workdirs"]["cancelled"].parent
+    assert processes_of(base) == {}
+    if cluster_runs["leftovers"]:
+        print(f"ended after the workflows: {cluster_runs['leftovers']}")
+
+
+def test_end_processes_ends_an_orphan_working_in_the_directory(tmp_path):
+    """A daemonised process (reparented to init, as the cancelled job's Snakemake was) that
+    works in the directory is found and ended; one that ignores SIGTERM gets SIGKILL."""
+    orphan = "trap '' TERM; while :; do sleep 0.1; done"
+    parent = subprocess.run(
+        ["sh", "-c", f'setsid sh -c "{orphan}" </dev/null >/dev/null 2>&1 & echo $!'],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    pid = int(parent.stdout)
+    assert pid in processes_of(tmp_path) and pid not in processes_of(tmp_path / "elsewhere")
+    ended = end_processes(tmp_path, grace_s=0.5)
+    assert pid in ended and "trap" in ended[pid]  # with its sleep, maybe
+    assert processes_of(tmp_path) == {}
 
 
 def test_failing_job_is_retried_a_bounded_number_of_times(cluster_runs):
