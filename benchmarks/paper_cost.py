@@ -100,12 +100,12 @@ def dry_run_jobs(workdir: Path, target: str = "all") -> list[Job]:
 
 
 def parse_dry_run(text: str) -> list[Job]:
-    """Jobs of a dry run's listing: ``rule NAME:`` (or ``localrule``) blocks and their
-    ``wildcards: a=1, b=2`` lines."""
+    """Jobs of a dry run's listing: ``rule NAME:`` (or ``localrule``, or ``checkpoint`` for
+    grid_search) blocks and their ``wildcards: a=1, b=2`` lines."""
     jobs: list[Job] = []
     rule = None
     for line in text.splitlines():
-        header = re.match(r"^(?:local)?rule (\w+):$", line.strip())
+        header = re.match(r"^(?:local)?(?:rule|checkpoint) (\w+):$", line.strip())
         if header:
             if rule is not None:
                 jobs.append(Job(rule, {}))

@@ -126,6 +126,11 @@ def workflow_helpers(config: dict) -> SimpleNamespace:
     }
     source = (REPO / "workflow" / "rules" / "common.smk").read_text()
     exec(compile(source, "workflow/rules/common.smk", "exec"), namespace)  # noqa: S102
+    # Snakemake's `checkpoints` once the grid_search checkpoint has run: its output's path
+    choice = namespace["stage_output"]("grid", ".json")
+    output = lambda **wildcards: SimpleNamespace(json=choice.format(**wildcards))  # noqa: E731
+    grid = SimpleNamespace(get=lambda **wildcards: SimpleNamespace(output=output(**wildcards)))
+    namespace["checkpoints"] = SimpleNamespace(grid_search=grid)
     return SimpleNamespace(**namespace)
 
 

@@ -48,7 +48,7 @@ def unshared(config: dict) -> dict:
 def planned_jobs(output: str) -> Counter:
     """(rule, run) counts of a dry run; run is None for jobs without a run wildcard."""
     jobs = Counter()
-    for block in output.split("\nrule ")[1:]:
+    for block in re.split(r"\n(?:rule|checkpoint) ", output)[1:]:
         rule = block.split(":", 1)[0].strip()
         match = re.search(r"wildcards:.*?\brun=([A-Za-z0-9_]+)", block)
         jobs[rule, match.group(1) if match else None] += 1

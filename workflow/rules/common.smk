@@ -211,10 +211,13 @@ def feature_cache_dir(wildcards):
 
 
 def grid_choice(run, epoch):
-    """The grid-search winner of one checkpoint, if the run picks (layer, t) by grid search."""
+    """The grid-search winner of one checkpoint, if the run picks (layer, t) by grid search,
+    through the grid_search checkpoint (evaluate.smk: an unchanged choice reruns nothing)."""
     if evaluation(run).get("layer_t", "grid") != "grid":
         return []
-    return [stage_file(run, "grid", epoch, ".json")]
+    epoch = final_epoch(run) if epoch is None else epoch
+    grid = checkpoints.grid_search.get(dataset=PRETRAINING[run]["dataset"], run=run, epoch=epoch)
+    return [grid.output.json]
 
 
 def grid_epochs(run):

@@ -102,12 +102,16 @@ rule probe_timestep:
         "../scripts/probe_timestep.py"
 
 
-rule grid_search:
+# A checkpoint: once it has run, Snakemake re-plans the jobs that read its (layer, t) choice
+# (`grid_choice`), and those whose choice JSON has the checksum it had when they last ran stay
+# done. A grid rerun (a deleted CSV, an edited script) that picks the same pair reruns no
+# linear probe, fine-tuning, noisy classifier or alignment job; `snakemake -n` still lists them.
+checkpoint grid_search:
     input:
         timesteps=timestep_probe_files,
     output:
+        json=stage_output("grid", ".json"),  # first: the placeholder input while planning
         csv=stage_output("grid"),
-        json=stage_output("grid", ".json"),
     params:
         probe=lambda wildcards: evaluation_stage(wildcards, "grid"),
     log:
