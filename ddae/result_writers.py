@@ -59,8 +59,8 @@ def remove_stale_temporaries(path: str | Path) -> list[Path]:
             if holder is not None:
                 try:
                     fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    continue  # a live writer
+                except OSError:  # BlockingIOError: a live writer; else no locks here: keep it
+                    continue
             if temporary.exists() or temporary.is_symlink():
                 size = _size(temporary)
                 if temporary.is_dir() and not temporary.is_symlink():
@@ -88,7 +88,8 @@ def claimed_temporary(path: Path) -> Iterator[Path]:
         except FileNotFoundError:  # a finished job removed the emptied folder (remove_cache_dir)
             path.parent.mkdir(parents=True, exist_ok=True)
             continue
-        fcntl.flock(holder, fcntl.LOCK_EX)
+        with contextlib.suppress(OSError):  # no locks on this file system: nothing is cleaned
+            fcntl.flock(holder, fcntl.LOCK_EX)
         try:
             if os.path.samestat(os.fstat(holder.fileno()), lock.stat()):
                 break

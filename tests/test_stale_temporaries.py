@@ -4,6 +4,8 @@ target removes it, and leaves alone the temporary of a writer that is still aliv
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import signal
 import subprocess
@@ -121,3 +123,19 @@ def test_a_staged_cache_cleans_its_stale_folders_first(tmp_path):
         (folder / "meta.json").write_text("{}")
         assert not stale.exists()
     assert hidden(tmp_path) == [] and (target / "meta.json").exists()
+
+
+def test_without_file_locks_writes_go_on_and_clean_nothing(tmp_path, monkeypatch):
+    """On a file system without flock (some Lustre mounts) no temporary can be told stale."""
+
+    def no_locks(*args):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    target = tmp_path / "epoch2.json"
+    unknown = tmp_path / f".{target.name}.4242.89abcdef.tmp"
+    unknown.write_bytes(b"z")
+    (tmp_path / f".{target.name}.4242.89abcdef.lock").touch()
+    write_json(target, {"fid": 2.0})
+    assert json.loads(target.read_text()) == {"fid": 2.0}
+    assert hidden(tmp_path) == [f".{target.name}.4242.89abcdef.lock", unknown.name]
