@@ -409,7 +409,8 @@ def test_smoke_run_produces_every_evaluation_table_and_figure(smoke_run):
 
 
 def pdf_text(path: Path) -> str:
-    """The text a matplotlib PDF draws (its Flate streams' Tj strings and kerned TJ arrays)."""
+    """The text a matplotlib PDF draws (its Flate streams' Tj strings and kerned TJ arrays;
+    with TrueType fonts, pdf.fonttype 42, each character is two bytes, the first zero here)."""
     import zlib
 
     lines = []
@@ -422,7 +423,7 @@ def pdf_text(path: Path) -> str:
         for kerned in re.findall(rb"\[(.*?)\]\s*TJ", content, re.S):
             lines.append(b"".join(re.findall(string, kerned)))
         lines += re.findall(string + rb"\s*Tj", content)
-    return "\n".join(line.decode("latin-1").replace("\\", "") for line in lines)
+    return "\n".join(line.decode("latin-1").replace("\\", "").replace("\0", "") for line in lines)
 
 
 @pytest.mark.slow
