@@ -4,7 +4,7 @@
 #   snakemake --cores all                          everything in config.yaml (the paper)
 #   snakemake --cores all results/table5.csv       one table
 #   snakemake --cores all results/validation.md   the paper's headline numbers, PASS/FAIL (README)
-#   snakemake --cores all --directory tests/smoke  the bundled small run (CPU, ~9 minutes)
+#   snakemake --cores all --directory tests/smoke  the bundled small run (CPU, ~8 minutes)
 #   snakemake --profile profiles/slurm             on a SLURM cluster (README: `--profile slurm`)
 #   snakemake --report report.html                 the HTML report, written to the working directory
 #
