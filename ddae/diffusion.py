@@ -91,6 +91,7 @@ class DDPM:
             raise ConfigError(f"DDPM table must be 'training' or 'authors_ddim', got {table!r}")
         self.sigmas = ((1.0 - self.alphas_cumprod) / self.alphas_cumprod).sqrt()  # ascending
         self._device_tables: dict[torch.device, tuple[Tensor, Tensor]] = {}
+        self._other_tables: dict[str, DDPM] = {}  # sampling_table's, built once each
 
     def sampling_table(self, table: DDPMTable) -> DDPM:
         """This DDPM on another ᾱ table, for sampling only (`ddae.sampling`).
@@ -105,7 +106,11 @@ class DDPM:
         and input scale √ᾱ_ddim[t] as theirs. (Their table is float32 exp(cumsum(log α));
         ours is a float64 cumprod: the same to about 1e-7.)
         """
-        return self if table == self.table else DDPM(self.config, table)
+        if table == self.table:
+            return self
+        if table not in self._other_tables:  # FID asks once per batch: build (and copy) once
+            self._other_tables[table] = DDPM(self.config, table)
+        return self._other_tables[table]
 
     def tables(self, device: torch.device | str) -> tuple[Tensor, Tensor]:
         """(ᾱ, σ) tables (float64) on `device`, copied there once and kept.

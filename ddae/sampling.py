@@ -238,8 +238,8 @@ def sample_images(
     """
     device = torch.device(device)
     fast.prepare(net)
-    sigmas = sampling_schedule(framework, sampler, steps, ddim_table).to(device)
     framework = sampling_framework(framework, sampler, ddim_table)
+    sigmas = sampling_schedule(framework, sampler, steps, ddim_table).to(device)
     state_dtype = torch.float32 if device.type == "mps" else torch.float64
     sigmas = sigmas.to(state_dtype)
     noise = PerImageNoise(seeds, device)
