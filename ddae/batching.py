@@ -75,6 +75,11 @@ class EpochBatches:
         """Optimizer steps per epoch, the last one partial unless the batch divides the share."""
         return math.ceil(self.per_rank / (self.batch_size // self.world_size))
 
+    def counted_alike(self, step: int, epoch: int, epoch_step: int) -> bool:
+        """Whether a saved state's global ``step`` at (``epoch``, ``epoch_step``) counts epochs
+        of these `steps` (a state saved under another epoch length cannot be continued)."""
+        return step == epoch * self.steps + epoch_step
+
     def rank_size(self, step: int) -> int:
         """Items of 0-based ``step`` on each rank: the per-GPU batch, less in the last step."""
         if not 0 <= step < self.steps:

@@ -274,7 +274,7 @@ class ClassifierTrainer:
         if not 0 <= payload["epoch"] < self.config.epochs:
             log.warning("ignoring partial state %s: epoch %s", path, payload["epoch"])
             return False
-        if payload["step"] != payload["epoch"] * self.steps_per_epoch + payload["epoch_step"]:
+        if not self.batches.counted_alike(payload["step"], payload["epoch"], payload["epoch_step"]):
             steps = self.steps_per_epoch
             log.warning("ignoring partial state %s: its epochs are not %d steps long", path, steps)
             return False

@@ -339,8 +339,9 @@ class Trainer:
 
     def cut_alike(self, payload: Mapping[str, Any]) -> bool:
         """Whether ``payload``'s step count cuts epochs into this run's `steps_per_epoch`."""
-        steps = payload.get("epoch", 0) * self.steps_per_epoch + payload.get("epoch_step", 0)
-        return payload.get("step") == steps
+        return self.batches.counted_alike(
+            payload.get("step"), payload.get("epoch", 0), payload.get("epoch_step", 0)
+        )
 
     def save(self, path: Path) -> None:
         payload = self.payload()
