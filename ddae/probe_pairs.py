@@ -16,7 +16,8 @@ same data files and the same device type and fast-path switches (``ran_with``). 
 that chooses Table 9's pair gives Tables 2–3 the validation's probe (and the reverse), with a
 ``reused_from`` entry naming the file it came from. Delete both files to probe again.
 
-The path helpers are pure Python (the rules read them); `probe_identity` imports torch.
+`probe_or_reuse` is the rule's one call. The path helpers are pure Python (the rules read
+them); `probe_identity` and `probe_or_reuse` import torch when called.
 """
 
 from __future__ import annotations
@@ -110,3 +111,35 @@ def reuse_probe(out_json: str | Path, candidate: str | Path, identity: Mapping[s
         "%s: the same probe as %s (%.2f%%), reused", out_json, candidate, record["test_accuracy"]
     )
     return True
+
+
+def probe_or_reuse(
+    checkpoint: str,
+    source: Any,
+    layer: int,
+    t: int,
+    steps: int,
+    config: Mapping[str, Any],
+    out_json: str | Path,
+    metrics_path: str | Path,
+    device: str,
+) -> None:
+    """Rule ``linear_probe`` (and ``linear_probe_at_pair``): reuse the probe at the same pair
+    beside ``out_json`` (`sibling_probe`) when it is the same computation (`reuse_probe`), else
+    run `ddae.probing.linear_probe` on ``source`` (a `ddae.sources` source)."""
+    identity = probe_identity(checkpoint, source.record(), layer, t, steps, config, device)
+    if reuse_probe(out_json, sibling_probe(out_json, layer, t), identity):
+        return
+    from ddae.probing import linear_probe
+
+    linear_probe(
+        checkpoint=checkpoint,
+        source=source,
+        layer=layer,
+        t=t,
+        steps=steps,
+        config=dict(config),
+        out_json=out_json,
+        metrics_path=metrics_path,
+        device=device,
+    )
