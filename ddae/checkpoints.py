@@ -209,10 +209,10 @@ def _locked(lock_path: Path, attempts: int = 3) -> Iterator[Any]:
                     "rerun"
                 ) from None
             try:
-                current = os.stat(lock_path).st_ino
+                locked_here = os.path.samestat(os.fstat(handle.fileno()), lock_path.stat())
             except FileNotFoundError:
                 continue
-            if current != os.fstat(handle.fileno()).st_ino:
+            if not locked_here:
                 continue
             yield handle
             return
