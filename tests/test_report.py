@@ -450,3 +450,23 @@ def test_a_stand_in_cifar10_number_never_sits_in_a_cifar10_row(tmp_path):
     frame = write_comparison_table("table2", results, tmp_path / "t2.csv", tmp_path / "t2.md")
     cell = row(frame, "DDAE (EDM)", "Linear", section="CIFAR-10")
     assert cell["measured"] == 20.0 and cell["status"] == "measured"
+
+
+def test_table9_markdown_shows_paper_columns_only_beside_paper_values(tmp_path):
+    """Issue 22, item 8: a table of miniature rows had empty "(paper)" columns under a caption
+    saying "beside the paper's"; it now drops them and says why no row is compared."""
+    grid = write_grid(tmp_path / "results/digits/run/grid/epoch2.csv", peak(7, 11))
+    columns = [{"label": "digits_ddpm", **grid_files(grid), "paper": "cifar10_ddpm"}]
+    write_table9(columns, tmp_path / "t9.csv", tmp_path / "t9.md")
+    text = (tmp_path / "t9.md").read_text()
+    assert "(paper)" not in text and "beside the paper's" not in text
+    assert "No row is compared with the paper's pairs" in text
+    header = text.splitlines()[2]
+    assert header == "| model | layer (ours) | timestep (ours) | σ | acc. % |"
+
+    compared = write_grid(tmp_path / "results/cifar10/run/grid/epoch2.csv", peak(7, 11))
+    columns = [{"label": "cifar10_ddpm", **grid_files(compared), "paper": "cifar10_ddpm"}]
+    write_table9(columns, tmp_path / "t9.csv", tmp_path / "t9.md")
+    text = (tmp_path / "t9.md").read_text()
+    assert "beside the paper's" in text and "| timestep (paper) |" in text
+    assert text.splitlines()[4].count("|") == 8  # model + 6 cells + the closing bar
