@@ -100,6 +100,28 @@ def test_figure2(tmp_path, texts):
     assert any(t.startswith("paper (Table 9): 6/15") for t in texts)
 
 
+def test_figure2_says_which_probe_made_each_panel(tmp_path, texts):
+    """Issue 22, item 7: the smoke run's DDPM grid probes with all labels, its EDM grid with 10
+    per class; each panel names its probe and the title warns when they differ."""
+    grids = {
+        "all": grid(tmp_path / "a.csv", 1000, [1, 6], 4),
+        "few": grid(tmp_path / "f.csv", 18, [1, 7], 4),
+    }
+    choices = {
+        "all": choice(grids["all"], 2, 1, 1000, 79.6),
+        "few": choice(grids["few"], 2, 1, 18, 79.6),
+    }
+    for path, config in (
+        (choices["all"], {"epochs": 10, "labels_per_class": None}),
+        (choices["few"], {"epochs": 200, "labels_per_class": 10}),
+    ):
+        path.write_text(json.dumps({**json.loads(path.read_text()), "config": config}))
+    figures.figure2(grids, tmp_path / "f2.png", tmp_path / "f2.pdf", choices=choices)
+    assert "all\n(probe: all labels, 10 epochs)" in texts
+    assert "few\n(probe: 10 labels per class, 200 epochs)" in texts
+    assert any("the panels' probes differ" in text for text in texts)
+
+
 def test_figure2_needs_the_grid_searchs_choice_file(tmp_path):
     grids = {"DDPM": grid(tmp_path / "ddpm.csv", 1000, [1, 6], 12)}
     with pytest.raises(ResultFileError, match="choice file"):
