@@ -117,19 +117,20 @@ def from_mapping(cls: type[T], mapping: Mapping[str, Any], where: str = "config"
 
 
 def tagged_config(
-    spec: Mapping[str, Any], tag: str, registry: Mapping[str, Any], where: str
+    spec: Mapping[str, Any], tag: str, configs: Mapping[str, type], where: str
 ) -> Any:
-    """Config of a registry entry named by ``spec[tag]`` (e.g. ``{"arch": "ddpmpp", ...}``).
+    """Config of the entry named by ``spec[tag]`` (e.g. ``{"arch": "ddpmpp", ...}``).
 
-    ``registry`` maps names to classes that carry a nested ``Config`` dataclass; every other key
-    of ``spec`` must be a field of that Config.
+    ``configs`` maps names to config dataclasses (`ddae.settings.networks.NETWORK_CONFIGS`,
+    `ddae.settings.frameworks.FRAMEWORK_CONFIGS`); every other key of ``spec`` must be a field
+    of the named one.
     """
     if not isinstance(spec, Mapping) or tag not in spec:
         raise ConfigError(f"{where}.{tag}: required key is missing")
     name = spec[tag]
-    if name not in registry:
-        raise ConfigError(f"{where}.{tag}: unknown {name!r} (choose from {sorted(registry)})")
-    return from_mapping(registry[name].Config, {k: v for k, v in spec.items() if k != tag}, where)
+    if name not in configs:
+        raise ConfigError(f"{where}.{tag}: unknown {name!r} (choose from {sorted(configs)})")
+    return from_mapping(configs[name], {k: v for k, v in spec.items() if k != tag}, where)
 
 
 def to_mapping(config: Any) -> dict[str, Any]:
@@ -145,17 +146,3 @@ def to_mapping(config: Any) -> dict[str, Any]:
         return value
 
     return plain(config)
-
-
-def check_attention_resolutions(
-    resolution: int, channel_mult: tuple[int, ...], attn_resolutions: tuple[int, ...]
-) -> None:
-    """A UNet's ``attn_resolutions`` must be among its levels' resolutions (one halving per
-    ``channel_mult`` entry); otherwise the network would silently be built without attention."""
-    resolutions = [resolution >> level for level in range(len(channel_mult))]
-    unused = sorted(set(attn_resolutions) - set(resolutions))
-    if unused:
-        raise ValueError(
-            f"attn_resolutions {unused} are not among the network's resolutions "
-            f"{resolutions}: no attention layer would be built there"
-        )

@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
-from ddae.configs import ConfigError, tagged_config
+from ddae.configs import ConfigError
+from ddae.settings.frameworks import DDPMConfig, EDMConfig, framework_config
 
 Denoiser = Callable[[Tensor, Tensor], Tensor]  # D(x, σ): (B,C,H,W), (B,) → (B,C,H,W)
 DDPMTable = Literal["training", "authors_ddim"]  # which ᾱ levels a DDPM uses (DDPM.__init__)
@@ -56,19 +56,7 @@ def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7
 class DDPM:
     """Variance-preserving DDPM with ε-prediction and a linear β schedule (Ho et al. 2020)."""
 
-    @dataclass(frozen=True)
-    class Config:
-        timesteps: int = 1000  # T; Figure 4 ablates 1000, 512, 256, 64
-        beta_min: float = 1e-4  # β_1; Figure 4 "upper half" uses 0.01
-        beta_max: float = 0.02  # β_T; Figure 4 "lower half" uses 0.01
-
-        def __post_init__(self) -> None:
-            if self.timesteps < 2:
-                raise ValueError(f"timesteps must be at least 2, got {self.timesteps}")
-            if not 0 < self.beta_min < self.beta_max < 1:
-                raise ValueError(
-                    f"need 0 < beta_min < beta_max < 1, got {self.beta_min}, {self.beta_max}"
-                )
+    Config = DDPMConfig  # its config keys (`ddae.settings.frameworks`, torch-free)
 
     def __init__(self, config: Config, table: DDPMTable = "training") -> None:
         """`table` chooses the ᾱ levels: "training" (Ho et al.; what the network is trained on)
@@ -237,20 +225,7 @@ class DDPM:
 class EDM:
     """EDM training and preconditioning (Karras et al. 2022, Table 1, VE view)."""
 
-    @dataclass(frozen=True)
-    class Config:
-        sigma_data: float = 0.5  # σ_d
-        p_mean: float = -1.2  # ln σ ~ N(P_mean, P_std²) during training
-        p_std: float = 1.2
-        sigma_min: float = 0.002  # sampling / timestep range
-        sigma_max: float = 80.0
-        rho: float = 7.0  # Eq. 5 schedule curvature
-
-        def __post_init__(self) -> None:
-            if not 0 < self.sigma_min < self.sigma_max:
-                raise ValueError(
-                    f"need 0 < sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}"
-                )
+    Config = EDMConfig  # its config keys (`ddae.settings.frameworks`, torch-free)
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -340,12 +315,8 @@ class EDM:
 
 Framework = DDPM | EDM
 
+# kind -> framework; its config: `ddae.settings.frameworks.FRAMEWORK_CONFIGS` (the same kinds)
 FRAMEWORKS: dict[str, type[DDPM] | type[EDM]] = {"ddpm": DDPM, "edm": EDM}
-
-
-def framework_config(spec: Mapping[str, Any], where: str = "framework") -> Any:
-    """Validate ``{"kind": "ddpm" | "edm", ...}`` and return the framework's Config."""
-    return tagged_config(spec, "kind", FRAMEWORKS, where)
 
 
 def build_framework(spec: Mapping[str, Any], where: str = "framework") -> Framework:

@@ -15,7 +15,7 @@ import yaml
 from torch import nn
 
 from ddae.configs import ConfigError
-from ddae.diffusion import build_framework
+from ddae.diffusion import FRAMEWORKS, build_framework
 from ddae.features import DecoderFeatures
 from ddae.finetune import TruncatedClassifier
 from ddae.networks import (
@@ -29,6 +29,9 @@ from ddae.networks import (
     network_spec,
 )
 from ddae.networks.protocol import check_layer, no_augment_labels
+from ddae.settings.frameworks import FRAMEWORK_CONFIGS
+from ddae.settings.networks import NETWORK_CONFIGS, SongUNetConfig
+from ddae.settings.networks import network_config as settings_network_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -92,8 +95,19 @@ def test_every_registered_network_has_a_tiny_config_here():
         assert entry.Config is entry.config
 
 
+def test_planning_validates_the_registered_networks_configs():
+    """The Snakefile checks network specs through the torch-free `NETWORK_CONFIGS`: the same
+    arch names and config classes as `NETWORKS`, so planning and `build_network` agree."""
+    assert {name: entry.config for name, entry in NETWORKS.items()} == NETWORK_CONFIGS
+    spec = {"arch": "ddpmpp", "model_channels": 16}
+    assert (
+        settings_network_config(spec) == network_config(spec) == SongUNetConfig(model_channels=16)
+    )
+    assert {kind: framework.Config for kind, framework in FRAMEWORKS.items()} == FRAMEWORK_CONFIGS
+
+
 def test_the_schema_names_exactly_the_registered_diffusion_networks():
-    """A new network's third (and last) file outside tests is the config schema."""
+    """The last file outside tests a new network touches is the config schema."""
     schema = yaml.safe_load(SCHEMA.read_text())
     network = schema["$defs"]["pretraining_run"]["properties"]["network"]
     diffusion = {name for name, entry in NETWORKS.items() if entry.kind == "diffusion"}
@@ -205,7 +219,8 @@ def test_unregistered_or_truncated_network_has_no_spec():
 
 # --- a toy network added through the registry ------------------------------------------------
 # What a new network needs outside tests: this class in its own module of ddae/networks, one
-# NETWORKS line (monkeypatched here) and its arch in the config schema (checked above).
+# NETWORKS line (monkeypatched here), its config dataclass and NETWORK_CONFIGS line in
+# ddae/settings/networks.py (torch-free, for planning) and its arch in the config schema.
 
 
 class ToyUNet(nn.Module):

@@ -7,9 +7,11 @@ that read representations (``decoder_blocks()``: the paper's "layer k/N" of Tabl
 
 Networks are built from plain mappings ``{"arch": <name>, **fields of its config dataclass}``
 through the explicit `NETWORKS` registry below (as DiT's ``DiT_models`` maps a name to its
-builder). Adding a network: its module in this package (the class or builder and its frozen
-config dataclass), one `NETWORKS` line, and its ``arch`` in ``workflow/schemas/config.schema.yaml``
-(enum and ``$defs``; ``tests/test_network_registry.py`` keeps both equal to the registry).
+builder). Adding a network: its module in this package (the class or builder), its frozen
+config dataclass with one `ddae.settings.networks.NETWORK_CONFIGS` line (torch-free: the
+Snakefile validates network specs while it plans), one `NETWORKS` line, and its ``arch`` in
+``workflow/schemas/config.schema.yaml`` (enum and ``$defs``; ``tests/test_network_registry.py``
+keeps the schema and `NETWORK_CONFIGS` equal to `NETWORKS`).
 """
 
 from __future__ import annotations
@@ -20,13 +22,14 @@ from typing import Any, Literal
 
 from torch import nn
 
-from ddae.configs import tagged_config, to_mapping
+from ddae.configs import to_mapping
 from ddae.networks.ddpm_unet import DDPMUNet
 from ddae.networks.dit import DiT
 from ddae.networks.noisy_wide_resnet import NoisyWideResNet
 from ddae.networks.protocol import DiffusionNetwork, TruncatedNetwork
 from ddae.networks.song_unet import SongUNet
 from ddae.networks.wide_resnet import WideResNet
+from ddae.settings import networks as settings
 
 __all__ = [
     "NETWORKS",
@@ -56,7 +59,7 @@ class NetworkEntry:
     note: str = ""
 
     @property
-    def Config(self) -> type:  # noqa: N802 (the ``registry[name].Config`` of `tagged_config`)
+    def Config(self) -> type:  # noqa: N802 (as the network class's ``Config``)
         return self.config
 
 
@@ -83,8 +86,10 @@ NETWORKS: dict[str, NetworkEntry] = {
 
 
 def network_config(spec: Mapping[str, Any], where: str = "network") -> Any:
-    """Validate a network spec ``{"arch": ..., ...}`` and return its config dataclass."""
-    return tagged_config(spec, "arch", NETWORKS, where)
+    """Validate a network spec ``{"arch": ..., ...}`` and return its config dataclass (any
+    `NETWORKS` entry; planning checks `ddae.settings.networks.NETWORK_CONFIGS`, equal to it)."""
+    configs = {name: entry.config for name, entry in NETWORKS.items()}
+    return settings.network_config(spec, where, configs)
 
 
 def build_network(spec: Mapping[str, Any], where: str = "network") -> nn.Module:

@@ -15,37 +15,17 @@ attention that follows its residual block. `truncated(k)` cuts the network after
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-from ddae.configs import check_attention_resolutions
 from ddae.networks.protocol import check_layer, no_augment_labels
+from ddae.settings.networks import DDPMUNetConfig
 
 
 class DDPMUNet(nn.Module):
     """Ho et al.'s UNet: ``(x, noise_labels) -> ε̂`` with noise_labels the 0-based DDPM step."""
 
-    @dataclass(frozen=True)
-    class Config:
-        resolution: int = 32
-        in_channels: int = 3
-        base_channels: int = 128
-        channel_mult: tuple[int, ...] = (1, 2, 2, 2)
-        num_blocks: int = 2
-        attn_resolutions: tuple[int, ...] = (16,)
-        dropout: float = 0.1
-
-        def __post_init__(self) -> None:
-            if self.resolution % 2 ** (len(self.channel_mult) - 1):
-                raise ValueError(
-                    f"resolution {self.resolution} is not divisible by "
-                    f"2^{len(self.channel_mult) - 1} (one halving per channel_mult level)"
-                )
-            if self.base_channels % 32:
-                raise ValueError(f"base_channels {self.base_channels} is not a multiple of 32")
-            check_attention_resolutions(self.resolution, self.channel_mult, self.attn_resolutions)
+    Config = DDPMUNetConfig  # its config keys (torch-free, validated while planning)
 
     def __init__(self, config: Config | None = None) -> None:
         super().__init__()

@@ -34,13 +34,13 @@ here, and 13/28 is ``blocks.13`` = layer 14 (`ddae.report.table9` converts; see 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
 from ddae.networks.protocol import check_layer, no_augment_labels
+from ddae.settings.networks import DiTConfig
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -177,32 +177,7 @@ class DiT(nn.Module):
     ``class_labels`` are given. Defaults are DiT-XL/2 at 256 px.
     """
 
-    @dataclass(frozen=True)
-    class Config:
-        input_size: int = 32  # latent side: 256 px images / VAE factor 8 (paper Appendix A)
-        patch_size: int = 2  # "/2" of DiT-XL/2
-        in_channels: int = 4  # SD VAE latent channels
-        hidden_size: int = 1152  # XL width
-        depth: int = 28  # XL: 28 blocks, the "/28" of Table 9
-        num_heads: int = 16
-        mlp_ratio: float = 4.0
-        num_classes: int = 1000  # ImageNet classes; the null label is index num_classes
-        class_dropout_prob: float = 0.1  # > 0 adds the null-class row to the label table
-        learn_sigma: bool = True  # checkpoint outputs ε and Σ channels; Σ is dropped here
-
-        def __post_init__(self) -> None:
-            if self.input_size % self.patch_size:
-                raise ValueError(
-                    f"input_size {self.input_size} is not divisible by patch_size {self.patch_size}"
-                )
-            if self.hidden_size % self.num_heads:
-                raise ValueError(
-                    f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}"
-                )
-            if self.class_dropout_prob <= 0:
-                raise ValueError(
-                    "class_dropout_prob must be > 0: unconditional features need the null class"
-                )
+    Config = DiTConfig  # its config keys (torch-free, validated while planning)
 
     def __init__(self, config: Config | None = None) -> None:
         super().__init__()

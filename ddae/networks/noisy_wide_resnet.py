@@ -39,11 +39,12 @@ describe.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ddae.settings.networks import NoisyWideResNetConfig
 
 
 def _group_norm(channels: int) -> nn.GroupNorm:
@@ -107,24 +108,7 @@ class NoisyWideBlock(nn.Module):
 class NoisyWideResNet(nn.Module):
     """Noise-conditional WRN-depth-k: (images (B, C, H, W), condition (B,)) → logits (B, K)."""
 
-    @dataclass(frozen=True)
-    class Config:
-        depth: int = 28  # WRN-28-10 (Song et al. App. I.1; DDAE Figure 6 baseline)
-        widen_factor: int = 10
-        num_classes: int = 10
-        in_channels: int = 3
-        fourier_size: int = 128  # Gaussian Fourier frequencies (embedding 2·128 = 256)
-        fourier_scale: float = 16.0  # std of the frequencies (Song et al.)
-        embedding_dim: int = 512  # time-embedding channels (128·4)
-        condition: bool = True  # False = the official DDAE port's effective model (no condition)
-
-        def __post_init__(self) -> None:
-            if self.depth < 4 or (self.depth - 4) % 6:
-                raise ValueError(f"depth {self.depth} is not 6n + 4")
-            if self.widen_factor < 1 or self.num_classes < 1 or self.in_channels < 1:
-                raise ValueError("widen_factor, num_classes and in_channels must be positive")
-            if self.fourier_size < 1 or self.embedding_dim < 1:
-                raise ValueError("fourier_size and embedding_dim must be positive")
+    Config = NoisyWideResNetConfig  # its config keys (torch-free, validated while planning)
 
     def __init__(self, config: Config | None = None) -> None:
         super().__init__()

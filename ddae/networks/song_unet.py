@@ -24,14 +24,13 @@ named ``<res>x<res>_block<k>`` count (15 for CIFAR-10, 20 at 64 px), lowest reso
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ddae.configs import check_attention_resolutions
 from ddae.networks.protocol import check_layer, no_augment_labels
+from ddae.settings.networks import SongUNetConfig
 
 SKIP_SCALE = math.sqrt(0.5)  # every residual sum is scaled by √½ (DDPM++)
 ZERO_INIT_GAIN = 1e-5  # EDM's "init_zero" for the last layer of each residual branch
@@ -196,29 +195,7 @@ class SongUNet(nn.Module):
     EDM's augmentation labels, or None (then the augmentation mapping is skipped, as in EDM).
     """
 
-    @dataclass(frozen=True)
-    class Config:
-        resolution: int = 32
-        in_channels: int = 3
-        out_channels: int = 3
-        model_channels: int = 128
-        channel_mult: tuple[int, ...] = (2, 2, 2)
-        channel_mult_emb: int = 4
-        num_blocks: int = 4
-        attn_resolutions: tuple[int, ...] = (16,)
-        dropout: float = 0.13
-        augment_dim: int = 9
-        label_dim: int = 0
-
-        def __post_init__(self) -> None:
-            if self.label_dim != 0:
-                raise ValueError("label_dim: only unconditional DDPM++ (label_dim 0) is supported")
-            if self.resolution % 2 ** (len(self.channel_mult) - 1):
-                raise ValueError(
-                    f"resolution {self.resolution} is not divisible by "
-                    f"2^{len(self.channel_mult) - 1} (one halving per channel_mult level)"
-                )
-            check_attention_resolutions(self.resolution, self.channel_mult, self.attn_resolutions)
+    Config = SongUNetConfig  # its config keys (torch-free, validated while planning)
 
     def __init__(self, config: Config | None = None) -> None:
         super().__init__()

@@ -11,11 +11,11 @@ implementations. WRN-28-10 with 10 classes has 36,479,194 parameters.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ddae.settings.networks import WideResNetConfig
 
 
 class PreActBasicBlock(nn.Module):
@@ -44,17 +44,7 @@ class PreActBasicBlock(nn.Module):
 class WideResNet(nn.Module):
     """WRN-depth-widen_factor classifier: images (B, C, H, W) -> logits (B, num_classes)."""
 
-    @dataclass(frozen=True)
-    class Config:
-        depth: int = 28
-        widen_factor: int = 10
-        dropout: float = 0.0
-        num_classes: int = 10
-        in_channels: int = 3
-
-        def __post_init__(self) -> None:
-            if (self.depth - 4) % 6:
-                raise ValueError(f"depth {self.depth} is not 6n + 4")
+    Config = WideResNetConfig  # its config keys (torch-free, validated while planning)
 
     def __init__(self, config: Config | None = None) -> None:
         super().__init__()
