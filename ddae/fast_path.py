@@ -9,12 +9,12 @@ FID sampling (`ddae.sampling`, `ddae.fid`), feature caches and the per-t grid
 * TF32 matrix products and cuDNN convolutions (the float32 parts left by autocast),
 * channels_last (NHWC) activations and weights, which tensor-core convolutions prefer.
 
-Each stage's config carries the three switches (`FastPathSwitches`: keys ``bf16``, ``tf32``,
-``channels_last``, all default true). They act on CUDA only: on any other device the network
-runs in float32 exactly as before, bitwise. Every result records ``ran_with`` (`FastPath.record`),
-the switches that actually acted, so a CPU result never reads as bf16. The gap to float32 is
-bounded on CPU by tests/test_fast_path.py and tests/test_sampling.py (forcing the switches on,
-as CPU autocast supports bf16) and measured on a GPU by benchmarks/gpu_session.py.
+Each stage's config carries the three switches (`ddae.settings.fast_path.FastPathSwitches`: keys
+``bf16``, ``tf32``, ``channels_last``, all default true). They act on CUDA only: on any other device
+the network runs in float32 exactly as before, bitwise. Every result records ``ran_with``
+(`FastPath.record`), the switches that actually acted, so a CPU result never reads as bf16. The gap
+to float32 is bounded on CPU by tests/test_fast_path.py and tests/test_sampling.py (forcing the
+switches on, as CPU autocast supports bf16) and measured on a GPU by benchmarks/gpu_session.py.
 
 Training has its own switches (`ddae.training.TrainingConfig`,
 `ddae.classifier_training.ClassifierTrainingConfig`), which also choose fused optimisers and
@@ -105,18 +105,3 @@ class FastPath:
 
 
 FLOAT32 = FastPath()  # every switch off: plain float32, the default of the library functions
-
-
-@dataclass(frozen=True, kw_only=True)
-class FastPathSwitches:
-    """The three config keys of a stage that runs a frozen network (module docstring)."""
-
-    bf16: bool = True  # bf16 autocast on CUDA (the authors: fp16 autocast, --use_amp)
-    tf32: bool = True  # TF32 matrix products and cuDNN convolutions on CUDA
-    channels_last: bool = True  # NHWC activations and weights on CUDA
-
-    def fast_path(self, device: torch.device | str) -> FastPath:
-        """The switches of this config that act on `device` (CUDA only)."""
-        return FastPath.for_device(
-            device, bf16=self.bf16, tf32=self.tf32, channels_last=self.channels_last
-        )

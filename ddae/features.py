@@ -62,8 +62,9 @@ from ddae.cache_dirs import META_FILE, open_cache_dir, staged_dir
 from ddae.checkpoints import load_network
 from ddae.configs import from_mapping, to_mapping
 from ddae.diffusion import Framework
-from ddae.fast_path import FLOAT32, FastPath, FastPathSwitches
+from ddae.fast_path import FLOAT32, FastPath
 from ddae.per_item import NOISE_STREAM, TEST, TRAIN, InputsFor, per_item_normal
+from ddae.settings.fast_path import FastPathSwitches
 from ddae.sources import Source
 
 log = logging.getLogger(__name__)

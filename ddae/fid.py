@@ -52,10 +52,11 @@ from ddae.checkpoints import load_network
 from ddae.configs import from_mapping, to_mapping
 from ddae.datasets.format import ImageDataset
 from ddae.diffusion import Framework
-from ddae.fast_path import FastPath, FastPathSwitches
+from ddae.fast_path import FastPath
 from ddae.fid_networks import FeatureError, build_extractor
 from ddae.result_writers import atomic_output, write_json
 from ddae.sampling import ddim_table_of, sample_images
+from ddae.settings.fast_path import FastPathSwitches
 
 log = logging.getLogger(__name__)
 

@@ -47,8 +47,9 @@ from ddae.cache_dirs import META_FILE, open_cache_dir, staged_dir
 from ddae.configs import from_mapping, to_mapping
 from ddae.datasets.format import ImageDataset
 from ddae.downloads import file_md5
-from ddae.fast_path import FLOAT32, FastPath, FastPathSwitches
+from ddae.fast_path import FLOAT32, FastPath
 from ddae.per_item import TEST, TRAIN, InputsFor, image_inputs, per_item_normal
+from ddae.settings.fast_path import FastPathSwitches
 
 log = logging.getLogger(__name__)
 

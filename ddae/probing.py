@@ -63,17 +63,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ddae import joblog, learning_rate
+from ddae import joblog
 from ddae.batching import epoch_permutation
 from ddae.checkpoints import load_network
 from ddae.configs import ConfigError, from_mapping, to_mapping
 from ddae.datasets.format import ImageDataset
-from ddae.fast_path import FastPathSwitches
 from ddae.features import FeatureCache, feature_bytes, iter_features, load_feature_cache
-from ddae.learning_rate import peak_lr
 from ddae.per_item import NOISE_STREAM, TEST, TRAIN, VIEW_STREAM, item_seeds
 from ddae.result_files import read_grid_choice
 from ddae.result_writers import append_jsonl, write_csv, write_json
+from ddae.settings.probes import GridSearchConfig, LinearProbeConfig, ProbeConfig
 from ddae.sources import Source
 
 log = logging.getLogger(__name__)
@@ -82,55 +81,6 @@ SUBSET_STREAM = 4  # seeds the choice of the labels_per_class subset
 BATCHNORM_EPS = 1e-5  # torch.nn.BatchNorm1d's default eps (``standardize``)
 GRID_CSV_COLUMNS = ["layer", "layer_name", "t", "steps", "sigma", "test_accuracy"]
 TIE_BREAK = "highest test_accuracy; ties broken by lowest t, then lowest layer"
-
-
-@dataclass(frozen=True)
-class ProbeConfig:
-    """Linear-probe optimisation (paper Table 6; Appendix B for the grid search)."""
-
-    epochs: int = 10  # App. B: 10 per grid probe; Table 6 final: CIFAR DDPM 10 / EDM 15, ...
-    lr: float = 1e-3  # Table 6: Adam 1e-3 (official config linear.lrate) per 128 images
-    # linear.py: lr × #GPUs at 128/GPU ⇒ lr·batch_size/128 (ddae.learning_rate; 0: lr as given)
-    lr_reference_batch: int = 128
-    batch_size: int = 512  # Table 6: 128 per GPU × 4 GPUs (global batch)
-    seed: int = 0  # batch order, cached-view choice, probe initialisation
-    # Not in the paper (module docstring): standardise features with training statistics
-    # (BatchNorm without affine), and probe with k labelled images per class (None: all).
-    standardize: bool = False
-    labels_per_class: int | None = None
-
-    def __post_init__(self) -> None:
-        if min(self.epochs, self.batch_size) < 1 or self.lr_reference_batch < 0 or self.seed < 0:
-            raise ValueError("need epochs, batch_size >= 1, lr_reference_batch >= 0, seed >= 0")
-        if self.labels_per_class is not None and self.labels_per_class < 1:
-            raise ValueError(f"labels_per_class must be >= 1, got {self.labels_per_class}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
-
-    def lr_at_epoch(self, epoch: int) -> float:
-        """lr_e = lr·B/lr_reference_batch · (1 + cos(π e/E))/2 (CosineAnnealingLR per epoch)."""
-        peak = peak_lr(self.lr, self.batch_size, self.lr_reference_batch)
-        return learning_rate.lr_at_epoch(epoch, peak, self.epochs, 0, "cosine")
-
-
-@dataclass(frozen=True)
-class GridSearchConfig(ProbeConfig):
-    """`grid_search`: `ProbeConfig` plus how many cached t directories are held at once."""
-
-    # Memory budget (GiB) for the cached features of the t directories trained together on the
-    # device; the t's are processed in groups that fit. Results do not depend on it. The pipeline
-    # probes one t per job (`ddae.grid_timesteps`), where it has no effect.
-    resident_gib: float = 16.0
-
-
-@dataclass(frozen=True)
-class LinearProbeConfig(ProbeConfig, FastPathSwitches):
-    """`linear_probe` (network in the loop, Table 6): `ProbeConfig` plus augmentation and the
-    frozen network's CUDA fast path (bf16, tf32, channels_last; `ddae.fast_path`; the official
-    linear.py runs it under fp16 autocast with --use_amp)."""
-
-    hflip: bool = True  # Table 6: RandomHorizontalFlip()
-    crop_padding: int = 4  # Table 6: RandomCrop(32, 4) (CIFAR-10) / RandomCrop(64, 4) (Tiny)
 
 
 def labelled_subset(labels: Tensor, per_class: int | None, seed: int) -> Tensor:
