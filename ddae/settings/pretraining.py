@@ -1,9 +1,7 @@
 """Pre-training's config keys (paper Appendix A, Table 5): `TrainingConfig` and `normalize_run`,
 the one spelling of a run ``{network, framework, training}`` that checkpoints store and resumption
-compares (`ddae.training`). Imports no torch at module level; `normalize_run` validates the
-network and framework keys through `ddae.networks.network_config` and
-`ddae.diffusion.framework_config`, imported when it is called (they import torch today; they are
-moving to torch-free homes in `ddae.settings`)."""
+compares (`ddae.training`). Imports no torch: the network and framework keys are checked by
+`ddae.settings.networks` and `ddae.settings.frameworks`."""
 
 from __future__ import annotations
 
@@ -13,6 +11,8 @@ from typing import Any
 
 from ddae.configs import ConfigError, from_mapping, to_mapping
 from ddae.learning_rate import peak_lr
+from ddae.settings.frameworks import framework_config
+from ddae.settings.networks import network_config
 
 
 @dataclass(frozen=True)
@@ -65,10 +65,6 @@ def normalize_run(run: Mapping[str, Any], where: str = "run") -> dict[str, Any]:
     The result is what checkpoints store and what resumption compares, so equal settings spelt
     differently (1e-4 vs 0.0001, a default left out) count as the same run.
     """
-    # torch until the network and framework configs have torch-free homes in ddae.settings
-    from ddae.diffusion import framework_config
-    from ddae.networks import network_config
-
     if not isinstance(run, Mapping):
         raise ConfigError(f"{where}: expected a mapping, got {run!r}")
     unknown = sorted(set(run) - {"network", "framework", "training"})
