@@ -1,6 +1,9 @@
 """Files the pipeline's jobs write: atomic outputs (a job killed mid-write leaves no half file
 that Snakemake or a later stage could mistake for a result) and metrics appended line by line.
 
+A result of a contract kind (`ddae.pipeline.contracts`) is checked against its contract before
+anything is written: a writer refuses an out-of-contract value, naming the field.
+
 A writer works in a temporary sibling of its target, ``.<name>.<pid>.<token>.tmp`` (a file here,
 a folder in `ddae.cache_dirs.staged_dir`), and holds an ``flock`` on ``.<name>.<pid>.<token>.lock``
 while it does (`claimed_temporary`). A writer killed mid-write (kill -9, a walltime) leaves both
@@ -24,6 +27,8 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from ddae.pipeline.contracts import check_written, json_text
 
 log = logging.getLogger(__name__)
 
@@ -121,9 +126,13 @@ def atomic_output(path: Path) -> Iterator[BinaryIO]:
 
 
 def write_json(path: str | Path, record: Mapping[str, Any]) -> None:
-    """Write a result JSON (indented, trailing newline) atomically."""
+    """Write a result JSON (indented, trailing newline) atomically. A file of a contract kind
+    (`ddae.pipeline.contracts`) is checked first: an out-of-contract value fails the job naming
+    the field, and nothing is written."""
+    text = json_text(path, record)
+    check_written(path, text)
     with atomic_output(Path(path)) as handle:
-        handle.write((json.dumps(record, indent=2) + "\n").encode())
+        handle.write(text.encode())
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -139,6 +148,7 @@ def write_csv(path: str | Path, columns: Sequence[str], rows: Iterable[Mapping[s
     writer.writeheader()
     for row in rows:
         writer.writerow({key: row[key] for key in columns})
+    check_written(path, text.getvalue())  # a contract kind's values, before anything is written
     write_text(path, text.getvalue())
 
 

@@ -25,7 +25,10 @@ GOOD = {"test_accuracy": 93.1, "created_by": "ddae.probing.linear_probe", "check
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
-        ('{"test_accuracy": NaN, "created_by": "x", "checkpoint": null}', "non-finite"),
+        (
+            '{"test_accuracy": NaN, "created_by": "x", "checkpoint": null}',
+            "'test_accuracy' must be",
+        ),
         ('{"test_accuracy": "high", "created_by": "x", "checkpoint": null}', "must be a number"),
         ('{"test_accuracy": true, "created_by": "x", "checkpoint": null}', "must be a number"),
         ('{"test_accuracy": 1e999, "created_by": "x", "checkpoint": null}', "must be finite"),
@@ -113,14 +116,32 @@ def test_existing_results_are_checked_by_their_stage_folder(tmp_path):
     (run / "linear").mkdir(parents=True)
     (run / "grid").mkdir()
     good = run / "linear/epoch2.json"
-    good.write_text(json.dumps(GOOD))
+    probe = {"layer": 1, "t": 11, "steps": 1000, "sigma": 0.1, "checkpoint": "x/epoch2.pt"}
+    good.write_text(json.dumps({**GOOD, **probe}))
+    with pytest.raises(
+        ResultFileError,
+        match=r"'checkpoint' is 'x/epoch2\.pt', but .* of "
+        r"results/digits/run/checkpoints/epoch2\.pt",
+    ):
+        check_existing_results([good])
+    good.write_text(json.dumps({**GOOD, **probe, "checkpoint": str(run / "checkpoints/epoch2.pt")}))
     (run / "grid/epoch2.csv").write_text("layer,layer_name,t,steps,sigma,test_accuracy\n")
     other = tmp_path / "results/table3.md"
     other.write_text("not a result file")
     pixels = run / "grid/pixels.json"  # beside the grid choices, but of its own kind
-    pixels.write_text(json.dumps({**GOOD, "num_classes": 10}))
+    pixels.write_text(
+        json.dumps(
+            {
+                **GOOD,
+                "num_classes": 10,
+                "created_by": "ddae.probing.pixel_probe",
+                "checkpoint": None,
+            }
+        )
+    )
     check_existing_results([good, run / "linear/epoch9.json", other, pixels])
     assert result_kind(pixels) == ("json", "pixel_probe")
+    assert result_kind(good) == ("json", "probe")
     assert result_kind(run / "grid/epoch2.json") == ("json", "grid_choice")
     assert result_kind(run / "linear/notes.json") is None
     with pytest.raises(ResultFileError, match=r"grid/epoch2\.csv: grid CSV has no rows.*kept"):
