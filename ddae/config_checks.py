@@ -3,11 +3,12 @@ the dataclass that reads it, so a bad value stops ``snakemake -n`` naming its ke
 failing hours later at job start.
 
 The checks are the config dataclasses' own (`ddae.configs.from_mapping` types and finiteness,
-each ``__post_init__``): networks (`ddae.networks`: attention resolutions among the network's
-resolutions, DiT heads dividing the width, WRN depth 6n + 4), frameworks (`ddae.diffusion`:
-β_min < β_max, σ_min < σ_max), pre-training (`ddae.training.normalize_run`: Adam betas,
-learning rate, augment_p needing augment_dim) and every evaluation stage (probes, fine-tuning,
-FID sampling, feature caches, alignment/uniformity, noisy heads, latents). The same checks run
+each ``__post_init__``), all in `ddae.settings`, which imports no torch: networks
+(`ddae.settings.networks`: attention resolutions among the network's resolutions, DiT heads
+dividing the width, WRN depth 6n + 4), frameworks (`ddae.settings.frameworks`: β_min < β_max,
+σ_min < σ_max), pre-training (`ddae.settings.pretraining.normalize_run`: Adam betas, learning
+rate, augment_p needing augment_dim) and every evaluation stage (probes, fine-tuning, FID
+sampling, feature caches, alignment/uniformity, noisy heads, latents). The same checks run
 when the library is used directly, since each job builds the same dataclasses; one check is
 added here: the classifiers' Adam betas within [0, 1), which torch.optim.Adam would refuse at
 job start without naming the key. Called from the Snakefile right after the schema validation;
@@ -19,17 +20,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ddae.alignment import AlignUniformConfig
-from ddae.classifier_training import ClassifierTrainingConfig
 from ddae.configs import ConfigError, Key, dotted_key, from_mapping
-from ddae.diffusion import framework_config
-from ddae.features import FeatureCacheConfig
-from ddae.fid import SamplingConfig
-from ddae.latents import LatentCacheConfig
-from ddae.networks import network_config
-from ddae.noise_conditional import NoisyHeadConfig
-from ddae.probing import GridSearchConfig, LinearProbeConfig
-from ddae.training import normalize_run
+from ddae.settings.alignment import AlignUniformConfig
+from ddae.settings.caches import FeatureCacheConfig, LatentCacheConfig
+from ddae.settings.classifiers import ClassifierTrainingConfig
+from ddae.settings.frameworks import framework_config
+from ddae.settings.networks import network_config
+from ddae.settings.noisy_heads import NoisyHeadConfig
+from ddae.settings.pretraining import normalize_run
+from ddae.settings.probes import GridSearchConfig, LinearProbeConfig
+from ddae.settings.sampling import SamplingConfig
 
 # evaluation stage -> the dataclass its job builds from that mapping (see workflow/rules)
 STAGE_CONFIGS: dict[str, type] = {

@@ -64,7 +64,7 @@ from ddae.configs import from_mapping, to_mapping
 from ddae.diffusion import Framework
 from ddae.fast_path import FLOAT32, FastPath
 from ddae.per_item import NOISE_STREAM, TEST, TRAIN, InputsFor, per_item_normal
-from ddae.settings.fast_path import FastPathSwitches
+from ddae.settings.caches import FeatureCacheConfig
 from ddae.sources import Source
 
 log = logging.getLogger(__name__)
@@ -224,25 +224,6 @@ def iter_features(
 # ---------------------------------------------------------------------------------------------
 # The cache on disk.
 # ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FeatureCacheConfig(FastPathSwitches):
-    """How `cache_features` extracts features (paper Sec. 3.2, Appendix B, Table 6)."""
-
-    # K augmented views of the training split. The official DiT protocol caches 10 copies
-    # (DiT/vae_preprocessing.py --num_copies 10); the CNN probes of linear.py re-augment every
-    # epoch, i.e. one view per probing epoch (10 for Appendix B's grid).
-    views: int = 10
-    hflip: bool = True  # Table 6: RandomHorizontalFlip() (official linear.py)
-    crop_padding: int = 4  # Table 6: RandomCrop(32, 4) / RandomCrop(64, 4); 0 disables
-    batch_size: int = 256  # images per forward pass (results do not depend on it)
-    seed: int = 0  # seeds every item's augmentation and noise, see module docstring
-    # bf16, tf32, channels_last (FastPathSwitches): the CUDA fast path, `ddae.fast_path`
-
-    def __post_init__(self) -> None:
-        if self.views < 1 or self.batch_size < 1 or self.crop_padding < 0 or self.seed < 0:
-            raise ValueError("need views >= 1, batch_size >= 1, crop_padding >= 0, seed >= 0")
 
 
 @dataclass

@@ -49,7 +49,7 @@ from ddae.datasets.format import ImageDataset
 from ddae.downloads import file_md5
 from ddae.fast_path import FLOAT32, FastPath
 from ddae.per_item import TEST, TRAIN, InputsFor, image_inputs, per_item_normal
-from ddae.settings.fast_path import FastPathSwitches
+from ddae.settings.caches import LatentCacheConfig
 
 log = logging.getLogger(__name__)
 
@@ -59,27 +59,6 @@ LATENT_DTYPE = np.float16
 
 class LatentError(RuntimeError):
     """A latent cache is missing, inconsistent or its values do not fit float16."""
-
-
-@dataclass(frozen=True)
-class LatentCacheConfig(FastPathSwitches):
-    """How `cache_latents` encodes a dataset (paper Appendix A, Table 9 "@256")."""
-
-    views: int = 10  # App. A: "We encode 10 versions of the training set with augmentations"
-    image_size: int = 256  # Table 9: CIFAR-10@256, Tiny-ImageNet@256 (DiT-XL/2-256)
-    hflip: bool = True  # RandomHorizontalFlip() before resizing (official get_dataset flip=True)
-    crop_padding: int = 4  # RandomCrop(res, 4) at the native resolution, then resize
-    scale: float = 0.18215  # SD latent scaling factor (official vae_preprocessing.py)
-    batch_size: int = 64  # images per VAE pass (results do not depend on it)
-    seed: int = 0  # seeds every image's augmentation and posterior sample
-    # bf16, tf32, channels_last (FastPathSwitches): the VAE's CUDA fast path, `ddae.fast_path`
-    # (official DiT/vae_preprocessing.py: fp16 autocast with --use_amp)
-
-    def __post_init__(self) -> None:
-        if self.views < 1 or self.batch_size < 1 or self.crop_padding < 0 or self.seed < 0:
-            raise ValueError("need views >= 1, batch_size >= 1, crop_padding >= 0, seed >= 0")
-        if self.image_size < 8 or self.image_size % 8:
-            raise ValueError(f"image_size must be a multiple of 8, got {self.image_size}")
 
 
 @dataclass
