@@ -42,7 +42,7 @@ from ddae.datasets.digits import load_digits
 from ddae.datasets.format import ImageDataset
 from ddae.features import DecoderFeatures, cache_features
 from ddae.networks import build_network
-from ddae.probing import grid_search
+from ddae.probing.grid_search import grid_search
 
 SMOKE_CONFIG = Path(__file__).resolve().parents[1] / "tests" / "smoke" / "config.yaml"
 TINY = yaml.safe_load(SMOKE_CONFIG.read_text())["pretraining"]["digits_ddpm"]["network"]

@@ -47,8 +47,8 @@ from ddae.diffusion import Framework, build_framework, framework_config
 from ddae.distributed import close_world, init_world
 from ddae.downloads import file_md5
 from ddae.launch import JobExecution, run_job
+from ddae.layer_choice import resolve_layer_t
 from ddae.networks import build_network, count_parameters, network_config, network_spec
-from ddae.probing import resolve_layer_t
 from ddae.result_writers import write_json
 from ddae.sources import Source, open_source
 

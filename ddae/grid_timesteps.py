@@ -32,8 +32,9 @@ import torch
 from ddae.cache_dirs import remove_cache_dir
 from ddae.configs import ConfigError, from_mapping, to_mapping
 from ddae.features import cache_features, load_feature_cache
-from ddae.probing import GridSearchConfig, probe_feature_caches, write_grid
+from ddae.probing.grid_search import probe_feature_caches, write_grid
 from ddae.result_writers import write_json
+from ddae.settings.probes import GridSearchConfig
 from ddae.sources import Source
 
 log = logging.getLogger(__name__)

@@ -73,7 +73,7 @@ def probe_identity(
     """What `ddae.probing.linear_probe` would record about the computation it runs (its
     result's keys): two probes with equal identities compute the same thing."""
     from ddae.configs import from_mapping, to_mapping
-    from ddae.probing import LinearProbeConfig
+    from ddae.settings.probes import LinearProbeConfig
 
     config = from_mapping(LinearProbeConfig, probe, "probe")
     identity = {
@@ -130,7 +130,7 @@ def probe_or_reuse(
     identity = probe_identity(checkpoint, source.record(), layer, t, steps, config, device)
     if reuse_probe(out_json, sibling_probe(out_json, layer, t), identity):
         return
-    from ddae.probing import linear_probe
+    from ddae.probing.linear_probe import linear_probe
 
     linear_probe(
         checkpoint=checkpoint,

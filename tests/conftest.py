@@ -17,7 +17,7 @@ from ddae.datasets.digits import load_digits
 from ddae.datasets.format import ImageDataset
 from ddae.distributed import World
 from ddae.networks import build_network
-from ddae.training import normalize_run
+from ddae.settings.pretraining import normalize_run
 
 
 @pytest.fixture(scope="module")

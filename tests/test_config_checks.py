@@ -18,7 +18,7 @@ from ddae.config_checks import check_config
 from ddae.config_messages import config_mistakes_reported
 from ddae.configs import ConfigError
 from ddae.networks import build_network
-from ddae.training import normalize_run
+from ddae.settings.pretraining import normalize_run
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = yaml.safe_load((REPO / "tests/smoke/config.yaml").read_text())

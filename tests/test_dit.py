@@ -42,7 +42,8 @@ from ddae.networks.dit import DiT, dit_parameter_count
 from ddae.official.importers import import_official
 from ddae.official.stand_ins import STAND_IN_NOTE, write_stand_in
 from ddae.per_item import AUGMENT_STREAM, TRAIN, per_item_crop_flip, per_item_normal
-from ddae.probing import grid_search, linear_probe
+from ddae.probing.grid_search import grid_search
+from ddae.probing.linear_probe import linear_probe
 from ddae.sources import LatentData, LatentSource
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

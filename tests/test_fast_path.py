@@ -30,7 +30,8 @@ from ddae.features import FeatureCacheConfig, cache_features, load_feature_cache
 from ddae.fid import SamplingConfig
 from ddae.latents import LatentCacheConfig, encode_latents, load_vae
 from ddae.official.stand_ins import write_stand_in
-from ddae.probing import LinearProbeConfig, linear_probe
+from ddae.probing.linear_probe import linear_probe
+from ddae.settings.probes import LinearProbeConfig
 from ddae.sources import ImageSource
 
 pytestmark = pytest.mark.usefixtures("one_thread")

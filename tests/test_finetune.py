@@ -45,8 +45,8 @@ from ddae.finetune import (
     train_from_scratch,
     train_supervised_wrn,
 )
+from ddae.layer_choice import resolve_layer_t
 from ddae.networks import build_network, count_parameters
-from ddae.probing import resolve_layer_t
 from ddae.sources import ImageSource
 
 FRAMEWORKS = {

@@ -12,7 +12,7 @@ import ddae.grid_timesteps as grid_timesteps
 from ddae.configs import ConfigError
 from ddae.features import cache_features
 from ddae.grid_timesteps import merge_timesteps, probe_timestep
-from ddae.probing import grid_search
+from ddae.probing.grid_search import grid_search
 from ddae.sources import ImageSource
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -17,7 +17,8 @@ from conftest import TINY_UNET, digits_subset, tiny_probe_run
 
 from ddae.features import cache_features
 from ddae.joblog import KEPT_LOGS, logging_to, progress
-from ddae.probing import grid_search, linear_probe
+from ddae.probing.grid_search import grid_search
+from ddae.probing.linear_probe import linear_probe
 from ddae.sources import ImageSource
 from ddae.training import TrainOptions, train_to_epoch
 

@@ -11,8 +11,8 @@ from conftest import TINY_UNET
 from ddae import classifier_training, learning_rate, training
 from ddae.configs import ConfigError, from_mapping
 from ddae.learning_rate import lr_at_epoch, peak_lr
-from ddae.noise_conditional import NoisyHeadConfig
-from ddae.probing import LinearProbeConfig, ProbeConfig
+from ddae.settings.noisy_heads import NoisyHeadConfig
+from ddae.settings.probes import LinearProbeConfig, ProbeConfig
 
 
 def test_peak_lr_scales_linearly_from_the_reference_batch():

@@ -31,7 +31,6 @@ from ddae.finetune import ClassifierTrainingConfig
 from ddae.latents import LatentCacheConfig
 from ddae.networks import NETWORKS, build_network
 from ddae.networks.dit import DiT, DiTEncoder
-from ddae.noise_conditional import NoisyHeadConfig
 from ddae.paper_shape import (
     _DECODER_DEFAULTS,
     check_paper_shape,
@@ -39,10 +38,11 @@ from ddae.paper_shape import (
     miniature_config,
     write_miniature,
 )
-from ddae.probing import GridSearchConfig, LinearProbeConfig
 from ddae.report.table9 import table9
 from ddae.sampling import ddim_table_of, sampling_schedule
-from ddae.training import TrainingConfig, normalize_run
+from ddae.settings.noisy_heads import NoisyHeadConfig
+from ddae.settings.pretraining import TrainingConfig, normalize_run
+from ddae.settings.probes import GridSearchConfig, LinearProbeConfig
 
 
 def test_dit_truncated_encoder_sizes_pin_the_papers_layer_numbering():

@@ -12,16 +12,12 @@ from conftest import tiny_probe_run
 
 from ddae.configs import ConfigError
 from ddae.features import cache_features
-from ddae.probing import (
-    GRID_CSV_COLUMNS,
-    ProbeConfig,
-    fit_cached_probes,
-    grid_search,
-    labelled_subset,
-    linear_probe,
-    pixel_probe,
-    resolve_layer_t,
-)
+from ddae.layer_choice import resolve_layer_t
+from ddae.probing.bank import fit_cached_probes, labelled_subset
+from ddae.probing.grid_search import GRID_CSV_COLUMNS, grid_search
+from ddae.probing.linear_probe import linear_probe
+from ddae.probing.pixel_probe import pixel_probe
+from ddae.settings.probes import ProbeConfig
 from ddae.sources import ImageSource
 
 pytestmark = pytest.mark.usefixtures("one_thread")

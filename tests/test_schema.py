@@ -14,9 +14,9 @@ from ddae.diffusion import DDPM, EDM
 from ddae.features import FeatureCacheConfig
 from ddae.fid import SamplingConfig
 from ddae.networks import NETWORKS
-from ddae.noise_conditional import NoisyHeadConfig
-from ddae.probing import GridSearchConfig, LinearProbeConfig
-from ddae.training import TrainingConfig
+from ddae.settings.noisy_heads import NoisyHeadConfig
+from ddae.settings.pretraining import TrainingConfig
+from ddae.settings.probes import GridSearchConfig, LinearProbeConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = load_schema(REPO / "workflow" / "schemas" / "config.schema.yaml")

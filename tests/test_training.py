@@ -27,13 +27,12 @@ from ddae.diffusion import EDM
 from ddae.distributed import World
 from ddae.launch import PretrainingJob, run_pretraining
 from ddae.result_writers import drop_metrics_after
+from ddae.settings.pretraining import TrainingConfig, normalize_run
 from ddae.training import (
     PARTIAL_STATE,
     Trainer,
-    TrainingConfig,
     TrainOptions,
     ema_decay_at,
-    normalize_run,
     train_to_epoch,
     update_ema,
 )

@@ -22,7 +22,8 @@ from ddae.official import OfficialImportError
 from ddae.official.stand_ins import write_stand_in
 from ddae.paper_shape import miniature_config, stand_in_marker, write_stand_in_dataset
 from ddae.probe_pairs import named_pair_pattern, probe_identity, reuse_probe, sibling_probe
-from ddae.probing import LinearProbeConfig, linear_probe
+from ddae.probing.linear_probe import linear_probe
+from ddae.settings.probes import LinearProbeConfig
 from ddae.sources import ImageSource
 from ddae.validation import (
     FAIL,

@@ -22,8 +22,8 @@ import pandas as pd
 
 from ddae.classifier_training import ClassifierTrainingConfig
 from ddae.latents import LatentCacheConfig
-from ddae.probing import LinearProbeConfig
 from ddae.report.reference import PathLike, is_number, load_reference, save_table
+from ddae.settings.probes import LinearProbeConfig
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The linear probes' config keys (paper Sec. 3.2, Appendix B and Table 6): the jointly trained
 grid-search probes (`ddae.probing.grid_search`) and the final linear probe with the frozen
-network in the loop (`ddae.linear_probe.linear_probe`). The protocol they set, and why it is
-the official code's, is in `ddae.probe_bank`'s docstring. Imports no torch."""
+network in the loop (`ddae.probing.linear_probe`). The protocol they set, and why it is the
+official code's, is in `ddae.probing`'s docstring. Imports no torch."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ class ProbeConfig:
     lr_reference_batch: int = 128
     batch_size: int = 512  # Table 6: 128 per GPU × 4 GPUs (global batch)
     seed: int = 0  # batch order, cached-view choice, probe initialisation
-    # Not in the paper (`ddae.probe_bank`): standardise features with training statistics
+    # Not in the paper (`ddae.probing`): standardise features with training statistics
     # (BatchNorm without affine), and probe with k labelled images per class (None: all).
     standardize: bool = False
     labels_per_class: int | None = None

@@ -2,7 +2,7 @@
 
 from ddae.alignment import align_uniform
 from ddae.joblog import logging_to
-from ddae.probing import resolve_layer_t
+from ddae.layer_choice import resolve_layer_t
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with logging_to(sm.log[0]):

@@ -1,8 +1,8 @@
 """Linear probe at the grid search's, the configured or a named (layer, t) (paper Table 6)."""
 
 from ddae.joblog import logging_to
+from ddae.layer_choice import resolve_layer_t
 from ddae.probe_pairs import probe_or_reuse
-from ddae.probing import resolve_layer_t
 from ddae.sources import open_source
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)

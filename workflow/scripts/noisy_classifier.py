@@ -1,8 +1,8 @@
 """Noise-conditional MLP head on frozen DDAE features, accuracy per noise level (Figure 6)."""
 
 from ddae.joblog import logging_to
+from ddae.layer_choice import resolve_layer_t
 from ddae.noise_conditional import train_noisy_head
-from ddae.probing import resolve_layer_t
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with logging_to(sm.log[0]):

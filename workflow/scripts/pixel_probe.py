@@ -1,7 +1,7 @@
 """A linear probe on raw pixels with a run's grid-probe protocol (ddae.findings reference)."""
 
 from ddae.joblog import logging_to
-from ddae.probing import pixel_probe
+from ddae.probing.pixel_probe import pixel_probe
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with logging_to(sm.log[0]):
