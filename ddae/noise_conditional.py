@@ -35,14 +35,14 @@ same levels as the head (VE: the σ of Heun level t, condition ln σ).
 Both are models that the project's one classifier loop trains (`ddae.classifier_training.
 ClassifierTrainer`: partial state and resumption with ``state_dir``, per-epoch metrics):
 `NoisyHeadClassifier` (the frozen DDAE network outside its parameters, the head trained) and
-`NoisyWRNClassifier`, fed by `NoisyImageData`, which draws flip/crop, the level and ε per global
-batch from the trainer's generator and hands the model the noisy image with its condition as
-one extra plane (`pack_condition`). Learning rates follow `ddae.learning_rate`. An epoch is a
-fresh permutation in batches, the last one partial (`ddae.batching.EpochBatches`), as the official
-DataLoaders (``drop_last=False``) and the loops this replaced: the results are bitwise those of
-those loops. Both run in one process on one device (with the hand-written loop this replaced, two
-WRN-28-10 epochs over 5,120 images plus 20 test levels took ~5 s on one H200 in bf16, so 200
-CIFAR-10 epochs are roughly an hour; the head is minutes; not re-measured on the trainer).
+`NoisyWRNClassifier`, fed by `ddae.noise_levels.NoisyImageData`, which draws flip/crop, the level
+and ε per global batch from the trainer's generator and hands the model the noisy image with its
+condition as one extra plane (`pack_condition`). Learning rates follow `ddae.learning_rate`. An
+epoch is a fresh permutation in batches, the last one partial (`ddae.batching.EpochBatches`), as the
+official DataLoaders (``drop_last=False``) and the loops this replaced: the results are bitwise
+those of those loops. Both run in one process on one device (with the hand-written loop this
+replaced, two WRN-28-10 epochs over 5,120 images plus 20 test levels took ~5 s on one H200 in bf16,
+so 200 CIFAR-10 epochs are roughly an hour; the head is minutes; not re-measured on the trainer).
 
 Both write a CSV with columns ``t, steps, sigma, test_accuracy`` (percent; sigma in the VE view,
 σ_t = √((1 − ᾱ_t)/ᾱ_t) for DDPM); the test noise is seeded per level, so results are
@@ -57,7 +57,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -66,7 +65,6 @@ from ddae.batching import to_model_range
 from ddae.checkpoints import load_network
 from ddae.classifier_training import (
     PARTIAL_STATE,
-    ClassifierData,
     ClassifierOptions,
     ClassifierTrainer,
     ClassifierTrainingConfig,
@@ -74,11 +72,20 @@ from ddae.classifier_training import (
 )
 from ddae.configs import ConfigError, from_mapping, to_mapping
 from ddae.datasets.format import ImageDataset
-from ddae.diffusion import DDPM, EDM, Framework, build_framework
+from ddae.diffusion import DDPM, Framework, build_framework
 from ddae.distributed import World
 from ddae.downloads import file_md5
 from ddae.features import DecoderFeatures
 from ddae.networks import build_network, network_config
+from ddae.noise_levels import (
+    LevelNoise,
+    NoisyImageData,
+    Perturbation,
+    accuracy_per_level,
+    evaluation_timesteps,
+    pack_condition,
+    unpack_condition,
+)
 from ddae.result_writers import write_csv
 from ddae.settings.noisy_heads import NoisyHeadConfig
 
@@ -128,28 +135,7 @@ class NoisyHead(nn.Module):
         return self.mlp(features + self.embedding(t))  # (B, num_classes)
 
 
-# --- test levels and small helpers ------------------------------------------------------------
-
-
-def evaluation_timesteps(framework: Framework, steps: int, test_levels: int = 20) -> list[int]:
-    """Figure 6's x axis: DDPM arange(0, T, T // levels) + 1 (T = steps); EDM 1..steps."""
-    if isinstance(framework, DDPM):
-        T = framework.config.timesteps
-        if steps != T:
-            raise ConfigError(f"steps: DDPM timesteps are out of T={T}, got {steps}")
-        return list(range(1, T + 1, max(T // test_levels, 1)))
-    if steps < 2:
-        raise ConfigError(f"steps: EDM needs at least 2 Heun levels, got {steps}")
-    return list(range(1, steps + 1))
-
-
-def _level_generator(device: torch.device, seed: int, t: int) -> torch.Generator:
-    mixed = int(np.random.SeedSequence([seed, 7, t]).generate_state(1, np.uint64)[0])
-    return torch.Generator(device).manual_seed(mixed >> 1)
-
-
-def _per_sample(values: Tensor, like: Tensor) -> Tensor:
-    return values.reshape(-1, *([1] * (like.ndim - 1))).to(like.dtype)
+# --- training and testing, shared by both classifiers ------------------------------------------
 
 
 def write_accuracy_csv(rows: Sequence[Mapping[str, Any]], out_csv: str | Path) -> Path:
@@ -160,93 +146,6 @@ def write_accuracy_csv(rows: Sequence[Mapping[str, Any]], out_csv: str | Path) -
 
 def _autocast(device: torch.device, bf16: bool) -> torch.autocast:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda")
-
-
-# --- the classifiers' noisy inputs, as one model input for the shared trainer ---------------
-
-
-def pack_condition(x: Tensor, condition: Tensor) -> Tensor:
-    """(B, C, H, W) noisy images and their (B,) condition as one (B, C + 1, H, W) model input.
-
-    `ClassifierTrainer` hands its model one tensor; the condition (the head's integer t, the
-    WRN's t/T or ln σ, all exact in float32) rides along as a constant last plane.
-    """
-    plane = condition.to(x.dtype).reshape(-1, 1, 1, 1).expand(-1, 1, *x.shape[2:])
-    return torch.cat([x, plane], dim=1)
-
-
-def unpack_condition(inputs: Tensor) -> tuple[Tensor, Tensor]:
-    """The inverse of `pack_condition`: images (in ``inputs``' memory format) and condition."""
-    images = inputs[:, :-1]
-    if inputs.is_contiguous(memory_format=torch.channels_last) and not inputs.is_contiguous():
-        return images.contiguous(memory_format=torch.channels_last), inputs[:, -1, 0, 0]
-    return images.contiguous(), inputs[:, -1, 0, 0]
-
-
-class LevelNoise:
-    """How the DDAE head's images are noised (official noisy_classifier_DDAE.py): t ~ U{1..steps}
-    per image, x = x0 + σ_t ε (the VE view of Eq. 1, as denoising and linear probing see it),
-    condition t."""
-
-    def __init__(self, sigmas: Tensor) -> None:
-        self.sigmas, self.steps = sigmas, len(sigmas)  # σ of levels 1..steps, float64
-
-    def train_draw(self, batch: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        t = torch.randint(1, self.steps + 1, (batch,), generator=generator, device=generator.device)
-        return t, t
-
-    def test_level(self, t: int, batch: int, device: torch.device) -> tuple[Tensor, Tensor]:
-        level = torch.full((batch,), t, dtype=torch.long, device=device)
-        return level, level
-
-    def apply(self, x0: Tensor, level: Tensor, eps: Tensor) -> Tensor:
-        return x0 + _per_sample(self.sigmas[level - 1], x0) * eps
-
-
-class NoisyImageData(ClassifierData):
-    """`ImageData` turned into noisy model inputs: the noisy image plus its condition
-    (`pack_condition`).
-
-    Per global batch, from the trainer's generator and in the order of the old loops: flip and
-    crop (``clean``), the level of every image (``noise.train_draw``), then ε. The trainer's own
-    test (after the last epoch, its metrics line) sees test image i at level
-    ``levels[i % len(levels)]`` with ε seeded per image, so it is the same for any process count;
-    Figure 6's per-level accuracies are `_accuracy_per_level`'s.
-    """
-
-    def __init__(
-        self, clean: ImageData, noise: LevelNoise | Perturbation, levels: Sequence[int], seed: int
-    ) -> None:
-        self.clean, self.noise, self.levels, self.seed = clean, noise, list(levels), seed
-        self.device = clean.device
-        self.num_train, self.num_test = clean.num_train, clean.num_test
-        self.num_classes = clean.num_classes
-
-    def train_batch(
-        self, indices: Tensor, epoch: int, generator: torch.Generator, mine: slice
-    ) -> tuple[Tensor, Tensor]:
-        x0, labels = self.clean.train_batch(indices, epoch, generator, slice(None))
-        level, condition = self.noise.train_draw(len(indices), generator)
-        eps = torch.randn(x0.shape, generator=generator, device=self.device)
-        inputs = pack_condition(self.noise.apply(x0, level, eps), condition)
-        return inputs[mine], labels[mine]
-
-    def test_batch(self, indices: Tensor) -> tuple[Tensor, Tensor]:
-        x0, labels = self.clean.test_batch(indices)
-        packed = []
-        for row, index in enumerate(indices.tolist()):
-            t = self.levels[index % len(self.levels)]
-            level, condition = self.noise.test_level(t, 1, self.device)
-            item = torch.Generator().manual_seed(_item_seed(self.seed, index))
-            eps = torch.randn(x0.shape[1:], generator=item).to(self.device)[None]
-            packed.append(
-                pack_condition(self.noise.apply(x0[row : row + 1], level, eps), condition)
-            )
-        return torch.cat(packed), labels
-
-
-def _item_seed(seed: int, index: int) -> int:
-    return int(np.random.SeedSequence([seed, 11, index]).generate_state(1, np.uint64)[0]) >> 1
 
 
 def _train(
@@ -273,6 +172,55 @@ def _train(
     with trainer.resumed(options):
         trainer.run(options)
     return trainer.network.eval()
+
+
+def _test_and_write(
+    logits: Callable[[Tensor, int, Tensor], Tensor],
+    data: NoisyImageData,
+    sigmas: Sequence[float],
+    steps: int,
+    batch_size: int,
+    out_csv: str | Path,
+    state_dir: str | Path | None,
+) -> list[dict[str, Any]]:
+    """Figure 6's accuracy at every test level, written as CSV; then the partial state goes (the
+    result is written: a rerun starts afresh)."""
+    test = data.clean
+    rows = accuracy_per_level(
+        logits,
+        test.test_images,
+        test.test_labels,
+        data.levels,
+        sigmas,
+        steps,
+        batch_size,
+        data.seed,
+        data.device,
+    )
+    write_accuracy_csv(rows, out_csv)
+    if state_dir is not None:
+        (Path(state_dir) / PARTIAL_STATE).unlink(missing_ok=True)
+    return rows
+
+
+def _level_logits(
+    model: nn.Module,
+    noise: LevelNoise | Perturbation,
+    device: torch.device,
+    bf16: bool,
+    channels_last: bool = False,
+) -> Callable[[Tensor, int, Tensor], Tensor]:
+    """``logits(x0, t, ε)`` of a noise-conditional classifier at test level t."""
+
+    def logits(x0: Tensor, t_level: int, eps: Tensor) -> Tensor:
+        level, condition = noise.test_level(t_level, len(x0), device)
+        inputs = pack_condition(noise.apply(x0, level, eps), condition)
+        if channels_last and device.type == "cuda":
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        with _autocast(device, bf16):
+            return model(inputs)
+
+    return logits
 
 
 # --- the DDAE head -----------------------------------------------------------------------------
@@ -369,128 +317,7 @@ def train_noisy_head(
         )
 
 
-def _test_and_write(
-    logits: Callable[[Tensor, int, Tensor], Tensor],
-    data: NoisyImageData,
-    sigmas: Sequence[float],
-    steps: int,
-    batch_size: int,
-    out_csv: str | Path,
-    state_dir: str | Path | None,
-) -> list[dict[str, Any]]:
-    """Figure 6's accuracy at every test level, written as CSV; then the partial state goes (the
-    result is written: a rerun starts afresh)."""
-    test = data.clean
-    rows = _accuracy_per_level(
-        logits,
-        test.test_images,
-        test.test_labels,
-        data.levels,
-        sigmas,
-        steps,
-        batch_size,
-        data.seed,
-        data.device,
-    )
-    write_accuracy_csv(rows, out_csv)
-    if state_dir is not None:
-        (Path(state_dir) / PARTIAL_STATE).unlink(missing_ok=True)
-    return rows
-
-
-def _level_logits(
-    model: nn.Module,
-    noise: LevelNoise | Perturbation,
-    device: torch.device,
-    bf16: bool,
-    channels_last: bool = False,
-) -> Callable[[Tensor, int, Tensor], Tensor]:
-    """``logits(x0, t, ε)`` of a noise-conditional classifier at test level t."""
-
-    def logits(x0: Tensor, t_level: int, eps: Tensor) -> Tensor:
-        level, condition = noise.test_level(t_level, len(x0), device)
-        inputs = pack_condition(noise.apply(x0, level, eps), condition)
-        if channels_last and device.type == "cuda":
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
-        with _autocast(device, bf16):
-            return model(inputs)
-
-    return logits
-
-
-def _accuracy_per_level(
-    logits_for: Callable[[Tensor, int, Tensor], Tensor],
-    test_images: Tensor,
-    test_labels: Tensor,
-    levels: Sequence[int],
-    sigmas: Sequence[float],
-    steps: int,
-    batch_size: int,
-    seed: int,
-    device: torch.device,
-) -> list[dict[str, Any]]:
-    """Test accuracy at every noise level: ``logits_for(x0, t, ε)`` on the test images in
-    batches, with ε seeded per (seed, level); rows ``t, steps, sigma, test_accuracy``."""
-    rows = []
-    for t_level, sigma in zip(levels, sigmas, strict=True):
-        level_generator = _level_generator(device, seed, t_level)
-        hits = 0
-        for chunk in torch.arange(len(test_images), device=device).split(batch_size):
-            x0 = to_model_range(test_images[chunk])
-            eps = torch.randn(x0.shape, generator=level_generator, device=device)
-            with torch.no_grad():
-                logits = logits_for(x0, t_level, eps)
-            hits += int((logits.argmax(dim=1) == test_labels[chunk]).sum())
-        accuracy = 100.0 * hits / len(test_images)
-        log.info("t=%d/%d sigma=%.4g: test accuracy %.2f", t_level, steps, sigma, accuracy)
-        rows.append({"t": t_level, "steps": steps, "sigma": sigma, "test_accuracy": accuracy})
-    return rows
-
-
 # --- the noise-conditional WideResNet baseline -------------------------------------------------
-
-
-class Perturbation:
-    """How the WRN baseline's training and test images are noised (official WRN script).
-
-    ``vp`` (DDPM framework): x = √ᾱ_t x0 + √(1−ᾱ_t) ε, condition t/T, t ~ U{1..T}.
-    ``ve`` (EDM framework): x = x0 + σ ε, condition ln σ, ln σ ~ N(P_mean, P_std²).
-    Test level t has the σ of ``framework.sigma_at_timestep(t, steps)`` in both cases.
-    """
-
-    def __init__(self, kind: Literal["vp", "ve"], framework: Framework, steps: int) -> None:
-        if kind == "vp" and not isinstance(framework, DDPM):
-            raise ConfigError("perturbation 'vp' needs a DDPM framework (kind: ddpm)")
-        if kind == "ve" and not isinstance(framework, EDM):
-            raise ConfigError("perturbation 've' needs an EDM framework (kind: edm)")
-        if kind not in ("vp", "ve"):
-            raise ConfigError(f"perturbation must be 'vp' or 've', got {kind!r}")
-        self.kind, self.framework, self.steps = kind, framework, steps
-
-    def train_draw(self, batch: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        """(level, condition) per image for training: DDPM step indices or EDM σ."""
-        device = generator.device
-        if isinstance(self.framework, DDPM):
-            T = self.framework.config.timesteps
-            t = torch.randint(1, T + 1, (batch,), generator=generator, device=device)
-            return t, t.float() / T
-        sigma = self.framework.sample_training_sigma(batch, generator)
-        return sigma, sigma.log().float()
-
-    def test_level(self, t: int, batch: int, device: torch.device) -> tuple[Tensor, Tensor]:
-        if isinstance(self.framework, DDPM):
-            level = torch.full((batch,), t, dtype=torch.long, device=device)
-            return level, level.float() / self.framework.config.timesteps
-        sigma = self.framework.sigma_at_timestep(t, self.steps)
-        level = torch.full((batch,), sigma, dtype=torch.float64, device=device)
-        return level, level.log().float()
-
-    def apply(self, x0: Tensor, level: Tensor, eps: Tensor) -> Tensor:
-        if isinstance(self.framework, DDPM):
-            alpha_bar = self.framework.alphas_cumprod.to(x0.device)[level - 1]
-            a = _per_sample(alpha_bar, x0)
-            return a.sqrt() * x0 + (1.0 - a).sqrt() * eps  # Eq. 1
-        return x0 + _per_sample(level, x0) * eps
 
 
 def train_noisy_wrn(

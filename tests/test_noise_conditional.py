@@ -20,12 +20,10 @@ from ddae.noise_conditional import (
     CSV_COLUMNS,
     NoisyHead,
     TimestepEmbedding,
-    evaluation_timesteps,
-    pack_condition,
     train_noisy_head,
     train_noisy_wrn,
-    unpack_condition,
 )
+from ddae.noise_levels import evaluation_timesteps, pack_condition, unpack_condition
 
 TINY_WRN = {
     "arch": "noisy_wide_resnet",
@@ -266,7 +264,7 @@ def test_trainer_test_split_noise_is_the_same_in_any_chunks(digits):
     """The trainer's own test draws ε per image: shards of any process count agree."""
     from ddae.classifier_training import ClassifierTrainingConfig, ImageData
     from ddae.datasets.format import ImageDataset
-    from ddae.noise_conditional import LevelNoise, NoisyImageData
+    from ddae.noise_levels import LevelNoise, NoisyImageData
 
     train, test = (ImageDataset.load(path) for path in digits)
     sigmas = torch.tensor([0.1, 0.5, 1.0, 2.0], dtype=torch.float64)
@@ -296,7 +294,7 @@ def test_noisy_head_resumes_from_its_partial_state(digits, tmp_path, monkeypatch
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patch:  # killed after training, before the test levels
-        patch.setattr(ddae.noise_conditional, "_accuracy_per_level", interrupted)
+        patch.setattr(ddae.noise_conditional, "accuracy_per_level", interrupted)
         with pytest.raises(KeyboardInterrupt):
             train_noisy_head(
                 checkpoint,
