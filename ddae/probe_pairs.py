@@ -17,7 +17,8 @@ that chooses Table 9's pair gives Tables 2–3 the validation's probe (and the r
 ``reused_from`` entry naming the file it came from. Delete both files to probe again.
 
 `probe_or_reuse` is the rule's one call. The path helpers are pure Python (the rules read
-them); `probe_identity` and `probe_or_reuse` import torch when called.
+them while Snakemake plans: this module imports no torch, numpy or pandas); `probe_identity`
+and `probe_or_reuse` import torch when called.
 """
 
 from __future__ import annotations

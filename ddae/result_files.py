@@ -15,9 +15,7 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from ddae.pipeline.contracts import (
     CSV_KINDS,
@@ -29,6 +27,9 @@ from ddae.pipeline.contracts import (
     verified_results,
 )
 from ddae.pipeline.result_reading import ResultFileError, exists
+
+if TYPE_CHECKING:  # pandas is imported by the CSV reader: planning checks files without it
+    import pandas as pd
 
 __all__ = [
     "CSV_KINDS",
@@ -67,6 +68,8 @@ def read_result_csv(path: PathLike | None, kind: str) -> pd.DataFrame | None:
     path = _existing(path, kind, CSV_KINDS, "CSV kind")
     if path is None:
         return None
+    import pandas as pd
+
     text, _ = checked_rows(path, kind)
     return pd.read_csv(io.StringIO(text))
 

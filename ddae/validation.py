@@ -26,7 +26,7 @@ the report states each bound's basis instead. Times per stage are the Snakemake 
 of the jobs read (`stage_times`); the device and switches each number ran with are its result's
 ``ran_with``, and the software versions and GPUs are those of the host that writes the report.
 
-Pure Python (no torch): the Snakefile imports it while planning.
+Pure Python (no torch, numpy or pandas): the Snakefile imports it while planning.
 """
 
 from __future__ import annotations

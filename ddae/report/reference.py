@@ -14,13 +14,15 @@ import math
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import yaml
 
 from ddae.paper_shape import stand_in_marker
 from ddae.result_writers import write_text
+
+if TYPE_CHECKING:  # the Snakefile imports this module while it plans: no pandas there
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
