@@ -11,7 +11,9 @@ are independent (`ddae.probing.fit_cached_probes`: each probe's initialisation i
   folder, train the probes of every layer on them (`ddae.probing.probe_feature_caches`), write the
   t's rows and provenance to a small JSON, and delete the cache whatever happens (with what a
   killed earlier attempt left);
-* `merge_timesteps`: the grid CSV and choice JSON from the per-t JSONs, with `grid_search`'s
+* `merge_timesteps`: the grid CSV and choice JSON from the per-t JSONs (each read through its
+  contract, `ddae.pipeline.result_kinds`: a NaN accuracy, a layer or t out of range or another
+  checkpoint's file is refused, naming file and field), with `grid_search`'s
   `ddae.probing.write_grid` (same rows, same `TIE_BREAK`): the files equal `grid_search`'s.
 
 The per-t file is JSON, not CSV, because the choice JSON also records the cache's checkpoint,
@@ -21,7 +23,6 @@ CSV's text is the one `grid_search` writes.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -32,6 +33,8 @@ import torch
 from ddae.cache_dirs import remove_cache_dir
 from ddae.configs import ConfigError, from_mapping, to_mapping
 from ddae.features import cache_features, load_feature_cache
+from ddae.pipeline.result_checks import checked_record
+from ddae.pipeline.result_reading import ResultFileError
 from ddae.probing.grid_search import probe_feature_caches, write_grid
 from ddae.result_writers import write_json
 from ddae.settings.probes import GridSearchConfig
@@ -94,10 +97,10 @@ def merge_timesteps(
         raise ConfigError("merge_timesteps needs at least one per-timestep probe file")
     records = []
     for path in timestep_files:
-        try:
-            records.append((Path(path), json.loads(Path(path).read_text())))
-        except (OSError, ValueError) as error:
-            message = f"{path}: not a readable per-timestep probe file ({error})"
+        try:  # bounded, and checked against the per-t contract (a NaN accuracy names its file)
+            records.append((Path(path), checked_record(path, "grid_timestep")))
+        except ResultFileError as error:
+            message = f"not a valid per-timestep probe file: {error}"
             raise ConfigError(message) from error
     records.sort(key=lambda item: item[1]["t"])
     first_path, first = records[0]

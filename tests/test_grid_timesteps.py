@@ -105,3 +105,78 @@ def test_finished_timestep_jobs_leave_no_empty_feature_folders(tiny_run, tmp_pat
     kept.parent.rmdir()  # that job finished too
     probe_timestep(checkpoint, source, 11, 100, FEATURES, PROBE, folders[0], tmp_path / "t.json")
     assert not (run / "features").exists() and run.is_dir()
+
+
+def timestep_record(t: int, accuracies: list[float], config: dict) -> dict:
+    """A per-t file as `probe_timestep` writes it (rows of every layer at t of 100 levels)."""
+    sigma = t / 100
+    return {
+        "t": t,
+        "feature_dir": f"results/digits/run/features/epoch2/t{t}",
+        "steps": 100,
+        "checkpoint": "results/digits/run/checkpoints/epoch2.pt",
+        "views": 2,
+        "num_classes": 10,
+        "features_config": {"views": 2},
+        "layers": [f"block{layer}" for layer in range(1, len(accuracies) + 1)],
+        "config": config,
+        "rows": [
+            {
+                "layer": layer,
+                "layer_name": f"block{layer}",
+                "t": t,
+                "steps": 100,
+                "sigma": sigma,
+                "test_accuracy": accuracy,
+            }
+            for layer, accuracy in enumerate(accuracies, 1)
+        ],
+        "created_by": "ddae.grid_timesteps.probe_timestep",
+    }
+
+
+@pytest.mark.parametrize(
+    ("good", "bad", "problem"),
+    [
+        # issue 21 case 4: a NaN accuracy used to become the grid's "best" cell
+        (
+            'test_accuracy": 40.0',
+            'test_accuracy": NaN',
+            r"rows\[1\] key 'test_accuracy' must be finite",
+        ),
+        (
+            'test_accuracy": 40.0',
+            'test_accuracy": 400.0',
+            r"rows\[1\] key 'test_accuracy' must lie in",
+        ),
+        ('layer": 2', 'layer": 0', r"rows\[1\] key 'layer' must lie in \[1, inf\)"),
+        ('t": 11', 't": 111', r"key 't' must lie in 1\.\.100 \(its steps\)"),
+        (
+            'probe_timestep"',
+            'finetune"',
+            "'created_by' is 'ddae.grid_timesteps.finetune', but this file is written by",
+        ),
+        ("epoch2.pt", "epoch1.pt", "'checkpoint' is .*epoch1.pt', but this path's result is of"),
+    ],
+)
+def test_merge_reads_each_timestep_file_through_its_contract(tmp_path, good, bad, problem):
+    """Every per-t file is read through its contract, naming the file and the field (the first
+    occurrence of ``good`` in the t = 11 file becomes ``bad``)."""
+    from ddae.configs import from_mapping, to_mapping
+    from ddae.settings.probes import GridSearchConfig
+
+    config = to_mapping(from_mapping(GridSearchConfig, PROBE, "probe"))
+    folder = tmp_path / "results/digits/run/grid_timesteps/epoch2"
+    folder.mkdir(parents=True)
+    files = [folder / f"t{t}.json" for t in (1, 11)]
+    for path, t in zip(files, (1, 11), strict=True):
+        path.write_text(json.dumps(timestep_record(t, [30.0, 40.0], config), indent=2))
+    merged = merge_timesteps(files, PROBE, tmp_path / "grid.csv", tmp_path / "grid.json")
+    assert (merged["layer"], merged["t"], merged["test_accuracy"]) == (2, 1, 40.0)
+    text = files[1].read_text()
+    assert good in text
+    files[1].write_text(text.replace(good, bad, 1))
+    with pytest.raises(ConfigError, match=problem) as caught:
+        merge_timesteps(files, PROBE, tmp_path / "x.csv", tmp_path / "x.json")
+    assert "t11.json" in str(caught.value)
+    assert not (tmp_path / "x.csv").exists() and not (tmp_path / "x.json").exists()

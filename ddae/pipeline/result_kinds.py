@@ -66,7 +66,7 @@ ALIGNMENT = Field(NUMBER, 0, meaning="Eq. 3, a mean squared distance")  # ddae.a
 UNIFORMITY = Field(NUMBER, high=0, meaning="Eq. 4, log of a mean of exp(-2 d^2)")
 NAME = Field(TEXT)
 PROVENANCE = {"created_by": Field(TEXT), "checkpoint": Field(TEXT, null=True)}
-PROBE_PAIR = {"layer": LAYER, "t": T, "steps": STEPS, "sigma": SIGMA}
+PROBE_PAIR = {"layer": LAYER, "steps": STEPS, "t": T, "sigma": SIGMA}  # steps bounds t
 GRID_ROW = {"layer": LAYER, "layer_name": NAME, **PROBE_PAIR, "test_accuracy": PERCENT}
 
 JSON_KINDS: dict[str, Contract] = {
@@ -89,11 +89,11 @@ JSON_KINDS: dict[str, Contract] = {
     # ddae.probing.write_grid: the best cell of grid/epoch<E>.csv plus provenance
     "grid_choice": Contract(
         "json",
-        {"layer": LAYER, "t": T, "steps": STEPS, "test_accuracy": PERCENT, **PROVENANCE},
+        {"layer": LAYER, "steps": STEPS, "t": T, "test_accuracy": PERCENT, **PROVENANCE},
         {"sigma": SIGMA, "layer_name": NAME},
     ),
     # ddae.grid_timesteps.probe_timestep: one t's grid rows
-    "grid_timestep": Contract("json", {"t": T, "steps": STEPS, "rows": Field(ROWS), **PROVENANCE}),
+    "grid_timestep": Contract("json", {"steps": STEPS, "t": T, "rows": Field(ROWS), **PROVENANCE}),
 }
 CSV_KINDS: dict[str, Contract] = {
     "grid": Contract("csv", GRID_ROW),  # ddae.probing.GRID_CSV_COLUMNS
@@ -107,7 +107,7 @@ CSV_KINDS: dict[str, Contract] = {
             "uniformity": UNIFORMITY,
         },
     ),
-    "noisy": Contract("csv", {"t": T, "steps": STEPS, "sigma": SIGMA, "test_accuracy": PERCENT}),
+    "noisy": Contract("csv", {"steps": STEPS, "t": T, "sigma": SIGMA, "test_accuracy": PERCENT}),
 }
 CONTRACTS = {**JSON_KINDS, **CSV_KINDS}
 
