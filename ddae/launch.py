@@ -25,7 +25,8 @@ from typing import Any
 import torch
 
 from ddae.configs import from_mapping, to_mapping
-from ddae.training import TrainOptions, train_to_epoch
+from ddae.training import TrainOptions
+from ddae.training_resume import train_to_epoch
 
 
 @dataclass(frozen=True, kw_only=True)

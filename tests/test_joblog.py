@@ -20,7 +20,8 @@ from ddae.joblog import KEPT_LOGS, logging_to, progress
 from ddae.probing.grid_search import grid_search
 from ddae.probing.linear_probe import linear_probe
 from ddae.sources import ImageSource
-from ddae.training import TrainOptions, train_to_epoch
+from ddae.training import TrainOptions
+from ddae.training_resume import train_to_epoch
 
 
 def test_progress_logs_rate_and_eta_every_interval(caplog):

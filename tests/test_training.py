@@ -28,15 +28,9 @@ from ddae.distributed import World
 from ddae.launch import PretrainingJob, run_pretraining
 from ddae.result_writers import drop_metrics_after
 from ddae.settings.pretraining import TrainingConfig, normalize_run
-from ddae.training import (
-    PARTIAL_STATE,
-    Trainer,
-    TrainOptions,
-    ema_decay_at,
-    train_to_epoch,
-    update_ema,
-)
+from ddae.training import PARTIAL_STATE, Trainer, TrainOptions, ema_decay_at, update_ema
 from ddae.training_metrics import TrainingError
+from ddae.training_resume import train_to_epoch
 
 DDPM_RUN = {
     "network": TINY_UNET,
@@ -202,6 +196,7 @@ KILLABLE = """
 import json, os, sys, time
 from pathlib import Path
 import ddae.training as training
+import ddae.training_resume as training_resume
 run, data, out, state, hang_at = sys.argv[1:6]
 append = training.Trainer._append_metrics
 
@@ -215,7 +210,7 @@ def append_then_hang(self, path, record):  # the event the test waits for: step 
 
 
 training.Trainer._append_metrics = append_then_hang
-training.train_to_epoch(json.loads(run), data, out, 6, options=training.TrainOptions(
+training_resume.train_to_epoch(json.loads(run), data, out, 6, options=training.TrainOptions(
     state_dir=Path(state), snapshot_every_steps=3, progress=False, device="cpu",
     metrics_path=Path(state) / "metrics.jsonl", log_every_steps=1))
 """
