@@ -135,6 +135,8 @@ def test_every_good_result_passes_and_its_path_comes_back(results):
     assert verified_results(list(RESULTS), layers=2, levels=1000) == list(RESULTS)
     assert verified_result(f"{RUN}/linear/epoch4.json") == f"{RUN}/linear/epoch4.json"  # to make
     assert verified_result("results/table3.md") == "results/table3.md"  # of no result kind
+    assert locate(f"{RUN}/grid/epoch2.csv").run == "run"  # whose layers and levels bound it
+    assert locate("results/digits/baselines/wrn.json").run is None
     assert {locate(name).kind for name in RESULTS} == {
         "probe", "accuracy", "fid", "pixel_probe", "grid_choice", "grid_timestep", "grid",
         "align_uniform", "noisy",

@@ -98,7 +98,12 @@ def verified_result(path: str, *, layers: int | None = None, levels: int | None 
     kind its place tells (`RESULT_FILES`), its provenance there, layer within 1..``layers`` and
     t within 1..``levels`` when given, and a grid CSV against its choice JSON. Nothing at
     ``path`` (the job will make it) and paths of no result kind pass. A breach raises
-    `ResultContractError` naming file and field; Snakemake has deleted nothing yet."""
+    `ResultContractError` naming file and field; Snakemake has deleted nothing yet.
+
+    ``layers``: the decoder blocks of the run's network (`ddae.paper_shape.decoder_layer_count`
+    of its ``network``); ``levels``: the run's noise levels (its ``evaluation.steps``, Table 9's
+    t/steps denominator). ``locate(path).run`` names the run of a path (None for a dataset's
+    baselines, which have no run's bounds)."""
     place = locate(path)
     if place is None or not exists(path):
         return path

@@ -165,6 +165,7 @@ class ResultPath:
 
     kind: str
     dataset: str
+    run: str | None  # None for the dataset's baselines (results/<dataset>/baselines/)
     writers: tuple[str, ...]
     checkpoint: str | None  # results/<dataset>/<run>/checkpoints/epoch<E>.pt, or None
     named: Mapping[str, int]  # values the path names: a named pair's layer and t, a per-t t
@@ -188,5 +189,6 @@ def locate(path: PathLike) -> ResultPath | None:
                     f"epoch{int(parts['epoch'])}.pt"
                 )
             named = {key: int(parts[key]) for key in ("layer", "t") if parts.get(key)}
-            return ResultPath(kind, parts["dataset"], writers, checkpoint, named)
+            run = parts.get("run")
+            return ResultPath(kind, parts["dataset"], run, writers, checkpoint, named)
     return None
