@@ -372,3 +372,11 @@ def test_planning_imports_no_torch_numpy_or_pandas():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.strip() == "[]", result.stderr
+
+
+def test_the_contracts_name_the_classifier_writers_created_by():
+    from ddae.finetune import PretrainedEncoder, ScratchEncoder, WideResNetModel
+
+    writers = {locate(name).writers for name in RESULTS if name.endswith(".json")}
+    for model in (PretrainedEncoder, ScratchEncoder, WideResNetModel):
+        assert (model.created_by,) in writers

@@ -23,7 +23,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from test_workflow import REPO, SNAKEFILE, smoke_run  # noqa: F401  (the module's fixture)
+from test_workflow import REPO, SMOKE_CONFIG, SNAKEFILE, smoke_run  # noqa: F401 (a fixture)
+
+from ddae.paper_shape import decoder_layer_count
+from ddae.pipeline.contracts import check_written, locate, verified_result
 
 pytestmark = pytest.mark.slow
 EDM = "results/digits/digits_ddpmpp_edm"
@@ -226,3 +229,25 @@ def test_case5_a_fifo_or_dev_zero_at_a_result_path_stops_planning(
         [*REPORT, *FIGURES[5], "results/table3.csv", "results/table3.md"],
         problem,
     )
+
+
+def test_every_result_of_the_smoke_run_keeps_its_contract(smoke_run, monkeypatch):  # noqa: F811
+    """What the writers wrote passes what planning checks, with each run's decoder layer count
+    and noise levels (the bounds the rules pass to verified_result)."""
+    runs = SMOKE_CONFIG["pretraining"]
+    checked = set()
+    monkeypatch.chdir(smoke_run)  # relative paths, as Snakemake's
+    for path in sorted(Path("results").rglob("*")):
+        place = locate(path)
+        if place is None:
+            continue
+        run = runs.get(place.run, {})
+        layers = decoder_layer_count(run["network"]) if run else None
+        levels = run.get("evaluation", {}).get("steps")
+        assert verified_result(str(path), layers=layers, levels=levels) == str(path)
+        check_written(path, path.read_text())  # what the writer would accept again
+        checked.add(place.kind)
+    assert checked == {
+        "probe", "accuracy", "fid", "pixel_probe", "grid_choice", "grid_timestep", "grid",
+        "align_uniform", "noisy",
+    }  # fmt: skip
