@@ -16,8 +16,8 @@ the network runs in float32 exactly as before, bitwise. Every result records ``r
 to float32 is bounded on CPU by tests/test_fast_path.py and tests/test_sampling.py (forcing the
 switches on, as CPU autocast supports bf16) and measured on a GPU by benchmarks/gpu_session.py.
 
-Training has its own switches (`ddae.training.TrainingConfig`,
-`ddae.classifier_training.ClassifierTrainingConfig`), which also choose fused optimisers and
+Training has its own switches (`ddae.settings.pretraining.TrainingConfig`,
+`ddae.settings.classifiers.ClassifierTrainingConfig`), which also choose fused optimisers and
 `torch.compile`.
 """
 
