@@ -242,6 +242,13 @@ def test_a_result_of_another_stage_run_or_epoch_is_refused(results, name, key, v
     refused(path, re.escape(f"key '{key}' is {value!r}") + f".*{problem}")
 
 
+def test_a_nan_accuracy_in_a_per_t_grid_record_stops_planning(results):
+    """Issue 21 case 4, as grid_search's input function sees it (the file has NaN, not JSON)."""
+    path = Path(f"{RUN}/grid_timesteps/epoch2/t101.json")
+    path.write_text(path.read_text().replace('"test_accuracy": 42.5', '"test_accuracy": NaN'))
+    refused(str(path), r"rows\[0\] key 'test_accuracy' must be finite, got nan")
+
+
 def test_a_copied_result_of_another_run_and_stage_is_refused(results):
     """Issue 21 case 2: digits_ddpm's fine-tuning result copied over another run's probe."""
     other = Path("results/digits/other/finetune/epoch2.json")
