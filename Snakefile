@@ -11,13 +11,10 @@
 # Stages live in workflow/rules/ in DAG order; the logic lives in the `ddae` package.
 
 import os
-import re
 
 from snakemake.utils import min_version
 
-from ddae.config_messages import check_schema, config_mistakes_reported
-from ddae.configs import ConfigError
-from ddae.paper_shape import check_paper_shape
+from ddae.pipeline.workflow import planned_pipeline
 from ddae.report.run_summary import run_summary
 
 min_version("9.0")
@@ -31,16 +28,11 @@ os.environ.update(
 configfile: "config.yaml"
 
 
-# A config mistake stops here with one message naming the key and its line in config.yaml
-# (ddae.config_messages); further checks that raise ddae.configs.ConfigError go inside too.
-CONFIG_FILE = (workflow.configfiles or ["config.yaml"])[-1]
-with config_mistakes_reported(CONFIG_FILE):
-    check_schema(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml", CONFIG_FILE)
-    check_paper_shape(config)  # sampler steps vs T, layer and t ranges (pure Python, cheap)
-    if workflow.is_main_process:  # every value a job reads, checked once (not in every job)
-        from ddae.config_checks import check_config
-
-        check_config(config)
+# The config checked in one pass (ddae.pipeline.checks: a mistake stops here with one message
+# naming the key and its line in config.yaml), then the paths, params and targets every rule
+# reads: `layout` (ddae.pipeline.layout), `pretraining` (the pretraining chain), `reports` (tables,
+# figures, findings, validation).
+layout, pretraining, reports = planned_pipeline(config, workflow, checkpoints)
 
 
 # GPU jobs take one `gpu_slot` each; profiles/default caps the slots at 1 so that a workstation
@@ -54,8 +46,6 @@ resource_scopes:
 report: "workflow/report/workflow.rst"
 
 
-include: "workflow/rules/common.smk"
-include: "workflow/rules/common_report.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/official.smk"
@@ -69,12 +59,11 @@ include: "workflow/rules/validation.smk"
 
 rule all:
     input:
-        all_pretraining_checkpoints(),
-        evaluation_targets(),
-        report_targets(),
-        findings_targets(),
+        layout.all_pretraining_checkpoints(),
+        layout.evaluation_targets(),
+        reports.targets(),
     default_target: True
 
 
 onsuccess:
-    print(run_summary([*report_targets(), *findings_targets()], ".", workflow.overwrite_workdir))
+    print(run_summary(reports.targets(), ".", workflow.overwrite_workdir))

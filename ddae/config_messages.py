@@ -27,6 +27,7 @@ import yaml
 from ddae.configs import ConfigError, Key
 from ddae.configs import dotted_key as _dotted
 from ddae.datasets.registry import config_schema
+from ddae.pipeline.schema import generated_schema
 
 
 def _node_paths(root: yaml.Node) -> dict[int, list[tuple[Key, ...]]]:
@@ -153,8 +154,9 @@ def schema_message(config: Mapping[str, Any], schema: Mapping[str, Any], text: s
 
 
 def load_schema(schema_path: str | Path) -> dict[str, Any]:
-    """config.schema.yaml with the registered datasets filled in (`ddae.datasets.registry`)."""
-    return config_schema(yaml.safe_load(Path(schema_path).read_text()))
+    """config.schema.yaml with the registered datasets filled in (`ddae.datasets.registry`) and
+    the stage sections generated from the stages' config classes (`ddae.pipeline.schema`)."""
+    return generated_schema(config_schema(yaml.safe_load(Path(schema_path).read_text())))
 
 
 def check_schema(config: Mapping[str, Any], schema_path: str | Path, config_path: str | Path):

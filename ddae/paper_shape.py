@@ -37,6 +37,7 @@ import yaml
 from ddae.config_bounds import check_config_sizes
 from ddae.configs import ConfigError
 from ddae.datasets.registry import DATASETS
+from ddae.pipeline.stages import ONE_EPOCH, STAGES, evaluation_stages
 
 # Decoder-block defaults of each architecture's Config (ddae.networks; checked against the
 # dataclasses by tests/test_paper_shape.py), for specs that leave them out.
@@ -137,13 +138,8 @@ MINI_MIN_IMAGES = {"train": 120, "test": 40}  # CIFAR-10 (10 classes): 120 / 40
 MINI_BATCH = 32  # every batch size is capped at this
 MINI_WIDTH = {"ddpm_unet": {"base_channels": 32}, "ddpmpp": {"model_channels": 16}}
 MINI_DIT = {"hidden_size": 32, "num_heads": 2}  # depth 28, patch 2, 1000 classes kept
-MINI_LATENT_IMAGE_SIZE = 64  # 256 px -> 64 px before the VAE (latents 8x8 instead of 32x32)
-MINI_SAMPLES = 64  # FID samples (50,000 in the paper)
-MINI_ALIGN_IMAGES = 64  # alignment/uniformity images (10,000)
-# Augmented views (5-10 in config.yaml): feature caches keep one, as every grid t caches them
-# anew and 64 px networks cost ~2 CPU-min per t (the Tiny-ImageNet grids are 70 of the ~260 per-t
-# jobs); latent caches keep two, so DiT's per-epoch choice of a cached version is exercised.
-MINI_VIEWS = {"features": 1, "latents": 2}
+# 256 px -> 64 px before the VAE (latents 8x8 instead of 32x32): the latents stage's miniature
+MINI_LATENT_IMAGE_SIZE = STAGES["latents"].miniature.values["image_size"]
 MINI_WRN = {"widen_factor": 1}  # WRN-28-1 instead of WRN-28-10 (depth 28 kept)
 
 
@@ -157,32 +153,18 @@ def _cap_batches(node: Any) -> Any:
     return node
 
 
-def _short_classifier(spec: dict[str, Any]) -> dict[str, Any]:
-    spec = {**spec, "epochs": 1}
-    if "warmup_epochs" in spec:
-        spec["warmup_epochs"] = 0
-    return spec
-
-
 def _mini_evaluation(spec: dict[str, Any], gpus: int) -> dict[str, Any]:
+    """A run's evaluation block in miniature: each stage shrunk as its registry entry says
+    (`ddae.pipeline.stages`), the jobs on `gpus` GPUs, DiT's VAE a stand-in."""
     spec = copy.deepcopy(spec)
     spec["gpus"] = gpus
     if "training_gpus" in spec:
         spec["training_gpus"] = gpus
-    if "fid" in spec:
-        spec["fid"]["samples"] = MINI_SAMPLES
-    for stage in ("features", "latents"):
-        if stage in spec:
-            spec[stage]["views"] = min(spec[stage]["views"], MINI_VIEWS[stage])
-    if "latents" in spec:
-        spec["latents"]["image_size"] = MINI_LATENT_IMAGE_SIZE
+    for name, stage in evaluation_stages().items():
+        if name in spec:
+            spec[name] = stage.miniature.shrink(spec[name])
     if "vae" in spec:
         spec["vae"] = "stand_in"
-    for stage in ("grid", "linear_probe", "finetune", "scratch", "noisy"):
-        if stage in spec:
-            spec[stage] = _short_classifier(spec[stage])
-    if "align_uniform" in spec:
-        spec["align_uniform"]["images"] = MINI_ALIGN_IMAGES
     return _cap_batches(spec)
 
 
@@ -210,7 +192,7 @@ def _mini_supervised(spec: dict[str, Any], gpus: int) -> dict[str, Any]:
     spec = copy.deepcopy(spec)
     spec["gpus"] = gpus
     spec["network"] = {**spec["network"], **MINI_WRN}
-    spec["training"] = _short_classifier(spec["training"])
+    spec["training"] = ONE_EPOCH.shrink(spec["training"])
     if "noisy" in spec:
         spec["noisy"] = _mini_supervised(spec["noisy"], gpus)
     return _cap_batches(spec)

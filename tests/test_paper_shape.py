@@ -21,7 +21,6 @@ import torch
 import yaml
 
 from ddae.alignment import AlignUniformConfig as AlignUniform
-from ddae.config_messages import config_mistakes_reported
 from ddae.configs import ConfigError, from_mapping
 from ddae.datasets.format import ImageDataset
 from ddae.diffusion import build_framework
@@ -38,6 +37,8 @@ from ddae.paper_shape import (
     miniature_config,
     write_miniature,
 )
+from ddae.pipeline.layout import Layout
+from ddae.pipeline.stages import stage_output, stages_with
 from ddae.report.table9 import table9
 from ddae.sampling import ddim_table_of, sampling_schedule
 from ddae.settings.noisy_heads import NoisyHeadConfig
@@ -73,7 +74,7 @@ def _grid(tmp_path, layer: int, t: int) -> str:
             "layer_name": f"blocks.{k - 1}",
             "t": tt,
             "steps": 1000,
-            "sigma": 0.1,
+            "sigma": tt / 1000,  # rises with t, as a noise schedule
             "test_accuracy": 90.0 if (k, tt) == (layer, t) else 10.0,
         }
         for k in range(1, 29)
@@ -111,27 +112,18 @@ SMOKE_CONFIG = yaml.safe_load((REPO / "tests" / "smoke" / "config.yaml").read_te
 # Paper Sec. 4: CIFAR-10 50,000 / 10,000 and Tiny-ImageNet 100,000 / 10,000 images (train/test).
 DATASET_SIZES = {"cifar10": (50_000, 10_000), "tiny_imagenet": (100_000, 10_000)}
 FEATURE_CACHE_BUDGET = 13 * 2**30  # one t directory (temp) of the grid search, fp16
-CHECKPOINT_STAGES = ("fid", "grid", "linear_probe", "align_uniform")
-FINAL_STAGES = ("finetune", "scratch", "noisy")
+CHECKPOINT_STAGES = stages_with("checkpoint")  # fid, grid, linear_probe, align_uniform
+FINAL_STAGES = stages_with("final")  # finetune, scratch, noisy
 
 
-def workflow_helpers(config: dict) -> SimpleNamespace:
-    """The DAG helpers of workflow/rules/common.smk (pure Python) bound to `config`: the same
-    functions the rules call for their targets, wildcards and params."""
-    namespace: dict = {  # the Snakefile's globals that common.smk uses
-        "config": copy.deepcopy(config),
-        "CONFIG_FILE": "config.yaml",
-        "ConfigError": ConfigError,
-        "config_mistakes_reported": config_mistakes_reported,
-    }
-    source = (REPO / "workflow" / "rules" / "common.smk").read_text()
-    exec(compile(source, "workflow/rules/common.smk", "exec"), namespace)  # noqa: S102
-    # Snakemake's `checkpoints` once the grid_search checkpoint has run: its output's path
-    choice = namespace["stage_output"]("grid", ".json")
+def workflow_helpers(config: dict) -> Layout:
+    """The rules' layout (`ddae.pipeline.layout`) bound to `config`: the same methods the rules
+    call for their targets, wildcards and params, with Snakemake's `checkpoints` once the
+    grid_search checkpoint has run (its output's path)."""
+    choice = stage_output("grid", file="choice")
     output = lambda **wildcards: SimpleNamespace(json=choice.format(**wildcards))  # noqa: E731
     grid = SimpleNamespace(get=lambda **wildcards: SimpleNamespace(output=output(**wildcards)))
-    namespace["checkpoints"] = SimpleNamespace(grid_search=grid)
-    return SimpleNamespace(**namespace)
+    return Layout(copy.deepcopy(config), SimpleNamespace(grid_search=grid))
 
 
 def meta_network(spec: dict):
@@ -161,7 +153,7 @@ def walk_paper_jobs(config: dict) -> dict[str, int]:
     dag = workflow_helpers(config)
     counts: Counter = Counter()
     walked = set()
-    for name, run in dag.PRETRAINING.items():
+    for name, run in dag.pretraining.items():
         dataset = run["dataset"]
         train_size, test_size = DATASET_SIZES[dataset]
         net, widths = meta_network(run["network"])

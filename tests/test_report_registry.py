@@ -86,9 +86,12 @@ def write_fids(fids, csv, md):
 '''
 TOY_REGISTRATION = '\nregister("toy", "ddae.report.toy:write_fids")\n'
 TOY_PARAMS = """
-REPORT_PARAMS["toy"] = lambda: {
-    "fids": {run: stage_file(run, "fid") for run in PRETRAINING if "fid" in evaluation(run)}
-}
+
+@params_of("toy")
+def toy_params(inputs, name):
+    layout = inputs.layout
+    runs = [run for run in layout.pretraining if "fid" in layout.evaluation(run)]
+    return {"fids": {run: layout.stage_file(run, "fid") for run in runs}}
 """
 
 
@@ -102,7 +105,7 @@ def test_a_toy_table_touches_three_files_and_gets_its_rule(tmp_path):
     (tree / "ddae/report/toy.py").write_text(TOY_WRITER)
     with open(tree / "ddae/report/registry.py", "a") as file:
         file.write(TOY_REGISTRATION)
-    with open(tree / "workflow/rules/common_report.smk", "a") as file:
+    with open(tree / "ddae/pipeline/report_inputs.py", "a") as file:
         file.write(TOY_PARAMS)
     changed = [
         path.relative_to(tree)

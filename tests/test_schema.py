@@ -1,25 +1,31 @@
-"""The config schema and the conda environment stay in step with the code and pyproject."""
+"""The config schema and the conda environment stay in step with the code and pyproject; the
+schema's stage sections are generated from the stages' config classes (ddae.pipeline.schema)."""
 
 import dataclasses
 import tomllib
 from pathlib import Path
+from typing import Literal
 
 import pytest
 import yaml
 
 from ddae.alignment import AlignUniformConfig
 from ddae.classifier_training import ClassifierTrainingConfig
-from ddae.config_messages import load_schema
+from ddae.config_messages import load_schema, schema_message
 from ddae.diffusion import DDPM, EDM
 from ddae.features import FeatureCacheConfig
 from ddae.fid import SamplingConfig
 from ddae.networks import NETWORKS
+from ddae.pipeline import schema as stage_schema
+from ddae.pipeline import stages
+from ddae.pipeline.stages import Stage
 from ddae.settings.noisy_heads import NoisyHeadConfig
 from ddae.settings.pretraining import TrainingConfig
 from ddae.settings.probes import GridSearchConfig, LinearProbeConfig
 
 REPO = Path(__file__).resolve().parents[1]
-SCHEMA = load_schema(REPO / "workflow" / "schemas" / "config.schema.yaml")
+SCHEMA_PATH = REPO / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA = load_schema(SCHEMA_PATH)
 
 
 def schema_keys(definition: str, tag: str | None) -> set[str]:
@@ -41,8 +47,8 @@ def field_names(cls) -> set[str]:
         ("noisy_wide_resnet", "arch", NETWORKS["noisy_wide_resnet"].Config),
         ("training", None, TrainingConfig),
         ("sampling", None, SamplingConfig),
-        ("features", None, FeatureCacheConfig),
-        ("grid_probe", None, GridSearchConfig),
+        ("feature_cache", None, FeatureCacheConfig),
+        ("grid_search", None, GridSearchConfig),
         ("linear_probe", None, LinearProbeConfig),
         ("classifier_training", None, ClassifierTrainingConfig),
         ("align_uniform", None, AlignUniformConfig),
@@ -52,6 +58,44 @@ def field_names(cls) -> set[str]:
 def test_schema_lists_exactly_the_dataclass_fields(definition, tag, config_class):
     assert schema_keys(definition, tag) == field_names(config_class)
     assert SCHEMA["$defs"][definition]["additionalProperties"] is False
+
+
+def test_the_committed_schema_is_the_generated_one():
+    """Its stage sections are `python -m ddae.pipeline.schema`'s output: rerun it after a
+    change to a stage's config class or to the stage registry."""
+    text = SCHEMA_PATH.read_text()
+    assert stage_schema.generated_text(text) == text
+    assert SCHEMA["$defs"]["evaluation"]["properties"]["fid"] == {"$ref": "#/$defs/sampling"}
+    assert SCHEMA["$defs"]["sampling"]["required"] == ["sampler", "steps"]  # no default
+    assert SCHEMA["$defs"]["sampling"]["properties"]["ddim_table"] == {
+        "enum": ["authors", "training"]  # Literal[...] | None: None is the unset default
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class ToyConfig:
+    """A toy stage's settings."""
+
+    images: int = 100
+    mode: Literal["fast", "exact"] = "fast"
+
+
+def test_a_registered_stage_is_in_the_loaded_schema_without_editing_it(monkeypatch):
+    monkeypatch.setattr(stages, "STAGES", dict(stages.STAGES))
+    stages.register(Stage("toy", "a toy measurement", ToyConfig, "checkpoint"))
+    schema = load_schema(SCHEMA_PATH)
+    assert schema["$defs"]["evaluation"]["properties"]["toy"] == {"$ref": "#/$defs/toy"}
+    assert schema["$defs"]["toy"]["properties"] == {
+        "images": {"type": "integer", "minimum": 0},
+        "mode": {"enum": ["fast", "exact"]},
+    }
+    config = yaml.safe_load((REPO / "tests" / "smoke" / "config.yaml").read_text())
+    config["pretraining"]["digits_ddpm"]["evaluation"]["toy"] = {"image": 5}
+    message = schema_message(config, schema, "")
+    assert message.startswith("unknown key 'image' at pretraining.digits_ddpm.evaluation.toy")
+    assert "did you mean 'images'?" in message
+    config["pretraining"]["digits_ddpm"]["evaluation"]["toy"] = {"mode": "slow"}
+    assert "'slow' is not one of the allowed values" in schema_message(config, schema, "")
 
 
 def test_every_mapping_in_the_schema_is_closed():

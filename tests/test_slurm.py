@@ -267,7 +267,7 @@ def cancel_after_partial_state(workdir: Path, env: dict, process: subprocess.Pop
 
 def write_corrupt_npz(path: Path) -> None:
     """A dataset archive whose image bytes are damaged but whose zip directory is intact: it
-    passes the planning-time truncation check (pretrain_chain.smk `intact`) and fails only
+    passes the planning-time truncation check (`ddae.planning_checks`) and fails only
     when the job reads it (CRC mismatch), so the job itself fails on the cluster."""
     images = np.zeros((4, 1, 16, 16), dtype=np.uint8)
     np.savez(path, images=images, labels=np.zeros(4, dtype=np.int64), classes=np.array(["0"]))

@@ -21,6 +21,7 @@ from ddae.configs import ConfigError, from_mapping, to_mapping
 from ddae.official import OfficialImportError
 from ddae.official.stand_ins import write_stand_in
 from ddae.paper_shape import miniature_config, stand_in_marker, write_stand_in_dataset
+from ddae.pipeline.layout import Layout
 from ddae.probe_pairs import named_pair_pattern, probe_identity, reuse_probe, sibling_probe
 from ddae.probing.linear_probe import linear_probe
 from ddae.settings.probes import LinearProbeConfig
@@ -39,11 +40,7 @@ EDM, DDPM = PAPER_CONFIG["pretraining"]["cifar10_edm"], PAPER_CONFIG["pretrainin
 EDM_DIR, DDPM_DIR = "results/cifar10/cifar10_edm", "results/cifar10/cifar10_ddpm"
 
 
-def stage_file(run: str, stage: str) -> str:
-    """workflow/rules/common.smk's stage_file for the final checkpoint, on config.yaml."""
-    folder = {"linear_probe": "linear", "fid": "fid"}[stage]
-    spec = PAPER_CONFIG["pretraining"][run]
-    return f"results/{spec['dataset']}/{run}/{folder}/epoch{spec['epochs'][-1]}.json"
+stage_file = Layout(PAPER_CONFIG).stage_file  # the final checkpoint's result, on config.yaml
 
 
 # --- planning ----------------------------------------------------------------------------------

@@ -5,14 +5,14 @@ is written, so that Snakemake, which reads this registry on every parse, imports
 nor matplotlib), the kind of its outputs (a table: results/<name>.csv and .md; a figure:
 results/<name>.png and .pdf) and the writer's fixed keyword arguments. The workflow makes one
 rule per entry, named as the entry (workflow/rules/report.smk): its params are the writer's
-other keyword arguments — the result files it reads and the config it shows, from
-``REPORT_PARAMS`` in workflow/rules/common_report.smk — and every such rule runs the one script
+other keyword arguments — the result files it reads and the config it shows, from its
+``@params_of`` function in ddae/pipeline/report_inputs.py — and every such rule runs the one script
 workflow/scripts/report.py, which calls `write_report`. A caption workflow/report/<name>.rst,
 where there is one, goes with the table into ``snakemake --report``.
 
 Adding a table therefore touches three files: its writer (a function taking its params and its
-outputs as keyword arguments, e.g. ``csv`` and ``md``), a `register` line below, and its entry
-in ``REPORT_PARAMS`` (plus, optionally, its caption).
+outputs as keyword arguments, e.g. ``csv`` and ``md``), a `register` line below, and its
+``@params_of`` function in ddae/pipeline/report_inputs.py (plus, optionally, its caption).
 """
 
 from __future__ import annotations

@@ -5,18 +5,18 @@
 
 rule align_uniform:
     input:
-        checkpoint=checkpoint_input,
-        train=lambda wildcards: dataset_split(wildcards.dataset, "train"),
-        choice=layer_t_choice_final,
+        checkpoint=layout.checkpoint_input,
+        train=lambda wildcards: layout.dataset_split(wildcards.dataset, "train"),
+        choice=layout.layer_t_choice_final,
     output:
-        stage_output("align_uniform"),
+        layout.stage_output("align_uniform"),
     params:
-        config=lambda wildcards: evaluation_stage(wildcards, "align_uniform"),
-        layer_t=fixed_layer_t,
-        steps=evaluation_steps,
+        **layout.stage_params("align_uniform"),
+        layer_t=layout.fixed_layer_t,
+        steps=layout.evaluation_steps,
     resources:
-        gpu=evaluation_gpus,
-        gpu_slot=lambda wildcards: min(evaluation_gpus(wildcards), 1),
+        gpu=layout.evaluation_gpus,
+        gpu_slot=lambda wildcards: min(layout.evaluation_gpus(wildcards), 1),
     log:
         "logs/{dataset}/{run}/align_uniform_epoch{epoch}.log",
     benchmark:
@@ -29,21 +29,21 @@ rule align_uniform:
 
 rule noisy_classifier:
     input:
-        checkpoint=checkpoint_input,
-        train=lambda wildcards: dataset_split(wildcards.dataset, "train"),
-        test=lambda wildcards: dataset_split(wildcards.dataset, "test"),
-        choice=layer_t_choice,
+        checkpoint=layout.checkpoint_input,
+        train=lambda wildcards: layout.dataset_split(wildcards.dataset, "train"),
+        test=lambda wildcards: layout.dataset_split(wildcards.dataset, "test"),
+        choice=layout.layer_t_choice,
     output:
-        stage_output("noisy"),
+        layout.stage_output("noisy"),
     params:
-        head=lambda wildcards: evaluation_stage(wildcards, "noisy"),
-        layer_t=fixed_layer_t,
-        steps=evaluation_steps,
+        **layout.stage_params("noisy"),
+        layer_t=layout.fixed_layer_t,
+        steps=layout.evaluation_steps,
         metrics=lambda wildcards, output: output[0].replace(".csv", ".metrics.jsonl"),
-        state_dir=lambda wildcards: partial_state(wildcards, f"noisy_epoch{wildcards.epoch}"),
+        state_dir=lambda wildcards: layout.partial_state(wildcards, f"noisy_epoch{wildcards.epoch}"),
     resources:
-        gpu=evaluation_gpus,
-        gpu_slot=lambda wildcards: min(evaluation_gpus(wildcards), 1),
+        gpu=layout.evaluation_gpus,
+        gpu_slot=lambda wildcards: min(layout.evaluation_gpus(wildcards), 1),
     log:
         "logs/{dataset}/{run}/noisy_classifier_epoch{epoch}.log",
     benchmark:
@@ -56,22 +56,22 @@ rule noisy_classifier:
 
 rule noisy_wrn:
     input:
-        train=lambda wildcards: dataset_split(wildcards.dataset, "train"),
-        test=lambda wildcards: dataset_split(wildcards.dataset, "test"),
+        train=lambda wildcards: layout.dataset_split(wildcards.dataset, "train"),
+        test=lambda wildcards: layout.dataset_split(wildcards.dataset, "test"),
     output:
         "results/{dataset}/baselines/noisy_wrn_{perturbation}.csv",
     params:
         perturbation=lambda wildcards: wildcards.perturbation,
-        network=lambda wildcards: noisy_baseline(wildcards)["network"],
-        framework=lambda wildcards: noisy_baseline(wildcards)[wildcards.perturbation],
-        training=lambda wildcards: noisy_baseline(wildcards)["training"],
+        network=lambda wildcards: layout.noisy_baseline(wildcards)["network"],
+        framework=lambda wildcards: layout.noisy_baseline(wildcards)[wildcards.perturbation],
+        training=lambda wildcards: layout.noisy_baseline(wildcards)["training"],
         metrics=lambda wildcards, output: output[0].replace(".csv", ".metrics.jsonl"),
         state_dir="results/{dataset}/baselines/partial/noisy_wrn_{perturbation}",
     wildcard_constraints:
         perturbation="vp|ve",
     resources:
-        gpu=lambda wildcards: noisy_baseline(wildcards)["gpus"],
-        gpu_slot=lambda wildcards: min(noisy_baseline(wildcards)["gpus"], 1),
+        gpu=lambda wildcards: layout.noisy_baseline(wildcards)["gpus"],
+        gpu_slot=lambda wildcards: min(layout.noisy_baseline(wildcards)["gpus"], 1),
     log:
         "logs/{dataset}/noisy_wrn_{perturbation}.log",
     benchmark:

@@ -7,21 +7,21 @@
 
 rule finetune:
     input:
-        unpack(source_files),
-        checkpoint=checkpoint_input,
-        choice=layer_t_choice,
+        unpack(layout.source_files),
+        checkpoint=layout.checkpoint_input,
+        choice=layout.layer_t_choice,
     output:
-        json=stage_output("finetune"),
-        metrics=stage_output("finetune", ".metrics.jsonl"),
+        json=layout.stage_output("finetune"),
+        metrics=layout.stage_output("finetune", ".metrics.jsonl"),
     params:
         model={"kind": "pretrained"},  # ddae.finetune.MODELS; checkpoint, layer, t: the inputs
-        training=lambda wildcards: evaluation_stage(wildcards, "finetune"),
-        layer_t=fixed_layer_t,
-        steps=evaluation_steps,
-        state_dir=lambda wildcards: partial_state(wildcards, f"finetune_epoch{wildcards.epoch}"),
+        **layout.stage_params("finetune"),
+        layer_t=layout.fixed_layer_t,
+        steps=layout.evaluation_steps,
+        state_dir=lambda wildcards: layout.partial_state(wildcards, f"finetune_epoch{wildcards.epoch}"),
     resources:
-        gpu=training_gpus,
-        gpu_slot=lambda wildcards: min(training_gpus(wildcards), 1),
+        gpu=layout.training_gpus,
+        gpu_slot=lambda wildcards: min(layout.training_gpus(wildcards), 1),
     log:
         "logs/{dataset}/{run}/finetune_epoch{epoch}.log",
     benchmark:
@@ -34,24 +34,24 @@ rule finetune:
 
 rule scratch:
     input:
-        train=lambda wildcards: dataset_split(wildcards.dataset, "train"),
-        test=lambda wildcards: dataset_split(wildcards.dataset, "test"),
-        choice=layer_t_choice,
+        train=lambda wildcards: layout.dataset_split(wildcards.dataset, "train"),
+        test=lambda wildcards: layout.dataset_split(wildcards.dataset, "test"),
+        choice=layout.layer_t_choice,
     output:
-        json=stage_output("scratch"),
-        metrics=stage_output("scratch", ".metrics.jsonl"),
+        json=layout.stage_output("scratch"),
+        metrics=layout.stage_output("scratch", ".metrics.jsonl"),
     params:
         model=lambda wildcards: {
             "kind": "scratch",
-            "run": {key: pretraining_run(wildcards)[key] for key in ("network", "framework")},
+            "run": {key: layout.pretraining_run(wildcards)[key] for key in ("network", "framework")},
         },
-        training=lambda wildcards: evaluation_stage(wildcards, "scratch"),
-        layer_t=fixed_layer_t,
-        steps=evaluation_steps,
-        state_dir=lambda wildcards: partial_state(wildcards, "scratch"),
+        **layout.stage_params("scratch"),
+        layer_t=layout.fixed_layer_t,
+        steps=layout.evaluation_steps,
+        state_dir=lambda wildcards: layout.partial_state(wildcards, "scratch"),
     resources:
-        gpu=training_gpus,
-        gpu_slot=lambda wildcards: min(training_gpus(wildcards), 1),
+        gpu=layout.training_gpus,
+        gpu_slot=lambda wildcards: min(layout.training_gpus(wildcards), 1),
     log:
         "logs/{dataset}/{run}/scratch.log",
     benchmark:
@@ -64,23 +64,23 @@ rule scratch:
 
 rule supervised_wrn:
     input:
-        train=lambda wildcards: dataset_split(wildcards.dataset, "train"),
-        test=lambda wildcards: dataset_split(wildcards.dataset, "test"),
+        train=lambda wildcards: layout.dataset_split(wildcards.dataset, "train"),
+        test=lambda wildcards: layout.dataset_split(wildcards.dataset, "test"),
     output:
         json="results/{dataset}/baselines/wrn.json",
         metrics="results/{dataset}/baselines/wrn.metrics.jsonl",
     params:
         model=lambda wildcards: {
             "kind": "wide_resnet",
-            "network": supervised_baseline(wildcards)["network"],
+            "network": layout.supervised_baseline(wildcards)["network"],
         },
-        training=lambda wildcards: supervised_baseline(wildcards)["training"],
+        training=lambda wildcards: layout.supervised_baseline(wildcards)["training"],
         layer_t=None,
         steps=None,
         state_dir="results/{dataset}/baselines/partial/wrn",
     resources:
-        gpu=lambda wildcards: supervised_baseline(wildcards)["gpus"],
-        gpu_slot=lambda wildcards: min(supervised_baseline(wildcards)["gpus"], 1),
+        gpu=lambda wildcards: layout.supervised_baseline(wildcards)["gpus"],
+        gpu_slot=lambda wildcards: min(layout.supervised_baseline(wildcards)["gpus"], 1),
     log:
         "logs/{dataset}/supervised_wrn.log",
     benchmark:

@@ -2,9 +2,6 @@
 # one-off conversion into the uniform format (uint8 images + int labels per split). Every
 # dataset, its URL, checksum and file name come from ddae.datasets.registry.
 
-from ddae.datasets.registry import registered_download
-
-
 localrules:
     download_dataset,
 
@@ -13,12 +10,10 @@ rule download_dataset:
     output:
         "resources/downloads/{dataset}/{file}",
     wildcard_constraints:
-        dataset="|".join(DOWNLOADED_SOURCES) or "(?!)",
-        file="|".join(re.escape(path.rsplit("/", 1)[1]) for path in DOWNLOADED_SOURCES.values())
-        or "(?!)",
+        **layout.download_constraints(),
     params:
-        url=lambda wildcards: registered_download(wildcards.dataset, wildcards.file).url,
-        checksum=lambda wildcards: registered_download(wildcards.dataset, wildcards.file).checksum,
+        url=lambda wildcards: layout.registered_download(wildcards).url,
+        checksum=lambda wildcards: layout.registered_download(wildcards).checksum,
     log:
         "logs/download_{dataset}_{file}.log",
     benchmark:
@@ -31,12 +26,12 @@ rule download_dataset:
 
 rule prepare_dataset:
     input:
-        source=dataset_source,
+        source=layout.dataset_source,
     output:
         train="resources/data/{dataset}/train.npz",
         test="resources/data/{dataset}/test.npz",
     params:
-        resolution=lambda wildcards: DATASETS[wildcards.dataset]["resolution"],
+        resolution=lambda wildcards: layout.datasets[wildcards.dataset]["resolution"],
     log:
         "logs/prepare_{dataset}.log",
     benchmark:

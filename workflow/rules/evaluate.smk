@@ -12,11 +12,11 @@ localrules:
 
 rule download_inception:
     output:
-        INCEPTION_WEIGHTS,
+        layout.inception_weights,
     params:
         # clean-fid's Inception: URL and sha256 from ddae.downloads.INCEPTION
-        url=INCEPTION.url,
-        checksum=INCEPTION.checksum,
+        url=layout.inception.url,
+        checksum=layout.inception.checksum,
     log:
         "logs/download_inception.log",
     benchmark:
@@ -29,16 +29,16 @@ rule download_inception:
 
 rule fid_reference:
     input:
-        train=lambda wildcards: dataset_split(wildcards.dataset, "train"),
-        weights=fid_weights,
+        train=lambda wildcards: layout.dataset_split(wildcards.dataset, "train"),
+        weights=layout.fid_weights,
     output:
         "results/{dataset}/fid/reference.npz",
     params:
-        extractor=FID["extractor"],
-        batch_size=FID["batch_size"],
+        extractor=layout.fid["extractor"],
+        batch_size=layout.fid["batch_size"],
     resources:
-        gpu=FID.get("gpus", 1),
-        gpu_slot=min(FID.get("gpus", 1), 1),
+        gpu=layout.fid.get("gpus", 1),
+        gpu_slot=min(layout.fid.get("gpus", 1), 1),
     log:
         "logs/{dataset}/fid_reference.log",
     benchmark:
@@ -51,18 +51,18 @@ rule fid_reference:
 
 rule sample_fid:
     input:
-        checkpoint=checkpoint_input,
+        checkpoint=layout.checkpoint_input,
         reference="results/{dataset}/fid/reference.npz",
-        weights=fid_weights,
+        weights=layout.fid_weights,
     output:
-        json=stage_output("fid"),
-        grid=stage_output("fid", ".png"),
+        json=layout.stage_output("fid"),
+        grid=layout.stage_output("fid", ".png"),
     params:
-        sampling=lambda wildcards: evaluation_stage(wildcards, "fid"),
-        extractor=FID["extractor"],
+        **layout.stage_params("fid"),
+        extractor=layout.fid["extractor"],
     resources:
-        gpu=evaluation_gpus,
-        gpu_slot=lambda wildcards: min(evaluation_gpus(wildcards), 1),
+        gpu=layout.evaluation_gpus,
+        gpu_slot=lambda wildcards: min(layout.evaluation_gpus(wildcards), 1),
     log:
         "logs/{dataset}/{run}/sample_fid_epoch{epoch}.log",
     benchmark:
@@ -75,20 +75,19 @@ rule sample_fid:
 
 rule probe_timestep:
     input:
-        unpack(source_files),
-        checkpoint=checkpoint_input,
+        unpack(layout.source_files),
+        checkpoint=layout.checkpoint_input,
     output:
-        "results/{dataset}/{run}/grid_timesteps/epoch{epoch}/t{t}.json",
+        layout.stage_output("grid", file="timestep"),
     params:
-        features=lambda wildcards: evaluation_stage(wildcards, "features"),
-        probe=lambda wildcards: evaluation_stage(wildcards, "grid"),
+        **layout.stage_params("features", "grid"),
         t=lambda wildcards: int(wildcards.t),
-        steps=evaluation_steps,
+        steps=layout.evaluation_steps,
         # deleted by the job itself once probed: at paper scale one t is ~3 GB (README)
-        cache_dir=feature_cache_dir,
+        cache_dir=layout.feature_cache_dir,
     resources:
-        gpu=evaluation_gpus,
-        gpu_slot=lambda wildcards: min(evaluation_gpus(wildcards), 1),
+        gpu=layout.evaluation_gpus,
+        gpu_slot=lambda wildcards: min(layout.evaluation_gpus(wildcards), 1),
         # one t's cache on disk while the job runs; `--resources feature_caches=N` caps how many
         # exist at once (e.g. on a cluster, where gpu_slot does not throttle submissions)
         feature_caches=1,
@@ -108,12 +107,12 @@ rule probe_timestep:
 # linear probe, fine-tuning, noisy classifier or alignment job; `snakemake -n` still lists them.
 checkpoint grid_search:
     input:
-        timesteps=timestep_probe_files,
+        timesteps=layout.timestep_probe_files,
     output:
-        json=stage_output("grid", ".json"),  # first: the placeholder input while planning
-        csv=stage_output("grid"),
+        json=layout.stage_output("grid", file="choice"),  # first: the placeholder input while planning
+        csv=layout.stage_output("grid"),
     params:
-        probe=lambda wildcards: evaluation_stage(wildcards, "grid"),
+        **layout.stage_params("grid"),
     log:
         "logs/{dataset}/{run}/grid_search_epoch{epoch}.log",
     benchmark:
@@ -126,19 +125,19 @@ checkpoint grid_search:
 
 rule linear_probe:
     input:
-        unpack(source_files),
-        checkpoint=checkpoint_input,
-        choice=layer_t_choice,
+        unpack(layout.source_files),
+        checkpoint=layout.checkpoint_input,
+        choice=layout.layer_t_choice,
     output:
-        json=stage_output("linear_probe"),
-        metrics=stage_output("linear_probe", ".metrics.jsonl"),
+        json=layout.stage_output("linear_probe"),
+        metrics=layout.stage_output("linear_probe", ".metrics.jsonl"),
     params:
-        probe=lambda wildcards: evaluation_stage(wildcards, "linear_probe"),
-        layer_t=fixed_layer_t,
-        steps=evaluation_steps,
+        **layout.stage_params("linear_probe"),
+        layer_t=layout.fixed_layer_t,
+        steps=layout.evaluation_steps,
     resources:
-        gpu=evaluation_gpus,
-        gpu_slot=lambda wildcards: min(evaluation_gpus(wildcards), 1),
+        gpu=layout.evaluation_gpus,
+        gpu_slot=lambda wildcards: min(layout.evaluation_gpus(wildcards), 1),
     log:
         "logs/{dataset}/{run}/linear_probe_epoch{epoch}.log",
     benchmark:

@@ -4,17 +4,14 @@
 # protocol, the final linear probe, fine-tuning and the supervised classifier.
 
 
-include: "common_findings.smk"
-
-
 rule pixel_probe:
     input:
-        train=lambda wildcards: dataset_split(wildcards.dataset, "train"),
-        test=lambda wildcards: dataset_split(wildcards.dataset, "test"),
+        train=lambda wildcards: layout.dataset_split(wildcards.dataset, "train"),
+        test=lambda wildcards: layout.dataset_split(wildcards.dataset, "test"),
     output:
-        "results/{dataset}/{run}/grid/pixels.json",
+        layout.stage_output("grid", file="pixels"),
     params:
-        probe=lambda wildcards: evaluation_stage(wildcards, "grid"),
+        **layout.stage_params("grid"),
     log:
         "logs/{dataset}/{run}/pixel_probe.log",
     benchmark:
@@ -27,14 +24,14 @@ rule pixel_probe:
 
 rule findings:
     input:
-        files_in(findings_models()),
+        reports.files_in(reports.findings_models()),
     output:
         json="results/findings.json",
         md="results/findings.md",
     params:
-        models=findings_models(),
-        thresholds=FINDINGS.get("thresholds", {}),
-        scale=FINDINGS.get("scale", ""),
+        models=reports.findings_models(),
+        thresholds=reports.findings.get("thresholds", {}),
+        scale=reports.findings.get("scale", ""),
     log:
         "logs/findings.log",
     benchmark:

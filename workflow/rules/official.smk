@@ -19,9 +19,9 @@ rule download_official_file:
     output:
         "resources/downloads/official/{file}",
     wildcard_constraints:
-        file="|".join(re.escape(name) for name in OFFICIAL_FILES.values()),
+        file=layout.official_names(folders=False),
     params:
-        kind=lambda wildcards: official_kind_of(wildcards.file),
+        kind=lambda wildcards: layout.official_kind(wildcards.file),
     log:
         "logs/download_official_{file}.log",
     benchmark:
@@ -36,9 +36,9 @@ rule download_official_folder:
     output:
         directory("resources/downloads/official/{folder}"),
     wildcard_constraints:
-        folder="|".join(OFFICIAL_FOLDERS.values()),
+        folder=layout.official_names(folders=True),
     params:
-        kind=lambda wildcards: official_kind_of(wildcards.folder),
+        kind=lambda wildcards: layout.official_kind(wildcards.folder),
     log:
         "logs/download_official_{folder}.log",
     benchmark:
@@ -51,18 +51,18 @@ rule download_official_folder:
 
 rule import_official:
     input:
-        source=official_source,
+        source=layout.official_source,
     output:
         "results/{dataset}/{run}/checkpoints/epoch{epoch}.pt",
     wildcard_constraints:
-        run=runs_pattern(OFFICIAL_RUNS),
+        run=layout.runs_pattern("official"),
     params:
-        kind=lambda wildcards: pretraining_run(wildcards)["source"]["official"],
+        kind=lambda wildcards: layout.pretraining_run(wildcards)["source"]["official"],
         epoch=lambda wildcards: int(wildcards.epoch),
         expected=lambda wildcards: {
-            key: pretraining_run(wildcards)[key] for key in ("network", "framework")
+            key: layout.pretraining_run(wildcards)[key] for key in ("network", "framework")
         },
-        network=lambda wildcards: dit_network(wildcards),
+        network=lambda wildcards: layout.dit_network(wildcards),
     log:
         "logs/{dataset}/{run}/import_official_epoch{epoch}.log",
     benchmark:
@@ -77,11 +77,11 @@ rule stand_in_checkpoint:
     output:
         "results/{dataset}/{run}/checkpoints/epoch{epoch}.pt",
     wildcard_constraints:
-        run=runs_pattern(STAND_IN_RUNS),
+        run=layout.runs_pattern("stand_in"),
     params:
-        kind=lambda wildcards: pretraining_run(wildcards)["source"]["stand_in"],
-        spec=lambda wildcards: pretraining_run(wildcards)["network"],
-        seed=lambda wildcards: pretraining_run(wildcards)["source"].get("seed", 0),
+        kind=lambda wildcards: layout.pretraining_run(wildcards)["source"]["stand_in"],
+        spec=lambda wildcards: layout.pretraining_run(wildcards)["network"],
+        seed=lambda wildcards: layout.pretraining_run(wildcards)["source"].get("seed", 0),
     log:
         "logs/{dataset}/{run}/stand_in_epoch{epoch}.log",
     benchmark:
@@ -111,16 +111,16 @@ rule stand_in_vae:
 
 rule cache_latents:
     input:
-        vae=vae_source,
-        train=lambda wildcards: dataset_split(wildcards.dataset, "train"),
-        test=lambda wildcards: dataset_split(wildcards.dataset, "test"),
+        vae=layout.vae_source,
+        train=lambda wildcards: layout.dataset_split(wildcards.dataset, "train"),
+        test=lambda wildcards: layout.dataset_split(wildcards.dataset, "test"),
     output:
         directory("results/{dataset}/{run}/latents"),
     params:
-        latents=lambda wildcards: evaluation_stage(wildcards, "latents"),
+        **layout.stage_params("latents"),
     resources:
-        gpu=evaluation_gpus,
-        gpu_slot=lambda wildcards: min(evaluation_gpus(wildcards), 1),
+        gpu=layout.evaluation_gpus,
+        gpu_slot=lambda wildcards: min(layout.evaluation_gpus(wildcards), 1),
     log:
         "logs/{dataset}/{run}/cache_latents.log",
     benchmark:

@@ -21,26 +21,23 @@ wildcard_constraints:
     epoch=r"\d+",
 
 
-include: "pretrain_chain.smk"
-
-
 rule pretrain:
     input:
-        train=lambda wildcards: dataset_split(wildcards.dataset, "train"),
-        start=pretraining_start,
+        train=lambda wildcards: layout.dataset_split(wildcards.dataset, "train"),
+        start=pretraining.start,
     output:
         "results/{dataset}/{run}/checkpoints/epoch{epoch}.pt",
     wildcard_constraints:
-        run=runs_pattern(TRAINED_RUNS),  # the others are imported (official.smk)
+        run=layout.runs_pattern(None),  # the others are imported (official.smk)
     params:
-        run=run_slice,
-        state_dir=lambda wildcards: f"{run_directory(wildcards.run)}/partial",
-        metrics=lambda wildcards: f"{run_directory(wildcards.run)}/metrics.jsonl",
+        run=layout.run_slice,
+        state_dir=pretraining.state_dir,
+        metrics=pretraining.metrics,
     resources:
-        gpu=pretraining_gpus,
-        gpu_slot=lambda wildcards: min(pretraining_gpus(wildcards), 1),
-        runtime=job_runtime,
-        snapshot_seconds=snapshot_seconds,
+        gpu=layout.pretraining_gpus,
+        gpu_slot=lambda wildcards: min(layout.pretraining_gpus(wildcards), 1),
+        runtime=pretraining.runtime,
+        snapshot_seconds=pretraining.snapshot_seconds,
     log:
         "logs/{dataset}/{run}/pretrain_epoch{epoch}.log",
     benchmark:
@@ -53,15 +50,15 @@ rule pretrain:
 
 use rule pretrain as pretrain_segment with:
     input:
-        train=lambda wildcards: dataset_split(wildcards.dataset, "train"),
-        start=segment_start,
+        train=lambda wildcards: layout.dataset_split(wildcards.dataset, "train"),
+        start=pretraining.segment_start,
     output:
         temp("results/{dataset}/{run}/segments/epoch{epoch}.pt"),
     resources:
-        gpu=pretraining_gpus,
-        gpu_slot=lambda wildcards: min(pretraining_gpus(wildcards), 1),
-        runtime=lambda wildcards: job_runtime(wildcards, segment=True),
-        snapshot_seconds=snapshot_seconds,
+        gpu=layout.pretraining_gpus,
+        gpu_slot=lambda wildcards: min(layout.pretraining_gpus(wildcards), 1),
+        runtime=pretraining.segment_runtime,
+        snapshot_seconds=pretraining.snapshot_seconds,
     log:
         "logs/{dataset}/{run}/pretrain_segment_epoch{epoch}.log",
     benchmark:

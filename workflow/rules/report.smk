@@ -6,16 +6,16 @@
 # is `tables.models` (Tables 2-4, 6-9, Figures 5-6) and `figures.*` (label -> run for Figures
 # 2-4); a missing result is written as "not run".
 
-for _entry in REPORTS.values():
-    _params = report_params(_entry.name)
+for _entry in reports.entries():
+    _params = reports.params(_entry.name)
 
     rule:
         name:
             _entry.name
         input:
-            files_in(_params),
+            reports.files_in(_params),
         output:
-            **report_outputs(_entry),
+            **reports.outputs(_entry, report),
         params:
             **_params,
         log:

@@ -7,31 +7,25 @@
 # A run's own probe (Tables 2-3) at the same pair, fixed or chosen by its grid, reuses the
 # named-pair result instead of probing again, and the reverse.
 
-from ddae.probe_pairs import named_pair_pattern
-
-
-include: "common_validation.smk"
-
-
 localrules:
     validation,
 
 
 use rule linear_probe as linear_probe_at_pair with:
     input:
-        unpack(source_files),
-        checkpoint=checkpoint_input,
+        unpack(layout.source_files),
+        checkpoint=layout.checkpoint_input,
         choice=[],  # the pair is the path's, never a grid search's
     output:
-        json=named_pair_pattern(stage_output("linear_probe")),
-        metrics=named_pair_pattern(stage_output("linear_probe", ".metrics.jsonl")),
+        json=layout.stage_output("linear_probe", file="named_pair"),
+        metrics=layout.stage_output("linear_probe", ".metrics.jsonl", "named_pair"),
     wildcard_constraints:
         layer=r"\d+",
         t=r"\d+",
     params:
-        probe=lambda wildcards: evaluation_stage(wildcards, "linear_probe"),
+        **layout.stage_params("linear_probe"),
         layer_t=lambda wildcards: {"layer": int(wildcards.layer), "t": int(wildcards.t)},
-        steps=evaluation_steps,
+        steps=layout.evaluation_steps,
     log:
         "logs/{dataset}/{run}/linear_probe_layer{layer}_t{t}_epoch{epoch}.log",
     benchmark:
@@ -40,13 +34,13 @@ use rule linear_probe as linear_probe_at_pair with:
 
 rule validation:
     input:
-        unpack(validation_results),
+        unpack(reports.validation_results),
     output:
         md="results/validation.md",
         json="results/validation.json",
     params:
-        plan=lambda wildcards: planned_validation(),
-        benchmarks=lambda wildcards: validation_benchmarks(),
+        plan=lambda wildcards: reports.validation_plan(),
+        benchmarks=lambda wildcards: reports.validation_benchmarks(rules),
     log:
         "logs/validation.log",
     conda:
