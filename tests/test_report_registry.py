@@ -95,19 +95,19 @@ def toy_params(inputs, name):
 """
 
 
-def test_a_toy_table_touches_three_files_and_gets_its_rule(tmp_path):
-    tree = tmp_path / "tree"
+def repository_copy(tree: Path) -> Path:
+    """The workflow and package of this checkout, copied to ``tree`` (no run state)."""
     ignore = shutil.ignore_patterns("__pycache__", ".snakemake", "results", "resources", "logs")
-    for name in ("ddae", "workflow", "profiles"):
+    for name in ("ddae", "workflow", "profiles", "envs"):  # envs: the rules' conda files
         shutil.copytree(REPO / name, tree / name, ignore=ignore)
     for name in ("Snakefile", "config.yaml"):
         shutil.copy(REPO / name, tree / name)
-    (tree / "ddae/report/toy.py").write_text(TOY_WRITER)
-    with open(tree / "ddae/report/registry.py", "a") as file:
-        file.write(TOY_REGISTRATION)
-    with open(tree / "ddae/pipeline/report_inputs.py", "a") as file:
-        file.write(TOY_PARAMS)
-    changed = [
+    return tree
+
+
+def changed_files(tree: Path) -> list[Path]:
+    """The files of a `repository_copy` that differ from this checkout's, or are new."""
+    return [
         path.relative_to(tree)
         for path in tree.rglob("*")
         if path.is_file()
@@ -117,6 +117,16 @@ def test_a_toy_table_touches_three_files_and_gets_its_rule(tmp_path):
             or (REPO / path.relative_to(tree)).read_bytes() != path.read_bytes()
         )
     ]
+
+
+def test_a_toy_table_touches_three_files_and_gets_its_rule(tmp_path):
+    tree = repository_copy(tmp_path / "tree")
+    (tree / "ddae/report/toy.py").write_text(TOY_WRITER)
+    with open(tree / "ddae/report/registry.py", "a") as file:
+        file.write(TOY_REGISTRATION)
+    with open(tree / "ddae/pipeline/report_inputs.py", "a") as file:
+        file.write(TOY_PARAMS)
+    changed = changed_files(tree)
     assert len(changed) == 3, changed
 
     workdir = tmp_path / "work"

@@ -20,7 +20,8 @@ from ddae.downloads import INCEPTION, Download
 from ddae.official.sources import SOURCES, kind_of
 from ddae.official.sources import download_path as official_download
 from ddae.paper_shape import decoder_layer_count
-from ddae.pipeline.stages import STAGES, stage_output, stages_with
+from ddae.pipeline.contracts import locate, verified_result
+from ddae.pipeline.stages import STAGES, runner_stages, stage_output, stages_with
 from ddae.planning_checks import verified_input
 
 # clean-fid's Inception network (the paper's FID), fetched by a localrule instead of clean-fid's
@@ -59,6 +60,7 @@ class Layout:
         self.inception_weights = INCEPTION_WEIGHTS
 
     stage_output = staticmethod(stage_output)
+    runner_stages = staticmethod(runner_stages)
 
     # --- datasets and checkpoints ------------------------------------------------------------
 
@@ -239,7 +241,7 @@ class Layout:
         pattern = stage_output("grid", file="timestep")
         dataset = self.pretraining[w.run]["dataset"]
         return [
-            pattern.format(dataset=dataset, run=w.run, epoch=w.epoch, t=t)
+            self.verified(pattern.format(dataset=dataset, run=w.run, epoch=w.epoch, t=t))
             for t in self.grid_timesteps(w.run)
         ]
 
@@ -259,7 +261,7 @@ class Layout:
         epoch = self.final_epoch(run) if epoch is None else epoch
         dataset = self.pretraining[run]["dataset"]
         grid = self.checkpoints.grid_search.get(dataset=dataset, run=run, epoch=epoch)
-        return [grid.output.json]
+        return [self.verified(grid.output.json)]
 
     def layer_t_choice(self, wildcards: Any) -> list[str]:
         """The grid-search result that picks (layer, t) for this checkpoint: its own grid when
@@ -281,6 +283,21 @@ class Layout:
         return None if layer_t == "grid" else layer_t
 
     # --- result files and targets -------------------------------------------------------------
+
+    def verified(self, path: str) -> str:
+        """``path``, after checking an existing result file against its contract while
+        Snakemake plans (`ddae.pipeline.contracts.verified_result`), with its run's bounds:
+        layer within the network's decoder blocks, t within the run's ``evaluation.steps``.
+        A breach stops the run naming file and field, before any output is deleted."""
+        place = locate(path)
+        run = self.pretraining.get(place.run) if place is not None and place.run else None
+        if run is None:
+            return verified_result(path)
+        levels = run.get("evaluation", {}).get("steps")
+        return verified_result(path, layers=decoder_layer_count(run["network"]), levels=levels)
+
+    def verified_all(self, paths: list[str]) -> list[str]:
+        return [self.verified(path) for path in paths]
 
     def stage_file(
         self,

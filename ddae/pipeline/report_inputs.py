@@ -257,8 +257,10 @@ class ReportInputs:
             return validation_plan(self.models, self.layout.pretraining, self.layout.stage_file)
 
     def validation_results(self, wildcards: Any) -> dict[str, str]:
-        """The result file of each number (the validation rule's named inputs)."""
-        return {entry["check"]: entry["result"] for entry in self.validation_plan()}
+        """The result file of each number (the validation rule's named inputs), an existing
+        one checked against its contract (`Layout.verified`)."""
+        plan = self.validation_plan()
+        return {entry["check"]: self.layout.verified(entry["result"]) for entry in plan}
 
     def validation_benchmarks(self, rules: Any) -> dict[str, str]:
         """{job: benchmark file} of the jobs behind the validation's numbers."""

@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ddae.pipeline.stages import result_files
+
 NUMBER, INTEGER, TEXT, ROWS = "number", "integer", "text", "grid rows"
 PathLike = str | os.PathLike
 
@@ -114,32 +116,8 @@ CONTRACTS = {**JSON_KINDS, **CSV_KINDS}
 # Where each kind lies under results/<dataset>/, and its provenance there: the created_by of the
 # stage's writer (none for the CSVs, which record none) and whether the result is of the
 # path's checkpoint (True) or of none (False: scratch, raw pixels, the supervised baselines).
-RESULT_FILES: tuple[tuple[str, str, tuple[str, ...], bool], ...] = (
-    ("{run}/fid/epoch{epoch}.json", "fid", ("ddae.fid.sample_and_score",), True),
-    ("{run}/linear/epoch{epoch}.json", "probe", ("ddae.probing.linear_probe",), True),
-    # ddae.probe_pairs: a probe at the pair its folder names
-    (
-        "{run}/linear/layer{layer}_t{t}/epoch{epoch}.json",
-        "probe",
-        ("ddae.probing.linear_probe",),
-        True,
-    ),
-    ("{run}/finetune/epoch{epoch}.json", "probe", ("finetune",), True),  # ddae.finetune
-    ("{run}/scratch.json", "accuracy", ("train_from_scratch",), False),
-    ("{run}/grid/epoch{epoch}.json", "grid_choice", ("ddae.probing.grid_search",), True),
-    ("{run}/grid/epoch{epoch}.csv", "grid", (), False),
-    ("{run}/grid/pixels.json", "pixel_probe", ("ddae.probing.pixel_probe",), False),
-    (
-        "{run}/grid_timesteps/epoch{epoch}/t{t}.json",
-        "grid_timestep",
-        ("ddae.grid_timesteps.probe_timestep",),
-        True,
-    ),
-    ("{run}/align_uniform/epoch{epoch}.csv", "align_uniform", (), False),
-    ("{run}/noisy/epoch{epoch}.csv", "noisy", (), False),
-    ("baselines/wrn.json", "accuracy", ("train_supervised_wrn",), False),
-    ("baselines/noisy_wrn_{perturbation}.csv", "noisy", (), False),
-)
+# Each stage declares its files once, in the stage registry (ddae.pipeline.stages).
+RESULT_FILES: tuple[tuple[str, str, tuple[str, ...], bool], ...] = result_files()
 _PLACEHOLDERS = {
     "run": r"[^/]+",
     "epoch": r"\d+",

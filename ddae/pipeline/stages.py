@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from ddae.settings.alignment import AlignUniformConfig
@@ -107,20 +107,29 @@ STAGES: dict[str, Stage] = {}
 
 
 def register(stage: Stage) -> Stage:
-    """Add a stage; its name is its key in a run's ``evaluation`` block."""
+    """Add a stage; its name is its key in a run's ``evaluation`` block. A stage with a runner
+    gets the generic rule: its block comes as params ``config`` unless it names another
+    keyword, and its result records the runner as ``created_by``."""
     if not re.fullmatch(r"[a-z][a-z0-9_]*", stage.name):
         raise ValueError(f"stage name {stage.name!r}: use lower-case letters, digits and _")
     if stage.name in STAGES:
         raise ValueError(f"stage {stage.name!r} is registered twice")
-    if stage.runner is not None and (
-        stage.scope != "checkpoint" or not re.fullmatch(r"[\w.]+:\w+", stage.runner)
-    ):
-        raise ValueError(
-            f"stage {stage.name!r}: a runner is a per-checkpoint stage's 'module:function', "
-            f"got {stage.runner!r} with scope {stage.scope!r}"
-        )
+    if stage.runner is not None:
+        if stage.scope != "checkpoint" or not re.fullmatch(r"[\w.]+:\w+", stage.runner):
+            raise ValueError(
+                f"stage {stage.name!r}: a runner is a per-checkpoint stage's 'module:function', "
+                f"got {stage.runner!r} with scope {stage.scope!r}"
+            )
+        result = replace(stage.result, writers=stage.result.writers or (stage.runner,))
+        results = {**stage.results, next(iter(stage.results)): result}
+        stage = replace(stage, results=results, param=stage.param or "config")
     STAGES[stage.name] = stage
     return stage
+
+
+def runner_stages() -> list[Stage]:
+    """The stages run by the generic rule (workflow/rules/evaluate.smk, ddae.stage_runner)."""
+    return [stage for stage in STAGES.values() if stage.runner is not None]
 
 
 def evaluation_stages() -> dict[str, Stage]:

@@ -19,14 +19,6 @@ from ddae.pipeline.layout import Layout
 from ddae.pipeline.report_inputs import ReportInputs
 
 
-def check_existing_results(paths: list[str]) -> None:
-    """The main process's check of the result files a table or figure reads (pandas: imported
-    only here, not by cluster jobs)."""
-    from ddae.result_files import check_existing_results as check
-
-    check(paths)
-
-
 def planned_pipeline(
     config: dict[str, Any], workflow: Any, checkpoints: Any
 ) -> tuple[Layout, PretrainingChain, ReportInputs]:
@@ -36,6 +28,8 @@ def planned_pipeline(
     main = workflow.is_main_process
     check_pipeline_config(config, workflow.basedir, config_file, main_process=main)
     layout = Layout(config, checkpoints)
-    verified = check_existing_results if main else None
+    # the result files the tables and figures read, checked by the main process (a cluster job
+    # builds one table; the files it reads were checked when the run was planned)
+    verified = layout.verified_all if main else None
     reports = ReportInputs(layout, verified, config_file, workflow.basedir)
     return layout, PretrainingChain(layout), reports

@@ -1,14 +1,13 @@
 """The noise-conditional MLP head's config keys (paper Sec. 4.1.3, Eq. 5, Figure 6; trained by
-`ddae.noise_conditional.train_noisy_head`). Imports no torch: the head's training settings as
-`ddae.classifier_training` runs them are built only when a job asks (`training_config`)."""
+`ddae.noise_conditional.train_noisy_head`). Imports no torch: `training_config` gives the
+head's training settings as `ddae.classifier_training` runs them."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-if TYPE_CHECKING:
-    from ddae.classifier_training import ClassifierTrainingConfig
+from ddae.settings.classifiers import ClassifierTrainingConfig
 
 
 @dataclass(frozen=True)
@@ -42,8 +41,6 @@ class NoisyHeadConfig:
         """The head's training as `ClassifierTrainer` runs it: Adam (official: default betas, no
         weight decay) at lr · batch_size / lr_reference_batch (`ddae.learning_rate`), cosine per
         epoch without warm-up, plain cross-entropy; the head in fp32 (NCHW inputs)."""
-        from ddae.classifier_training import ClassifierTrainingConfig  # torch: a job, not a plan
-
         return ClassifierTrainingConfig(
             epochs=self.epochs,
             optimizer="adam",

@@ -146,3 +146,34 @@ rule linear_probe:
         "../../envs/ddae.yaml"
     script:
         "../scripts/linear_probe.py"
+
+
+# Stages with a runner (ddae.pipeline.stages) need no rule of their own: one generic rule each,
+# named as the stage, measuring one checkpoint at the run's (layer, t) (ddae.stage_runner).
+for _stage in layout.runner_stages():
+
+    rule:
+        name:
+            _stage.name
+        input:
+            unpack(layout.source_files),
+            checkpoint=layout.checkpoint_input,
+            choice=layout.layer_t_choice,
+        output:
+            layout.stage_output(_stage.name),
+        params:
+            stage=_stage.name,
+            **layout.stage_params(_stage.name),
+            layer_t=layout.fixed_layer_t,
+            steps=layout.evaluation_steps,
+        resources:
+            gpu=layout.evaluation_gpus,
+            gpu_slot=lambda wildcards: min(layout.evaluation_gpus(wildcards), 1),
+        log:
+            f"logs/{{dataset}}/{{run}}/{_stage.name}_epoch{{epoch}}.log",
+        benchmark:
+            f"logs/{{dataset}}/{{run}}/{_stage.name}_epoch{{epoch}}.benchmark.tsv",
+        conda:
+            "../../envs/ddae.yaml"
+        script:
+            "../scripts/stage.py"
