@@ -21,28 +21,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from ddae.configs import ConfigError, Key, dotted_key, from_mapping
-from ddae.settings.alignment import AlignUniformConfig
-from ddae.settings.caches import FeatureCacheConfig, LatentCacheConfig
+from ddae.pipeline.stages import stage_configs
 from ddae.settings.classifiers import ClassifierTrainingConfig
 from ddae.settings.frameworks import framework_config
 from ddae.settings.networks import network_config
-from ddae.settings.noisy_heads import NoisyHeadConfig
 from ddae.settings.pretraining import normalize_run
-from ddae.settings.probes import GridSearchConfig, LinearProbeConfig
-from ddae.settings.sampling import SamplingConfig
 
-# evaluation stage -> the dataclass its job builds from that mapping (see workflow/rules)
-STAGE_CONFIGS: dict[str, type] = {
-    "fid": SamplingConfig,
-    "features": FeatureCacheConfig,
-    "grid": GridSearchConfig,
-    "linear_probe": LinearProbeConfig,
-    "finetune": ClassifierTrainingConfig,
-    "scratch": ClassifierTrainingConfig,
-    "noisy": NoisyHeadConfig,
-    "align_uniform": AlignUniformConfig,
-    "latents": LatentCacheConfig,
-}
+# evaluation stage -> the dataclass its job builds from that mapping (the stage registry)
+STAGE_CONFIGS: dict[str, type] = stage_configs()
 
 
 def _integer(value: Any, where: str, minimum: int = 0) -> None:
