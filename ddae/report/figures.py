@@ -13,7 +13,7 @@
 
 Each function takes explicit result paths (formats checked by `ddae.result_files`) and writes
 one PNG and one PDF, with ``source`` (dataset, scale, networks, FID extractor; see
-workflow/rules/common_report.smk) printed under the figure. Nothing is invented: a series
+`ddae.pipeline.report_inputs`) printed under the figure. Nothing is invented: a series
 whose files are missing is left out and named "not run" in its panel (never as a legend entry
 without a point); legends sit under the axes. Paper values, where the paper states them, come from
 ``ddae/reference/paper_results.yaml`` and are drawn as hollow markers labelled "paper".
