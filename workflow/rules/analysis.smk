@@ -40,7 +40,7 @@ rule noisy_classifier:
         layer_t=layout.fixed_layer_t,
         steps=layout.evaluation_steps,
         metrics=lambda wildcards, output: output[0].replace(".csv", ".metrics.jsonl"),
-        state_dir=lambda wildcards: layout.partial_state(wildcards, f"noisy_epoch{wildcards.epoch}"),
+        state_dir=lambda w: layout.partial_state(w, f"noisy_epoch{w.epoch}"),
     resources:
         gpu=layout.evaluation_gpus,
         gpu_slot=lambda wildcards: min(layout.evaluation_gpus(wildcards), 1),

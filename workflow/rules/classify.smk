@@ -18,7 +18,7 @@ rule finetune:
         **layout.stage_params("finetune"),
         layer_t=layout.fixed_layer_t,
         steps=layout.evaluation_steps,
-        state_dir=lambda wildcards: layout.partial_state(wildcards, f"finetune_epoch{wildcards.epoch}"),
+        state_dir=lambda w: layout.partial_state(w, f"finetune_epoch{w.epoch}"),
     resources:
         gpu=layout.training_gpus,
         gpu_slot=lambda wildcards: min(layout.training_gpus(wildcards), 1),
@@ -43,7 +43,7 @@ rule scratch:
     params:
         model=lambda wildcards: {
             "kind": "scratch",
-            "run": {key: layout.pretraining_run(wildcards)[key] for key in ("network", "framework")},
+            "run": {k: layout.pretraining_run(wildcards)[k] for k in ("network", "framework")},
         },
         **layout.stage_params("scratch"),
         layer_t=layout.fixed_layer_t,

@@ -3,7 +3,7 @@
 # features cached, probed, deleted: one t's cache on disk per job) merged by grid_search, and the
 # linear probe at the chosen pair (Tables 2-4). Each rule gets its stage's config slice from the
 # run's `evaluation` block; a stage missing there is not run. Features and probes read the run's
-# source (`source_files`): its dataset's images, or a DiT's VAE latents.
+# source (`Layout.source_files`): its dataset's images, or a DiT's VAE latents.
 
 
 localrules:
@@ -102,14 +102,15 @@ rule probe_timestep:
 
 
 # A checkpoint: once it has run, Snakemake re-plans the jobs that read its (layer, t) choice
-# (`grid_choice`), and those whose choice JSON has the checksum it had when they last ran stay
-# done. A grid rerun (a deleted CSV, an edited script) that picks the same pair reruns no
+# (`Layout.grid_choice`), and those whose choice JSON has the checksum it had when they last ran
+# stay done. A grid rerun (a deleted CSV, an edited script) that picks the same pair reruns no
 # linear probe, fine-tuning, noisy classifier or alignment job; `snakemake -n` still lists them.
 checkpoint grid_search:
     input:
         timesteps=layout.timestep_probe_files,
     output:
-        json=layout.stage_output("grid", file="choice"),  # first: the placeholder input while planning
+        # first: the placeholder input while planning
+        json=layout.stage_output("grid", file="choice"),
         csv=layout.stage_output("grid"),
     params:
         **layout.stage_params("grid"),

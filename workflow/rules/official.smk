@@ -7,7 +7,7 @@
 # transfer stages run offline; it is labelled a stand-in in the checkpoint and in no way trained.
 # DiT runs work on cached VAE latents: latents once per run (cache_latents), then the same
 # feature, grid-search, linear-probe and fine-tuning rules as the pixel-space networks
-# (evaluate.smk, classify.smk), which read the latents through `source_files`.
+# (evaluate.smk, classify.smk), which read the latents through `Layout.source_files`.
 
 
 localrules:

@@ -1,7 +1,7 @@
 # The paper's tables and figures (Tables 2-9, Figures 2-6) and the label-free layer choice, built
 # from the result files only; `snakemake --report` collects them with their captions. One rule
 # per entry of the report registry (ddae.report.registry), named as the entry (table2, ...,
-# figure6): its inputs are the result files its params name (REPORT_PARAMS, common_report.smk),
+# figure6): its inputs are the result files its params name (ddae.pipeline.report_inputs),
 # and every rule runs the one script report.py. Which run stands for which of the paper's models
 # is `tables.models` (Tables 2-4, 6-9, Figures 5-6) and `figures.*` (label -> run for Figures
 # 2-4); a missing result is written as "not run".
