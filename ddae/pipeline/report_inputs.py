@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from ddae.config_messages import config_mistakes_reported
+from ddae.config_messages import SAFE_LOADER, config_mistakes_reported
 from ddae.paper_shape import stand_in_marker
 from ddae.pipeline.layout import Layout
 from ddae.report.labels import network_label, on_paper_dataset
@@ -26,8 +26,9 @@ from ddae.validation import benchmark_files, validation_plan
 
 # The paper's rows of Tables 2-4 (package data ddae/reference/paper_results.yaml): each row's
 # `ours` names the model and metric it is reproduced by, so each table reads exactly those files.
-PAPER_ROWS = yaml.safe_load(
-    resources.files("ddae.reference").joinpath("paper_results.yaml").read_text()
+PAPER_ROWS = yaml.load(
+    resources.files("ddae.reference").joinpath("paper_results.yaml").read_text(),
+    Loader=SAFE_LOADER,
 )
 FINDINGS_TARGETS = ["results/findings.json", "results/findings.md"]
 # Rules whose jobs results/validation.md reads; their benchmark files give its times per stage.
