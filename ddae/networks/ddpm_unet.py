@@ -18,19 +18,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ddae.networks.protocol import check_layer, no_augment_labels
+from ddae.networks.protocol import ConfiguredNetwork, check_layer, no_augment_labels
 from ddae.settings.networks import DDPMUNetConfig
 
 
-class DDPMUNet(nn.Module):
+class DDPMUNet(ConfiguredNetwork):
     """Ho et al.'s UNet: ``(x, noise_labels) -> ε̂`` with noise_labels the 0-based DDPM step."""
 
     Config = DDPMUNetConfig  # its config keys (torch-free, validated while planning)
 
-    def __init__(self, config: Config | None = None) -> None:
-        super().__init__()
-        config = config if config is not None else self.Config()
-        self.config = config
+    def __init__(self, config: DDPMUNetConfig | None = None) -> None:
+        super().__init__(config)
+        config = self.config
         level_resolutions = [
             config.resolution >> level for level in range(len(config.channel_mult))
         ]

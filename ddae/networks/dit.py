@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ddae.networks.protocol import check_layer, no_augment_labels
+from ddae.networks.protocol import ConfiguredNetwork, check_layer, no_augment_labels
 from ddae.settings.networks import DiTConfig
 
 
@@ -170,7 +170,7 @@ class FinalLayer(nn.Module):
         return self.linear(modulate(self.norm_final(x), shift, scale))
 
 
-class DiT(nn.Module):
+class DiT(ConfiguredNetwork):
     """DiT: ``(x, noise_labels, augment_labels=None) -> ε̂`` on (B, 4, 32, 32) VAE latents.
 
     ``noise_labels`` are 0-based DDPM steps (B,); the class input is the null label unless
@@ -179,10 +179,9 @@ class DiT(nn.Module):
 
     Config = DiTConfig  # its config keys (torch-free, validated while planning)
 
-    def __init__(self, config: Config | None = None) -> None:
-        super().__init__()
-        config = config if config is not None else self.Config()
-        self.config = config
+    def __init__(self, config: DiTConfig | None = None) -> None:
+        super().__init__(config)
+        config = self.config
         self.in_channels = config.in_channels
         self.out_channels = config.in_channels * (2 if config.learn_sigma else 1)
         self.patch_size = config.patch_size

@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ddae.networks.protocol import ConfiguredNetwork
 from ddae.settings.networks import NoisyWideResNetConfig
 
 
@@ -105,15 +106,14 @@ class NoisyWideBlock(nn.Module):
         return h + _shortcut(residual, h)
 
 
-class NoisyWideResNet(nn.Module):
+class NoisyWideResNet(ConfiguredNetwork):
     """Noise-conditional WRN-depth-k: (images (B, C, H, W), condition (B,)) → logits (B, K)."""
 
     Config = NoisyWideResNetConfig  # its config keys (torch-free, validated while planning)
 
-    def __init__(self, config: Config | None = None) -> None:
-        super().__init__()
-        config = config if config is not None else self.Config()
-        self.config = config
+    def __init__(self, config: NoisyWideResNetConfig | None = None) -> None:
+        super().__init__(config)
+        config = self.config
         embedding_dim = config.embedding_dim if config.condition else None
         self.fourier = None
         self.embedding_mlp = None

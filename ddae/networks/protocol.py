@@ -18,14 +18,33 @@ registered network (and for a toy network added through the registry):
   exactly the modules needed up to block k; its output is block k's output as a feature map
   (B, C, h, w) and, pooled over space, equals the pooled output of a hook on block k;
 * ``config`` is the frozen config dataclass it was built from (`ddae.networks.network_spec`).
+
+This package's networks, classifiers included, derive from `ConfiguredNetwork`, which keeps
+that config (the defaults when none is given).
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 from torch import nn
+
+
+class ConfiguredNetwork(nn.Module):
+    """A network of `ddae.networks.NETWORKS` built from its frozen config dataclass.
+
+    A subclass names the dataclass ``Config`` (torch-free, in `ddae.settings.networks`, so that
+    planning validates it) and calls ``super().__init__(config)`` first; ``config`` None means
+    ``Config()``, the defaults (the paper's network). The config is kept as ``self.config``,
+    which `ddae.networks.network_spec` turns back into the network's spec.
+    """
+
+    Config: ClassVar[type]
+
+    def __init__(self, config: Any = None) -> None:
+        super().__init__()
+        self.config = config if config is not None else self.Config()
 
 
 @runtime_checkable

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ddae.networks.protocol import check_layer, no_augment_labels
+from ddae.networks.protocol import ConfiguredNetwork, check_layer, no_augment_labels
 from ddae.settings.networks import SongUNetConfig
 
 SKIP_SCALE = math.sqrt(0.5)  # every residual sum is scaled by √½ (DDPM++)
@@ -188,7 +188,7 @@ class UNetBlock(nn.Module):
         return x
 
 
-class SongUNet(nn.Module):
+class SongUNet(ConfiguredNetwork):
     """DDPM++ UNet: ``(x, noise_labels, augment_labels=None) -> F(x)`` of x's shape.
 
     ``noise_labels`` (B,) is EDM's c_noise = ln(σ)/4; ``augment_labels`` (B, augment_dim) are
@@ -197,10 +197,9 @@ class SongUNet(nn.Module):
 
     Config = SongUNetConfig  # its config keys (torch-free, validated while planning)
 
-    def __init__(self, config: Config | None = None) -> None:
-        super().__init__()
-        config = config if config is not None else self.Config()
-        self.config = config
+    def __init__(self, config: SongUNetConfig | None = None) -> None:
+        super().__init__(config)
+        config = self.config
         noise_channels = config.model_channels  # EDM's channel_mult_noise = 1 for DDPM++
         emb_channels = config.model_channels * config.channel_mult_emb
 

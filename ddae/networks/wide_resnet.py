@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ddae.networks.protocol import ConfiguredNetwork
 from ddae.settings.networks import WideResNetConfig
 
 
@@ -41,15 +42,14 @@ class PreActBasicBlock(nn.Module):
         return out + residual
 
 
-class WideResNet(nn.Module):
+class WideResNet(ConfiguredNetwork):
     """WRN-depth-widen_factor classifier: images (B, C, H, W) -> logits (B, num_classes)."""
 
     Config = WideResNetConfig  # its config keys (torch-free, validated while planning)
 
-    def __init__(self, config: Config | None = None) -> None:
-        super().__init__()
-        config = config if config is not None else self.Config()
-        self.config = config
+    def __init__(self, config: WideResNetConfig | None = None) -> None:
+        super().__init__(config)
+        config = self.config
         blocks_per_group = (config.depth - 4) // 6
         widths = [16 * config.widen_factor, 32 * config.widen_factor, 64 * config.widen_factor]
         self.stem = nn.Conv2d(config.in_channels, 16, 3, padding=1, bias=False)
