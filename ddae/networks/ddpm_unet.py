@@ -69,7 +69,8 @@ class DDPMUNet(ConfiguredNetwork):
         noise_labels: torch.Tensor,
         augment_labels: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Predict the noise ε in ``x`` (B, C, H, W) at DDPM steps ``noise_labels`` (B,)."""
+        """Predict the noise ε in ``x`` (B, C, H, W) at DDPM steps ``noise_labels`` (B,); the
+        `TruncatedDDPMUNet` runs this too, on its truncated ``unet``."""
         no_augment_labels(augment_labels, "DDPMUNet")
         return self.unet(x, noise_labels, return_dict=False)[0]  # (B, C, H, W)
 
@@ -122,58 +123,67 @@ class _PartialUpBlock(nn.Module):
         return hidden_states
 
 
+class _TruncatedUNet2D(nn.Module):
+    """diffusers' ``UNet2DModel`` up to decoder block ``within`` (0-based) of up level ``level``,
+    called like it: ``(sample, timestep, return_dict=False) -> (block output,)``.
+
+    Its submodules are the full model's under the same names (``down_blocks.0...``); the last up
+    block is a `_PartialUpBlock`. The forward repeats ``UNet2DModel.forward`` step by step.
+    """
+
+    def __init__(self, unet: nn.Module, blocks_per_level: int, level: int, within: int) -> None:
+        super().__init__()
+        self.blocks_per_level = blocks_per_level
+        self.time_proj = unet.time_proj
+        self.time_embedding = unet.time_embedding
+        self.conv_in = unet.conv_in
+        self.down_blocks = unet.down_blocks
+        self.mid_block = unet.mid_block
+        self.up_blocks = nn.ModuleList(list(unet.up_blocks)[:level])
+        self.up_blocks.append(_PartialUpBlock(unet.up_blocks[level], within + 1))
+
+    def forward(
+        self, sample: torch.Tensor, timestep: torch.Tensor, return_dict: bool = False
+    ) -> tuple[torch.Tensor]:
+        if return_dict:
+            raise ValueError("the truncated UNet returns a tuple (return_dict=False)")
+        timesteps = timestep
+        if timesteps.dim() == 0:
+            timesteps = timesteps[None].to(sample.device)
+        ones = torch.ones(sample.shape[0], dtype=timesteps.dtype, device=timesteps.device)
+        timesteps = timesteps * ones
+        dtype = self.conv_in.weight.dtype
+        emb = self.time_embedding(self.time_proj(timesteps).to(dtype=dtype))
+        sample = self.conv_in(sample)
+        skips: tuple[torch.Tensor, ...] = (sample,)
+        for down_block in self.down_blocks:
+            sample, res_samples = down_block(hidden_states=sample, temb=emb)
+            skips += res_samples
+        sample = self.mid_block(sample, emb)
+        for up_block in self.up_blocks:
+            res_samples = skips[-self.blocks_per_level :]
+            skips = skips[: -self.blocks_per_level]
+            sample = up_block(sample, res_samples, emb)  # the last one is a _PartialUpBlock
+        return (sample,)  # (B, C, r, r)
+
+
 class TruncatedDDPMUNet(nn.Module):
     """`DDPMUNet` up to decoder block ``layer``: ``(x, noise_labels) -> (B, C, r, r)``.
 
     Module names equal the full network's (``unet.down_blocks.0...``), so its state dict is
-    the full one restricted to the used modules. The computation repeats diffusers'
-    ``UNet2DModel.forward`` step by step, hence the output equals (bitwise) what a forward hook
-    on ``decoder_blocks()[layer - 1]`` of the full network sees.
+    the full one restricted to the used modules. Its ``unet`` is a `_TruncatedUNet2D`, which
+    repeats diffusers' ``UNet2DModel.forward`` step by step, hence the output equals (bitwise)
+    what a forward hook on ``decoder_blocks()[layer - 1]`` of the full network sees.
     """
+
+    forward = DDPMUNet.forward  # on the truncated ``unet``
 
     def __init__(self, network: DDPMUNet, layer: int) -> None:
         super().__init__()
         self.layer = check_layer(layer, network.num_decoder_blocks)
         self.layer_name = network.decoder_blocks()[layer - 1][0]
-        self.blocks_per_level = network.config.num_blocks + 1
-        level, within = divmod(layer - 1, self.blocks_per_level)
-        source = network.unet
-        self.unet = nn.Module()  # keeps the full network's "unet." prefix
-        self.unet.time_proj = source.time_proj
-        self.unet.time_embedding = source.time_embedding
-        self.unet.conv_in = source.conv_in
-        self.unet.down_blocks = source.down_blocks
-        self.unet.mid_block = source.mid_block
-        up_blocks = nn.ModuleList(list(source.up_blocks)[:level])
-        up_blocks.append(_PartialUpBlock(source.up_blocks[level], within + 1))
-        self.unet.up_blocks = up_blocks
-        self.out_channels = int(
-            up_blocks[-1].resnets[-1].out_channels
-        )  # of the output (B, C, r, r)
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        noise_labels: torch.Tensor,
-        augment_labels: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        no_augment_labels(augment_labels, "DDPMUNet")
-        unet = self.unet
-        timesteps = noise_labels
-        if timesteps.dim() == 0:
-            timesteps = timesteps[None].to(x.device)
-        ones = torch.ones(x.shape[0], dtype=timesteps.dtype, device=timesteps.device)
-        timesteps = timesteps * ones
-        dtype = unet.conv_in.weight.dtype
-        emb = unet.time_embedding(unet.time_proj(timesteps).to(dtype=dtype))
-        sample = unet.conv_in(x)
-        skips: tuple[torch.Tensor, ...] = (sample,)
-        for down_block in unet.down_blocks:
-            sample, res_samples = down_block(hidden_states=sample, temb=emb)
-            skips += res_samples
-        sample = unet.mid_block(sample, emb)
-        for up_block in unet.up_blocks:
-            res_samples = skips[-self.blocks_per_level :]
-            skips = skips[: -self.blocks_per_level]
-            sample = up_block(sample, res_samples, emb)  # the last one is a _PartialUpBlock
-        return sample  # (B, C, r, r)
+        blocks_per_level = network.config.num_blocks + 1
+        level, within = divmod(layer - 1, blocks_per_level)
+        self.unet = _TruncatedUNet2D(network.unet, blocks_per_level, level, within)
+        # of the output (B, C, r, r)
+        self.out_channels = int(self.unet.up_blocks[-1].resnets[-1].out_channels)
