@@ -46,6 +46,7 @@ from ddae.configs import ConfigError, from_mapping, to_mapping
 from ddae.diffusion import Framework, build_framework, framework_config
 from ddae.distributed import close_world, init_world
 from ddae.downloads import file_md5
+from ddae.joblog import job_device
 from ddae.launch import JobExecution, run_job
 from ddae.layer_choice import resolve_layer_t
 from ddae.networks import build_network, count_parameters, network_config, network_spec
@@ -322,7 +323,7 @@ def classifier_stage(
         metrics_path,
         state_dir,
         processes=max(gpus, 1),
-        device="cuda" if gpus > 0 else "cpu",
+        device=job_device(gpus),
     )
 
 

@@ -1,4 +1,4 @@
-"""Where a pipeline job's output goes: its Snakemake ``log:`` file.
+"""Where a pipeline job's output goes (its Snakemake ``log:`` file) and the device it runs on.
 
 `logging_to` points this process's stdout and stderr (file descriptors 1 and 2, so that
 subprocesses such as torchrun workers and C-level warnings follow) and Python logging at the
@@ -11,6 +11,9 @@ job again (snakemake 9.27.1, ``Job.remove_existing_output``), so a job gives its
 hidden name, ``.<log name>.current`` (a hard link: no extra space); the next attempt renames it
 to ``<log>.1``. An orphan still running after a kill -9 of Snakemake writes on into that file,
 and the new attempt's log starts clean.
+
+`job_device` is the device a job's scripts pass on: CUDA when the rule's ``resources: gpu=``
+gives the job a GPU, else the CPU.
 """
 
 from __future__ import annotations
@@ -28,6 +31,12 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 PROGRESS_INTERVAL_S = 60.0  # a progress line at least this often while a loop runs
 KEPT_LOGS = 5  # earlier attempts' logs kept beside a job's log: <log>.1 (newest) to <log>.5
 T = TypeVar("T")
+
+
+def job_device(gpus: int | str) -> str:
+    """``"cuda"`` for a job given ``gpus`` (its ``resources: gpu=`` count) of at least one, else
+    ``"cpu"``."""
+    return "cuda" if int(gpus) > 0 else "cpu"
 
 
 def current_log_link(path: Path) -> Path:

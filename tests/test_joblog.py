@@ -16,12 +16,17 @@ import pytest
 from conftest import TINY_UNET, digits_subset, tiny_probe_run
 
 from ddae.features import cache_features
-from ddae.joblog import KEPT_LOGS, logging_to, progress
+from ddae.joblog import KEPT_LOGS, job_device, logging_to, progress
 from ddae.probing.grid_search import grid_search
 from ddae.probing.linear_probe import linear_probe
 from ddae.sources import ImageSource
 from ddae.training import TrainOptions
 from ddae.training_resume import train_to_epoch
+
+
+def test_a_job_runs_on_cuda_exactly_when_its_rule_gives_it_a_gpu():
+    devices = [job_device(gpus) for gpus in (0, 1, 4, "0", "2")]  # resources: gpu=, int or text
+    assert devices == ["cpu", "cuda", "cuda", "cpu", "cuda"]
 
 
 def test_progress_logs_rate_and_eta_every_interval(caplog):

@@ -1,7 +1,7 @@
 """Alignment and uniformity of every decoder layer at the run's chosen t (paper Sec. 3.3)."""
 
 from ddae.alignment import align_uniform
-from ddae.joblog import logging_to
+from ddae.joblog import job_device, logging_to
 from ddae.layer_choice import resolve_layer_t
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
@@ -15,6 +15,6 @@ with logging_to(sm.log[0]):
         steps=steps,
         config=dict(sm.params.config),
         out_csv=sm.output[0],
-        device="cuda" if int(sm.resources.gpu) > 0 else "cpu",
+        device=job_device(sm.resources.gpu),
         progress=False,
     )

@@ -1,6 +1,6 @@
 """Encode K augmented training versions and the test split with the SD VAE (paper App. A)."""
 
-from ddae.joblog import logging_to
+from ddae.joblog import job_device, logging_to
 from ddae.latents import cache_latents
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
@@ -11,5 +11,5 @@ with logging_to(sm.log[0]):
         test_path=sm.input.test,
         config=dict(sm.params.latents),
         out_dir=sm.output[0],
-        device="cuda" if int(sm.resources.gpu) > 0 else "cpu",
+        device=job_device(sm.resources.gpu),
     )

@@ -1,7 +1,7 @@
 """FID reference statistics of a dataset's training split (paper Sec. 4)."""
 
 from ddae.fid import write_reference_statistics
-from ddae.joblog import logging_to
+from ddae.joblog import job_device, logging_to
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with logging_to(sm.log[0]):
@@ -11,5 +11,5 @@ with logging_to(sm.log[0]):
         extractor=sm.params.extractor,
         weights=sm.input.weights[0] if sm.input.weights else None,
         batch_size=int(sm.params.batch_size),
-        device="cuda" if int(sm.resources.gpu) > 0 else "cpu",
+        device=job_device(sm.resources.gpu),
     )

@@ -1,6 +1,6 @@
 """Linear probe at the grid search's, the configured or a named (layer, t) (paper Table 6)."""
 
-from ddae.joblog import logging_to
+from ddae.joblog import job_device, logging_to
 from ddae.layer_choice import resolve_layer_t
 from ddae.probe_pairs import probe_or_reuse
 from ddae.sources import open_source
@@ -20,5 +20,5 @@ with logging_to(sm.log[0]):
         config=dict(sm.params.probe),
         out_json=sm.output.json,
         metrics_path=sm.output.metrics,
-        device="cuda" if int(sm.resources.gpu) > 0 else "cpu",
+        device=job_device(sm.resources.gpu),
     )

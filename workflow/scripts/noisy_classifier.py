@@ -1,6 +1,6 @@
 """Noise-conditional MLP head on frozen DDAE features, accuracy per noise level (Figure 6)."""
 
-from ddae.joblog import logging_to
+from ddae.joblog import job_device, logging_to
 from ddae.layer_choice import resolve_layer_t
 from ddae.noise_conditional import train_noisy_head
 
@@ -14,7 +14,7 @@ with logging_to(sm.log[0]):
         steps=int(sm.params.steps),
         config=dict(sm.params.head),
         out_csv=sm.output[0],
-        device="cuda" if int(sm.resources.gpu) > 0 else "cpu",
+        device=job_device(sm.resources.gpu),
         progress=False,
         metrics=sm.params.metrics,
         state_dir=sm.params.state_dir,

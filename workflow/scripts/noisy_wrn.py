@@ -1,6 +1,6 @@
 """Noise-conditional WideResNet baseline under VP or VE perturbation (Figure 6)."""
 
-from ddae.joblog import logging_to
+from ddae.joblog import job_device, logging_to
 from ddae.noise_conditional import train_noisy_wrn
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
@@ -13,7 +13,7 @@ with logging_to(sm.log[0]):
         test_path=sm.input.test,
         config=dict(sm.params.training),
         out_csv=sm.output[0],
-        device="cuda" if int(sm.resources.gpu) > 0 else "cpu",
+        device=job_device(sm.resources.gpu),
         progress=False,
         steps=getattr(sm.params, "steps", None),
         metrics=sm.params.metrics,

@@ -1,6 +1,6 @@
 """Train one run to one checkpoint epoch, on the job's GPUs (torchrun when there are several)."""
 
-from ddae.joblog import logging_to
+from ddae.joblog import job_device, logging_to
 from ddae.launch import PretrainingJob, run_pretraining
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
@@ -15,7 +15,7 @@ with logging_to(sm.log[0]):
             state_dir=sm.params.state_dir,
             metrics=sm.params.metrics,
             processes=max(sm.resources.gpu, 1),
-            device="cuda" if sm.resources.gpu > 0 else "cpu",
+            device=job_device(sm.resources.gpu),
             snapshot_every_seconds=float(sm.resources.snapshot_seconds),
         )
     )

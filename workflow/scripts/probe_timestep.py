@@ -2,7 +2,7 @@
 the cache (paper Sec. 3.2, Appendix B)."""
 
 from ddae.grid_timesteps import probe_timestep
-from ddae.joblog import logging_to
+from ddae.joblog import job_device, logging_to
 from ddae.sources import open_source
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
@@ -16,5 +16,5 @@ with logging_to(sm.log[0]):
         probe_config=dict(sm.params.probe),
         cache_dir=sm.params.cache_dir,
         out_json=sm.output[0],
-        device="cuda" if int(sm.resources.gpu) > 0 else "cpu",
+        device=job_device(sm.resources.gpu),
     )

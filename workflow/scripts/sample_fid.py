@@ -1,7 +1,7 @@
 """Sample a checkpoint's EMA network and score the samples' FID (paper Sec. 4, Figs. 4-5)."""
 
 from ddae.fid import sample_and_score
-from ddae.joblog import logging_to
+from ddae.joblog import job_device, logging_to
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with logging_to(sm.log[0]):
@@ -13,5 +13,5 @@ with logging_to(sm.log[0]):
         sampling=dict(sm.params.sampling),
         extractor=sm.params.extractor,
         weights=sm.input.weights[0] if sm.input.weights else None,
-        device="cuda" if int(sm.resources.gpu) > 0 else "cpu",
+        device=job_device(sm.resources.gpu),
     )

@@ -1,6 +1,6 @@
 """A registered stage's job (`ddae.stage_runner`): its runner on one checkpoint."""
 
-from ddae.joblog import logging_to
+from ddae.joblog import job_device, logging_to
 from ddae.stage_runner import run_stage
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
@@ -15,5 +15,5 @@ with logging_to(sm.log[0]):
         layer_t=sm.params.layer_t,
         steps=sm.params.steps,
         output=sm.output[0],
-        device="cuda" if int(sm.resources.gpu) > 0 else "cpu",
+        device=job_device(sm.resources.gpu),
     )
