@@ -118,9 +118,30 @@ def _leaves(node: Any, path: tuple[Key, ...] = ()) -> Iterator[tuple[tuple[Key, 
         yield path, node
 
 
+def _bounds_by_last_key() -> tuple[dict[str, tuple[Bound, ...]], tuple[Bound, ...]]:
+    """({last key: the bounds that may match a path ending in it}, the bounds that may match
+    any other path), each in `BOUNDS` order: a pattern's last part is that key or a wildcard."""
+    last = [bound.pattern.rsplit(".", 1)[-1] for bound in BOUNDS]
+    wildcards = ("*", "**")
+    anywhere = tuple(b for b, part in zip(BOUNDS, last, strict=True) if part in wildcards)
+    named = {
+        key: tuple(b for b, part in zip(BOUNDS, last, strict=True) if part in (key, *wildcards))
+        for key in set(last) - set(wildcards)
+    }
+    return named, anywhere
+
+
+# A config has hundreds of leaves, checked on every Snakemake parse: each is matched against the
+# few patterns that can end in its key, not against all of BOUNDS
+_BOUNDS_BY_LAST_KEY, _BOUNDS_FOR_ANY_KEY = _bounds_by_last_key()
+
+
 def bound_of(path: Sequence[Key]) -> Bound | None:
-    """The bound of the key at ``path`` (None: not a size)."""
-    return next((b for b in BOUNDS if _matches(b.pattern.split("."), path)), None)
+    """The bound of the key at ``path`` (None: not a size): the first of `BOUNDS` whose pattern
+    matches it."""
+    last = str(path[-1]) if path else None
+    candidates = _BOUNDS_BY_LAST_KEY.get(last, _BOUNDS_FOR_ANY_KEY)
+    return next((b for b in candidates if _matches(b.pattern.split("."), path)), None)
 
 
 def _check(value: float, bound: Bound, path: tuple[Key, ...], what: str = "") -> None:

@@ -13,7 +13,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ddae.config_bounds import BOUND_FACTOR, BOUNDS, COUNT_BOUNDS, check_config_sizes
+from ddae.config_bounds import (
+    BOUND_FACTOR,
+    BOUNDS,
+    COUNT_BOUNDS,
+    bound_of,
+    check_config_sizes,
+)
 from ddae.config_checks import check_config
 from ddae.config_messages import config_mistakes_reported
 from ddae.configs import ConfigError
@@ -229,6 +235,45 @@ def test_a_size_is_refused_just_above_its_bound(path, limit):
     ) as error:
         check_config_sizes(config)
     assert error.value.key == path
+
+
+def first_matching_bound(path: tuple) -> object:
+    """The definition `bound_of` implements: the first of BOUNDS whose pattern matches the whole
+    path (``*`` one key or index, ``**`` any number of them), tried against every pattern."""
+
+    def matches(pattern: list[str], rest: tuple) -> bool:
+        if not pattern:
+            return not rest
+        if pattern[0] == "**":
+            return any(matches(pattern[1:], rest[i:]) for i in range(len(rest) + 1))
+        return bool(rest) and pattern[0] in ("*", str(rest[0])) and matches(pattern[1:], rest[1:])
+
+    return next((b for b in BOUNDS if matches(b.pattern.split("."), path)), None)
+
+
+def leaf_paths(node, path=()):
+    if isinstance(node, dict):
+        return [p for key, value in node.items() for p in leaf_paths(value, (*path, key))]
+    if isinstance(node, list):
+        return [p for i, value in enumerate(node) for p in leaf_paths(value, (*path, i))]
+    return [path]
+
+
+def test_the_bound_lookup_by_last_key_is_the_first_matching_pattern():
+    """`bound_of` only tries the patterns that can end in the path's last key: the same bound
+    for every key path of both configs, each of its tails and heads, and odd keys."""
+    paths = {
+        sub
+        for config in (PAPER, SMOKE)
+        for path in leaf_paths(config)
+        for i in range(len(path) + 1)
+        for sub in (path[i:], path[:i])
+    }
+    paths |= {("epochs",), ("channel_mult",), ("x", "channel_mult", 7), ("*",), ("a.b", "gpus")}
+    assert len(paths) > 1000
+    looked_up = {path: bound_of(path) for path in paths}
+    assert looked_up == {path: first_matching_bound(path) for path in paths}
+    assert sum(bound is not None for bound in looked_up.values()) > 300
 
 
 def test_the_dag_counts_are_bounded_without_building_them():
