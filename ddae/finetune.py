@@ -303,7 +303,8 @@ def classifier_stage(
 
     ``model``: a `MODELS` spec without what the job's inputs give: the ``checkpoint`` input of a
     model with a checkpoint, and for a truncated encoder (layer, t, steps) from the ``choice``
-    input (the grid search's JSON) or else the fixed ``layer_t`` (`ddae.probing.resolve_layer_t`).
+    input (the grid search's JSON) or else the fixed ``layer_t``
+    (`ddae.layer_choice.resolve_layer_t`).
     ``inputs`` (the rule's named input) also names the source (`ddae.sources.open_source`).
     ``gpus``: torchrun workers, one per GPU; 0 trains in one CPU process.
     """

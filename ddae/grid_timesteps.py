@@ -3,18 +3,19 @@ t's feature cache is on disk per job.
 
 `ddae.probing.grid_search` probes the caches of every grid t of a checkpoint; at paper scale those
 are ~3 GB per t (Tiny-ImageNet EDM: 50 t x 4.6 GB), all on disk together. Probes of different t
-are independent (`ddae.probing.fit_cached_probes`: each probe's initialisation is seeded by
+are independent (`ddae.probing.bank.fit_cached_probes`: each probe's initialisation is seeded by
 (seed, t, layer); the epoch's batch order and each image's view by (seed, epoch) only;
 ``standardize`` uses each t's own statistics), so each t is done alone:
 
 * `probe_timestep`: cache that t's features (`ddae.features.cache_features`) into a temporary
-  folder, train the probes of every layer on them (`ddae.probing.probe_feature_caches`), write the
-  t's rows and provenance to a small JSON, and delete the cache whatever happens (with what a
-  killed earlier attempt left);
+  folder, train the probes of every layer on them
+  (`ddae.probing.grid_search.probe_feature_caches`), write the t's rows and provenance to a small
+  JSON, and delete the cache whatever happens (with what a killed earlier attempt left);
 * `merge_timesteps`: the grid CSV and choice JSON from the per-t JSONs (each read through its
   contract, `ddae.pipeline.result_kinds`: a NaN accuracy, a layer or t out of range or another
-  checkpoint's file is refused, naming file and field), with `grid_search`'s
-  `ddae.probing.write_grid` (same rows, same `TIE_BREAK`): the files equal `grid_search`'s.
+  checkpoint's file is refused, naming file and field), with `grid_search`'s writer
+  `ddae.probing.grid_search.write_grid` (same rows, same `TIE_BREAK`): the files equal
+  `grid_search`'s.
 
 The per-t file is JSON, not CSV, because the choice JSON also records the cache's checkpoint,
 feature config and folder; JSON stores floats by their shortest round-trip repr, so the merged

@@ -187,13 +187,13 @@ class Source:
     def train_views(self, config: Any, device: torch.device) -> InputsFor:
         """``inputs(view, indices)`` of training views 0..config.views−1, item i's a function of
         (config.seed, view, i) alone (a `ddae.features` cache's K views); ``config`` also says
-        ``hflip`` and ``crop_padding`` (`ddae.features.FeatureCacheConfig`)."""
+        ``hflip`` and ``crop_padding`` (`ddae.settings.caches.FeatureCacheConfig`)."""
         raise NotImplementedError
 
     def train_epochs(self, config: Any, device: torch.device) -> InputsFor:
         """``inputs(epoch, indices)``: the training inputs of each of ``config.epochs`` epochs
-        of a probe (seed, hflip, crop_padding as `train_views`; `ddae.probing.LinearProbeConfig`).
-        """
+        of a probe (seed, hflip, crop_padding as `train_views`;
+        `ddae.settings.probes.LinearProbeConfig`)."""
         raise NotImplementedError
 
     def test_inputs(self, device: torch.device) -> InputsFor:

@@ -51,7 +51,7 @@ STAND_IN_FRAMEWORKS = {
 DIT_INIT = "DiT initialisation, but Xavier instead of zeros for adaLN and final linears"
 
 STAND_IN_VAE_LOGVAR_SHIFT = 10.0
-STAND_IN_SCALE = 0.18215  # the SD latent scaling `ddae.latents.LatentCacheConfig.scale` applies
+STAND_IN_SCALE = 0.18215  # the SD latent scaling, `ddae.settings.caches.LatentCacheConfig.scale`
 
 
 def _differing_dit_blocks(network: torch.nn.Module) -> None:

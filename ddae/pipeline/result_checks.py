@@ -2,11 +2,11 @@
 provenance against the path, the consistency of a CSV's cells and of a grid CSV with its choice
 JSON. Every file is read through `ddae.pipeline.result_reading` (bounded).
 
-CSVs carry no provenance (their writers, `ddae.probing.write_grid`, `ddae.alignment` and
+CSVs carry no provenance (their writers, `ddae.probing.grid_search.write_grid`, `ddae.alignment` and
 `ddae.noise_conditional`, record none, and new columns would change the files the tables read):
 what is checkable is checked instead, each file on its own (one ``steps``, each cell once, one
 sigma per t, rising with t) and the grid CSV against its choice JSON, whose choice must be the
-CSV's best cell (`ddae.probing.TIE_BREAK`).
+CSV's best cell (`ddae.probing.grid_search.TIE_BREAK`).
 
 Imports no torch, numpy or pandas: the planning process imports it.
 """
@@ -299,8 +299,9 @@ def checked_rows(
 
 
 def best_cell(rows: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
-    """The grid's best cell by `ddae.probing.TIE_BREAK`: highest test accuracy; ties broken by
-    lowest t, then lowest layer (the rule of `ddae.probing.write_grid`)."""
+    """The grid's best cell by `ddae.probing.grid_search.TIE_BREAK`: highest test accuracy;
+    ties broken by lowest t, then lowest layer (the rule of
+    `ddae.probing.grid_search.write_grid`)."""
     return min(rows, key=lambda row: (-row["test_accuracy"], row["t"], row["layer"]))
 
 

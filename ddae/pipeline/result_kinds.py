@@ -88,7 +88,7 @@ JSON_KINDS: dict[str, Contract] = {
     "pixel_probe": Contract(
         "json", {"test_accuracy": PERCENT, "num_classes": Field(INTEGER, 2), **PROVENANCE}
     ),
-    # ddae.probing.write_grid: the best cell of grid/epoch<E>.csv plus provenance
+    # ddae.probing.grid_search.write_grid: the best cell of grid/epoch<E>.csv plus provenance
     "grid_choice": Contract(
         "json",
         {"layer": LAYER, "steps": STEPS, "t": T, "test_accuracy": PERCENT, **PROVENANCE},
@@ -98,7 +98,7 @@ JSON_KINDS: dict[str, Contract] = {
     "grid_timestep": Contract("json", {"steps": STEPS, "t": T, "rows": Field(ROWS), **PROVENANCE}),
 }
 CSV_KINDS: dict[str, Contract] = {
-    "grid": Contract("csv", GRID_ROW),  # ddae.probing.GRID_CSV_COLUMNS
+    "grid": Contract("csv", GRID_ROW),  # ddae.probing.grid_search.GRID_CSV_COLUMNS
     "align_uniform": Contract(  # ddae.alignment.CSV_COLUMNS
         "csv",
         {

@@ -28,9 +28,10 @@ from ddae.settings.probes import LinearProbeConfig
 log = logging.getLogger(__name__)
 
 # What a job uses for a setting that its config mapping leaves out: its config class's default
-# (ddae.probing.LinearProbeConfig for Table 6, ddae.classifier_training.ClassifierTrainingConfig
-# for Tables 7-8), or what the code always does (no setting: Adam in ddae.probing.ProbeBank,
-# the cosine schedules of ProbeConfig.lr_at_epoch and classifier_training.lr_at_epoch).
+# (ddae.settings.probes.LinearProbeConfig for Table 6, ddae.settings.classifiers'
+# ClassifierTrainingConfig for Tables 7-8), or what the code always does (no setting: Adam in
+# ddae.probing.bank.ProbeBank, the cosine schedules of ProbeConfig.lr_at_epoch and
+# classifier_training.lr_at_epoch).
 CONFIG_CLASSES = {
     "table6": LinearProbeConfig,
     "table7": ClassifierTrainingConfig,
