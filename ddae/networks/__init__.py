@@ -7,11 +7,12 @@ that read representations (``decoder_blocks()``: the paper's "layer k/N" of Tabl
 
 Networks are built from plain mappings ``{"arch": <name>, **fields of its config dataclass}``
 through the explicit `NETWORKS` registry below (as DiT's ``DiT_models`` maps a name to its
-builder). Adding a network: its module in this package (the class or builder), its frozen
-config dataclass with one `ddae.settings.networks.NETWORK_CONFIGS` line (torch-free: the
-Snakefile validates network specs while it plans), one `NETWORKS` line, and its ``arch`` in
-``workflow/schemas/config.schema.yaml`` (enum and ``$defs``; ``tests/test_network_registry.py``
-keeps the schema and `NETWORK_CONFIGS` equal to `NETWORKS`).
+builder). Adding a network: its module in this package (the class, derived from
+`ddae.networks.protocol.ConfiguredNetwork`, or a builder), its frozen config dataclass with one
+`ddae.settings.networks.NETWORK_CONFIGS` line (torch-free: the Snakefile validates network specs
+while it plans), one `NETWORKS` line, and its ``arch`` in ``workflow/schemas/config.schema.yaml``
+(enum and ``$defs``; ``tests/test_network_registry.py`` keeps the schema and `NETWORK_CONFIGS`
+equal to `NETWORKS`).
 """
 
 from __future__ import annotations
