@@ -1,6 +1,7 @@
 """The side-by-side benchmark's parts that need neither a GPU nor the authors' code."""
 
 import importlib
+import json
 import sys
 from pathlib import Path
 
@@ -193,3 +194,25 @@ def test_measure_times_every_network_of_a_config(paper_cost):
     assert all("error" not in entry and entry["forward"] > 0 for entry in rates.values())
     trained = [entry for key, entry in rates.items() if key not in ("inception", "vae")]
     assert all(entry["train"] > 0 for entry in trained)
+
+
+@pytest.fixture
+def compare_runs():
+    yield from benchmark_script("compare_runs")
+
+
+def test_compare_runs_finds_a_changed_number_and_skips_timings(tmp_path, compare_runs):
+    """benchmarks/compare_runs.py, the before/after check of a restructuring (issue 21)."""
+    for side, accuracy, seconds in (("before", 42.5, 1.0), ("after", 42.5, 9.0)):
+        run = tmp_path / side / "digits/run/linear"
+        run.mkdir(parents=True)
+        record = {"test_accuracy": accuracy, "wall_seconds": seconds, "history": [{"loss": 1}]}
+        (run / "epoch2.json").write_text(json.dumps(record))
+        (tmp_path / side / "digits/run/grid.csv").write_text("layer,t\n1,2\n")
+    assert compare_runs.compare(tmp_path / "before", tmp_path / "after") == []
+    (tmp_path / "after/digits/run/grid.csv").write_text("layer,t\n1,3\n")
+    (tmp_path / "after/digits/run/extra.json").write_text("{}")
+    assert compare_runs.compare(tmp_path / "before", tmp_path / "after") == [
+        "digits/run/extra.json: only in after",
+        "digits/run/grid.csv: [0].t: '2' -> '3'",
+    ]
