@@ -12,12 +12,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from ddae.pipeline.layout import Layout
+from ddae.pipeline.layout import RUN_DIRECTORY, Layout
+from ddae.pipeline.rule_functions import rule_functions
 from ddae.planning_checks import verified_input
 
 
+@rule_functions
 class PretrainingChain:
     """The pretrain and pretrain_segment rules' input and resource functions for a config."""
+
+    # the run's partial state and training metrics: patterns of the job's wildcards
+    state_dir = f"{RUN_DIRECTORY}/partial"
+    metrics = f"{RUN_DIRECTORY}/metrics.jsonl"
 
     def __init__(self, layout: Layout) -> None:
         self.layout = layout
@@ -79,9 +85,3 @@ class PretrainingChain:
     def snapshot_seconds(self, wildcards: Any) -> int:
         """How often a running job saves its partial state (scheduling only, not a param)."""
         return round(60 * self.layout.pretraining_run(wildcards).get("snapshot_minutes", 10))
-
-    def state_dir(self, wildcards: Any) -> str:
-        return f"{self.layout.run_directory(wildcards.run)}/partial"
-
-    def metrics(self, wildcards: Any) -> str:
-        return f"{self.layout.run_directory(wildcards.run)}/metrics.jsonl"

@@ -3,8 +3,11 @@
 `Layout` holds the config and answers the rules' questions (workflow/rules/*.smk): paths of
 checkpoints, datasets and result files (`ddae.pipeline.stages` declares the result files), the
 targets of ``rule all``, and each job's params slice and resources. Methods that take
-``wildcards`` are Snakemake input, params and resource functions. Run layout (paper Appendix A,
-Sec. 3-4): results/<dataset>/<run>/checkpoints/epoch<E>.pt, then one folder per stage.
+``wildcards`` are Snakemake input, params and resource functions, whose parameters Snakemake
+reads once (`ddae.pipeline.rule_functions`); a value that is only a path of the wildcards is a
+pattern string instead, which costs Snakemake no function call per job. Run layout (paper
+Appendix A, Sec. 3-4): results/<dataset>/<run>/checkpoints/epoch<E>.pt, then one folder per
+stage.
 
 Imports no torch: every Snakemake process, cluster jobs included, builds one while it parses.
 """
@@ -21,6 +24,7 @@ from ddae.official.sources import SOURCES, kind_of
 from ddae.official.sources import download_path as official_download
 from ddae.paper_shape import decoder_layer_count
 from ddae.pipeline.contracts import locate, verified_result
+from ddae.pipeline.rule_functions import known_parameters, rule_functions
 from ddae.pipeline.stages import STAGES, runner_stages, stage_output, stages_with
 from ddae.planning_checks import verified_input
 
@@ -35,12 +39,17 @@ RUN_SLICE_KEYS = ("network", "framework", "training")
 # FID settings when config.yaml has no `fid` block
 DEFAULT_FID = {"extractor": "inception", "batch_size": 500}
 
+# A run's folder as a pattern of a job's wildcards (`Layout.run_directory` for a run's name): the
+# same folder, as every job checks that its dataset is its run's (`Layout.pretraining_run`)
+RUN_DIRECTORY = "results/{dataset}/{run}"
+
 
 def alternatives(names: list[str]) -> str:
     """A wildcard constraint matching exactly these names (nothing when empty)."""
     return "|".join(names) if names else "(?!)"
 
 
+@rule_functions
 class Layout:
     """The pipeline's paths, targets and params slices for one config (module docstring).
 
@@ -67,6 +76,12 @@ class Layout:
     def dataset_split(self, dataset: str, split: str) -> str:
         """A job's image split, checked while Snakemake plans (ddae.planning_checks)."""
         return verified_input(f"resources/data/{dataset}/{split}.npz")
+
+    def train_split(self, wildcards: Any) -> str:
+        return self.dataset_split(wildcards.dataset, "train")
+
+    def test_split(self, wildcards: Any) -> str:
+        return self.dataset_split(wildcards.dataset, "test")
 
     def download_constraints(self) -> dict[str, str]:
         """download_dataset's wildcards: the datasets with a download and their files."""
@@ -103,10 +118,11 @@ class Layout:
     def final_epoch(self, run: str) -> int:
         return self.pretraining[run]["epochs"][-1]
 
-    def partial_state(self, wildcards: Any, name: str) -> str:
-        """Where an interrupted training job keeps its state: outside the declared outputs,
-        which Snakemake deletes when a job fails."""
-        return f"{self.run_directory(wildcards.run)}/partial/{name}"
+    @staticmethod
+    def partial_state(name: str) -> str:
+        """Where an interrupted training job keeps its state, a pattern of the job's wildcards:
+        outside the declared outputs, which Snakemake deletes when a job fails."""
+        return f"{RUN_DIRECTORY}/partial/{name}"
 
     # --- runs --------------------------------------------------------------------------------
 
@@ -128,6 +144,9 @@ class Layout:
 
     def pretraining_gpus(self, wildcards: Any) -> int:
         return self.pretraining_run(wildcards)["gpus"]
+
+    def pretraining_gpu_slot(self, wildcards: Any) -> int:
+        return min(self.pretraining_gpus(wildcards), 1)
 
     def run_source(self, run: str) -> Mapping[str, Any]:
         return self.pretraining[run].get("source", {})
@@ -214,7 +233,7 @@ class Layout:
         """The params of a rule that reads these stages' blocks: {keyword: function}, each
         stage's block under its declared keyword (`ddae.pipeline.stages`)."""
         return {
-            STAGES[stage].param: (
+            STAGES[stage].param: known_parameters(
                 lambda wildcards, stage=stage: self.evaluation_stage(wildcards, stage)
             )
             for stage in stages
@@ -229,6 +248,23 @@ class Layout:
 
     def training_gpus(self, wildcards: Any) -> int:
         return self.evaluation(wildcards.run).get("training_gpus", 1)
+
+    # A job's `gpu_slot` (the Snakefile): 1 for a GPU job, 0 on CPU
+    def evaluation_gpu_slot(self, wildcards: Any) -> int:
+        return min(self.evaluation_gpus(wildcards), 1)
+
+    def training_gpu_slot(self, wildcards: Any) -> int:
+        return min(self.training_gpus(wildcards), 1)
+
+    @staticmethod
+    def timestep(wildcards: Any) -> int:
+        """The t of a job's path (probe_timestep's params)."""
+        return int(wildcards.t)
+
+    @staticmethod
+    def metrics_beside_csv(wildcards: Any, output: Any) -> str:
+        """The metrics file of a job whose first output is a CSV: beside it."""
+        return output[0].replace(".csv", ".metrics.jsonl")
 
     def fid_weights(self, wildcards: Any = None) -> list[str]:
         """The Inception weights the FID extractor loads (none for an offline extractor)."""
@@ -245,10 +281,8 @@ class Layout:
             for t in self.grid_timesteps(w.run)
         ]
 
-    def feature_cache_dir(self, wildcards: Any) -> str:
-        """Where probe_timestep caches one t's features while it probes them (then deletes
-        them)."""
-        return f"{self.run_directory(wildcards.run)}/features/epoch{wildcards.epoch}/t{wildcards.t}"
+    # Where probe_timestep caches one t's features while it probes them (then deletes them)
+    feature_cache_dir = f"{RUN_DIRECTORY}/features/epoch{{epoch}}/t{{t}}"
 
     # --- the (layer, t) choice ----------------------------------------------------------------
 

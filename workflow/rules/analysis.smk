@@ -6,7 +6,7 @@
 rule align_uniform:
     input:
         checkpoint=layout.checkpoint_input,
-        train=lambda wildcards: layout.dataset_split(wildcards.dataset, "train"),
+        train=layout.train_split,
         choice=layout.layer_t_choice_final,
     output:
         layout.stage_output("align_uniform"),
@@ -16,7 +16,7 @@ rule align_uniform:
         steps=layout.evaluation_steps,
     resources:
         gpu=layout.evaluation_gpus,
-        gpu_slot=lambda wildcards: min(layout.evaluation_gpus(wildcards), 1),
+        gpu_slot=layout.evaluation_gpu_slot,
     log:
         "logs/{dataset}/{run}/align_uniform_epoch{epoch}.log",
     benchmark:
@@ -30,8 +30,8 @@ rule align_uniform:
 rule noisy_classifier:
     input:
         checkpoint=layout.checkpoint_input,
-        train=lambda wildcards: layout.dataset_split(wildcards.dataset, "train"),
-        test=lambda wildcards: layout.dataset_split(wildcards.dataset, "test"),
+        train=layout.train_split,
+        test=layout.test_split,
         choice=layout.layer_t_choice,
     output:
         layout.stage_output("noisy"),
@@ -39,11 +39,11 @@ rule noisy_classifier:
         **layout.stage_params("noisy"),
         layer_t=layout.fixed_layer_t,
         steps=layout.evaluation_steps,
-        metrics=lambda wildcards, output: output[0].replace(".csv", ".metrics.jsonl"),
-        state_dir=lambda w: layout.partial_state(w, f"noisy_epoch{w.epoch}"),
+        metrics=layout.metrics_beside_csv,
+        state_dir=layout.partial_state("noisy_epoch{epoch}"),
     resources:
         gpu=layout.evaluation_gpus,
-        gpu_slot=lambda wildcards: min(layout.evaluation_gpus(wildcards), 1),
+        gpu_slot=layout.evaluation_gpu_slot,
     log:
         "logs/{dataset}/{run}/noisy_classifier_epoch{epoch}.log",
     benchmark:
@@ -56,8 +56,8 @@ rule noisy_classifier:
 
 rule noisy_wrn:
     input:
-        train=lambda wildcards: layout.dataset_split(wildcards.dataset, "train"),
-        test=lambda wildcards: layout.dataset_split(wildcards.dataset, "test"),
+        train=layout.train_split,
+        test=layout.test_split,
     output:
         "results/{dataset}/baselines/noisy_wrn_{perturbation}.csv",
     params:
@@ -65,7 +65,7 @@ rule noisy_wrn:
         network=lambda wildcards: layout.noisy_baseline(wildcards)["network"],
         framework=lambda wildcards: layout.noisy_baseline(wildcards)[wildcards.perturbation],
         training=lambda wildcards: layout.noisy_baseline(wildcards)["training"],
-        metrics=lambda wildcards, output: output[0].replace(".csv", ".metrics.jsonl"),
+        metrics=layout.metrics_beside_csv,
         state_dir="results/{dataset}/baselines/partial/noisy_wrn_{perturbation}",
     wildcard_constraints:
         perturbation="vp|ve",

@@ -18,10 +18,10 @@ rule finetune:
         **layout.stage_params("finetune"),
         layer_t=layout.fixed_layer_t,
         steps=layout.evaluation_steps,
-        state_dir=lambda w: layout.partial_state(w, f"finetune_epoch{w.epoch}"),
+        state_dir=layout.partial_state("finetune_epoch{epoch}"),
     resources:
         gpu=layout.training_gpus,
-        gpu_slot=lambda wildcards: min(layout.training_gpus(wildcards), 1),
+        gpu_slot=layout.training_gpu_slot,
     log:
         "logs/{dataset}/{run}/finetune_epoch{epoch}.log",
     benchmark:
@@ -34,8 +34,8 @@ rule finetune:
 
 rule scratch:
     input:
-        train=lambda wildcards: layout.dataset_split(wildcards.dataset, "train"),
-        test=lambda wildcards: layout.dataset_split(wildcards.dataset, "test"),
+        train=layout.train_split,
+        test=layout.test_split,
         choice=layout.layer_t_choice,
     output:
         json=layout.stage_output("scratch"),
@@ -48,10 +48,10 @@ rule scratch:
         **layout.stage_params("scratch"),
         layer_t=layout.fixed_layer_t,
         steps=layout.evaluation_steps,
-        state_dir=lambda wildcards: layout.partial_state(wildcards, "scratch"),
+        state_dir=layout.partial_state("scratch"),
     resources:
         gpu=layout.training_gpus,
-        gpu_slot=lambda wildcards: min(layout.training_gpus(wildcards), 1),
+        gpu_slot=layout.training_gpu_slot,
     log:
         "logs/{dataset}/{run}/scratch.log",
     benchmark:
@@ -64,8 +64,8 @@ rule scratch:
 
 rule supervised_wrn:
     input:
-        train=lambda wildcards: layout.dataset_split(wildcards.dataset, "train"),
-        test=lambda wildcards: layout.dataset_split(wildcards.dataset, "test"),
+        train=layout.train_split,
+        test=layout.test_split,
     output:
         json="results/{dataset}/baselines/wrn.json",
         metrics="results/{dataset}/baselines/wrn.metrics.jsonl",

@@ -29,7 +29,7 @@ rule download_inception:
 
 rule fid_reference:
     input:
-        train=lambda wildcards: layout.dataset_split(wildcards.dataset, "train"),
+        train=layout.train_split,
         weights=layout.fid_weights,
     output:
         "results/{dataset}/fid/reference.npz",
@@ -62,7 +62,7 @@ rule sample_fid:
         extractor=layout.fid["extractor"],
     resources:
         gpu=layout.evaluation_gpus,
-        gpu_slot=lambda wildcards: min(layout.evaluation_gpus(wildcards), 1),
+        gpu_slot=layout.evaluation_gpu_slot,
     log:
         "logs/{dataset}/{run}/sample_fid_epoch{epoch}.log",
     benchmark:
@@ -81,13 +81,13 @@ rule probe_timestep:
         layout.stage_output("grid", file="timestep"),
     params:
         **layout.stage_params("features", "grid"),
-        t=lambda wildcards: int(wildcards.t),
+        t=layout.timestep,
         steps=layout.evaluation_steps,
         # deleted by the job itself once probed: at paper scale one t is ~3 GB (README)
         cache_dir=layout.feature_cache_dir,
     resources:
         gpu=layout.evaluation_gpus,
-        gpu_slot=lambda wildcards: min(layout.evaluation_gpus(wildcards), 1),
+        gpu_slot=layout.evaluation_gpu_slot,
         # one t's cache on disk while the job runs; `--resources feature_caches=N` caps how many
         # exist at once (e.g. on a cluster, where gpu_slot does not throttle submissions)
         feature_caches=1,
@@ -138,7 +138,7 @@ rule linear_probe:
         steps=layout.evaluation_steps,
     resources:
         gpu=layout.evaluation_gpus,
-        gpu_slot=lambda wildcards: min(layout.evaluation_gpus(wildcards), 1),
+        gpu_slot=layout.evaluation_gpu_slot,
     log:
         "logs/{dataset}/{run}/linear_probe_epoch{epoch}.log",
     benchmark:
@@ -169,7 +169,7 @@ for _stage in layout.runner_stages():
             steps=layout.evaluation_steps,
         resources:
             gpu=layout.evaluation_gpus,
-            gpu_slot=lambda wildcards: min(layout.evaluation_gpus(wildcards), 1),
+            gpu_slot=layout.evaluation_gpu_slot,
         log:
             f"logs/{{dataset}}/{{run}}/{_stage.name}_epoch{{epoch}}.log",
         benchmark:

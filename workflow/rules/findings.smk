@@ -6,8 +6,8 @@
 
 rule pixel_probe:
     input:
-        train=lambda wildcards: layout.dataset_split(wildcards.dataset, "train"),
-        test=lambda wildcards: layout.dataset_split(wildcards.dataset, "test"),
+        train=layout.train_split,
+        test=layout.test_split,
     output:
         layout.stage_output("grid", file="pixels"),
     params:

@@ -112,15 +112,15 @@ rule stand_in_vae:
 rule cache_latents:
     input:
         vae=layout.vae_source,
-        train=lambda wildcards: layout.dataset_split(wildcards.dataset, "train"),
-        test=lambda wildcards: layout.dataset_split(wildcards.dataset, "test"),
+        train=layout.train_split,
+        test=layout.test_split,
     output:
         directory("results/{dataset}/{run}/latents"),
     params:
         **layout.stage_params("latents"),
     resources:
         gpu=layout.evaluation_gpus,
-        gpu_slot=lambda wildcards: min(layout.evaluation_gpus(wildcards), 1),
+        gpu_slot=layout.evaluation_gpu_slot,
     log:
         "logs/{dataset}/{run}/cache_latents.log",
     benchmark:

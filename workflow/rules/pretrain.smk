@@ -23,7 +23,7 @@ wildcard_constraints:
 
 rule pretrain:
     input:
-        train=lambda wildcards: layout.dataset_split(wildcards.dataset, "train"),
+        train=layout.train_split,
         start=pretraining.start,
     output:
         "results/{dataset}/{run}/checkpoints/epoch{epoch}.pt",
@@ -35,7 +35,7 @@ rule pretrain:
         metrics=pretraining.metrics,
     resources:
         gpu=layout.pretraining_gpus,
-        gpu_slot=lambda wildcards: min(layout.pretraining_gpus(wildcards), 1),
+        gpu_slot=layout.pretraining_gpu_slot,
         runtime=pretraining.runtime,
         snapshot_seconds=pretraining.snapshot_seconds,
     log:
@@ -50,13 +50,13 @@ rule pretrain:
 
 use rule pretrain as pretrain_segment with:
     input:
-        train=lambda wildcards: layout.dataset_split(wildcards.dataset, "train"),
+        train=layout.train_split,
         start=pretraining.segment_start,
     output:
         temp("results/{dataset}/{run}/segments/epoch{epoch}.pt"),
     resources:
         gpu=layout.pretraining_gpus,
-        gpu_slot=lambda wildcards: min(layout.pretraining_gpus(wildcards), 1),
+        gpu_slot=layout.pretraining_gpu_slot,
         runtime=pretraining.segment_runtime,
         snapshot_seconds=pretraining.snapshot_seconds,
     log:
