@@ -105,6 +105,32 @@ def test_broken_extractors_fail_the_findings(files, tmp_path, broken, fails):
     assert failed == fails
 
 
+def test_moderate_noise_optimum_is_checked_where_it_holds_and_said_where_not(files, tmp_path):
+    """Issue 22, item 7: `best_t_not_noisiest` passed with the least noisy t as "features at
+    moderate noise". An interior best t is now its own finding; a best t at the grid's end puts
+    the claim under "Not shown at this scale" with the measured t, never under a pass."""
+    record = findings([files], {}, "toy", tmp_path / "f.json", tmp_path / "f.md")
+    model = record["models"][0]
+    assert "moderate_noise_optimum" not in verdicts(model)  # best t = 1, the least noisy
+    assert model["not_shown"] == [
+        "digits: the moderate-noise optimum (Figure 2, Sec. 4: the best t lies between the least "
+        "and the most noisy level). Here the best t is 1 of the grid's [1, 7, 13], the least "
+        "noisy level."
+    ]
+    markdown = (tmp_path / "f.md").read_text()
+    shown = markdown.split("## Not shown at this scale")[1]
+    assert "Here the best t is 1" in shown and "moderate noise)" not in markdown
+
+    files["grid"] = write_grid(
+        tmp_path / "interior.csv", lambda k, t: trained(k, {1: 7, 7: 1, 13: 13}[t])
+    )
+    model = model_findings(files, Thresholds())
+    assert verdicts(model)["moderate_noise_optimum"] and model["not_shown"] == []
+    assert (
+        next(c for c in model["checks"] if c["finding"] == "moderate_noise_optimum")["value"] == 7
+    )
+
+
 def test_finetune_below_linear_fails(files, tmp_path):
     files["finetune"] = write_json(tmp_path / "bad.json", test_accuracy=70.0)
     assert not verdicts(model_findings(files, Thresholds()))["finetune_at_least_linear"]
