@@ -160,6 +160,30 @@ def test_figure3(tmp_path, texts):
     assert "layer 2/6" in texts and "layer 1/6" not in texts[: texts.index("layer 2/6")]
 
 
+def test_figure3_says_why_its_values_are_near_zero(tmp_path, texts):
+    """Issue 22, item 3: the smoke run's EDM panel (alignment ~1e-8, uniformity -0.005 to -0.06
+    at t = 1/18, sigma 0.002) says in the panel why; spread features get no note."""
+
+    def csv(name, alignment, uniformity, sigma):
+        rows = [
+            {"layer": k, "layer_name": f"b{k}", "t": 1, "steps": 18, "sigma": sigma}
+            | {"alignment": alignment * k, "uniformity": uniformity * k}
+            for k in (1, 2)
+        ]
+        return write_csv(tmp_path / f"{name}.csv", rows)
+
+    series = {
+        "collapsed": {2: csv("c2", 1e-8, -0.005, 0.002), 4: csv("c4", 2e-8, -0.03, 0.002)},
+        "spread": {2: csv("s", 0.4, -1.5, 0.5)},
+    }
+    figures.figure3(series, tmp_path / "f3.png", tmp_path / "f3.pdf")
+    notes = [text for text in texts if "Uniformity >" in text or "Alignment <" in text]
+    assert len(notes) == 1, notes
+    flat = notes[0].replace("\n", " ")
+    assert "features of different images nearly coincide" in flat
+    assert "at t = 1/18 (σ = 0.002) the two noisings of an image" in flat
+
+
 def test_figure4(tmp_path, texts):
     def point(name, epoch, fid, acc):
         return {

@@ -45,6 +45,7 @@ from ddae.report.figure_layout import (  # noqa: E402
     plain_log_ticks,
     save_figure,
 )
+from ddae.report.figure_notes import alignment_note, probe_text  # noqa: E402
 from ddae.report.reference import (  # noqa: E402
     is_miniature,
     load_reference,
@@ -98,7 +99,11 @@ def figure2(
     steps match the grid's and the grid is of the paper's dataset (not a stand-in).
     """
     table9 = load_reference()["table9"]
-    probes = {label: probe_text(choices.get(label)) for label, path in grids.items()}
+    probes = {
+        label: probe_text(_json(choices.get(label), "grid_choice"))
+        for label in grids
+        if _available(choices.get(label))
+    }
     with figure_panels(len(grids), width=4.6, height=4.0) as (fig, axes):
         for ax, (label, path) in zip(axes, grids.items(), strict=False):
             if not _available(path):
@@ -154,25 +159,14 @@ def figure2(
                     label=f"paper (Table 9): {choice['layer']}/{choice['layers']}, "
                     f"t {choice['t']}/{choice['steps']}",
                 )
-            ax.set_title(f"{label}\n(probe: {probes[label]})" if probes[label] else label)
+            probe = probes.get(label)
+            ax.set_title(f"{label}\n(probe: {probe})" if probe else label)
             ax.legend(loc="upper right", framealpha=0.8)
             fig.colorbar(image, ax=ax, label="linear-probe test accuracy (%)")
         title = "Figure 2. Linear-probe accuracy over layer × timestep (grid search)"
         if len({text for text in probes.values() if text}) > 1:
             title += ": the panels' probes differ (see each panel), compare within a panel"
         save_figure(fig, png, pdf, source, title)
-
-
-def probe_text(choice: PathLike | None) -> str:
-    """What trained a grid's probes, from its choice file's ``config`` (`ddae.probing`): the
-    labels per class it saw (all by default) and its epochs; empty when the grid has not run."""
-    record = _json(choice, "grid_choice") if _available(choice) else None
-    config = (record or {}).get("config")
-    if not isinstance(config, dict) or "epochs" not in config:
-        return ""
-    per_class = config.get("labels_per_class")
-    labels = "all labels" if per_class is None else f"{per_class} labels per class"
-    return f"{labels}, {config['epochs']} epochs"
 
 
 # --- Figure 3 ----------------------------------------------------------------------------------
@@ -253,6 +247,17 @@ def figure3(
             ax.set_title(f"{label}\n(t = {t}/{steps}; epochs {epochs[0]}→{epochs[-1]}{note})")
             ax.set_xlabel("uniformity L_uniform (Eq. 4, lower = more uniform)")
             ax.set_ylabel("alignment L_align (Eq. 3)\nlower = more aligned")
+            note = alignment_note(data[data["layer"].isin(chosen)])
+            if note:
+                ax.text(
+                    0.02,
+                    0.97,
+                    note,
+                    transform=ax.transAxes,
+                    va="top",
+                    fontsize=6.5,
+                    bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.85},
+                )
             legend_below(ax, ncol=4 if len(chosen) > 8 else 3)
         title = (
             "Figure 3. Alignment and uniformity of decoder layers during training\n"
