@@ -24,6 +24,7 @@ number, threshold and verdict) and results/findings.md.
 from __future__ import annotations
 
 import logging
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -149,8 +150,8 @@ def model_findings(files: Mapping[str, Any], thresholds: Thresholds) -> dict[str
         },
     ]
     # Figure 2 and Sec. 4: the best features lie at moderate noise, an interior t of the grid.
-    # Checked where it holds; where the best t is an end of the grid it is not claimed.
-    not_shown = []
+    # Checked where it holds; where the best t is an end of the grid it is not claimed
+    # (`aggregate` words it under "Not shown at this scale").
     least_noisy = min(row["t"] for row in grid)
     if least_noisy < best["t"] < noisiest:
         checks.append(
@@ -162,14 +163,6 @@ def model_findings(files: Mapping[str, Any], thresholds: Thresholds) -> dict[str
                 "threshold": f"> {least_noisy} and < {noisiest}",
                 "passed": True,
             }
-        )
-    else:
-        levels = sorted({int(row["t"]) for row in grid})
-        end = "least" if best["t"] == least_noisy else "most"
-        not_shown.append(
-            f"{files['label']}: the moderate-noise optimum (Figure 2, Sec. 4: the best t lies "
-            f"between the least and the most noisy level). Here the best t is {best['t']} of "
-            f"the grid's {levels}, the {end} noisy level."
         )
     linear = _accuracy(files.get("linear"))
     finetune = _accuracy(files.get("finetune"))
@@ -196,9 +189,102 @@ def model_findings(files: Mapping[str, Any], thresholds: Thresholds) -> dict[str
             "chance": chance,
         },
         "checks": checks,
-        "not_shown": not_shown,
+        "grid_levels": sorted({int(row["t"]) for row in grid}),
         "files": {key: str(value) for key, value in files.items() if key != "label" and value},
     }
+
+
+def _mean_sd(values: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (None for one seed)."""
+    mean = statistics.fmean(values)
+    return mean, (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def aggregate(label: str, seeds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One model's findings over its seeds (`model_findings` of each): every check's mean ± sd.
+
+    A numeric finding holds when its mean clears the pass mark and every seed's value does
+    (the effect in the same direction at every seed); a finding with a worded pass mark when it
+    holds at every seed. The moderate-noise optimum is a finding only where every seed's best t
+    is interior; otherwise it is said under "Not shown at this scale" with each seed's best t.
+    """
+    names = [check["finding"] for check in seeds[0]["checks"]]
+    moderate = "moderate_noise_optimum"
+    everywhere = all(moderate in {check["finding"] for check in seed["checks"]} for seed in seeds)
+    checks = []
+    for name in names + ([moderate] if everywhere and moderate not in names else []):
+        per_seed = [c for seed in seeds for c in seed["checks"] if c["finding"] == name]
+        if name == moderate and not everywhere or len(per_seed) != len(seeds):
+            continue
+        values = [float(check["value"]) for check in per_seed]
+        mean, sd = _mean_sd(values)
+        threshold = per_seed[0]["threshold"]
+        held = all(check["passed"] for check in per_seed)
+        checks.append(
+            {
+                **per_seed[0],
+                "value": round(mean, 2),
+                "sd": None if sd is None else round(sd, 2),
+                "values": [round(value, 2) for value in values],
+                "passed": held and (isinstance(threshold, str) or mean >= threshold),
+            }
+        )
+    not_shown = []
+    if not everywhere:
+        best = [int(seed["best_cell"]["t"]) for seed in seeds]
+        where = f"is {best[0]}" if len(best) == 1 else f"per seed is {best}"
+        not_shown.append(
+            f"{label}: the moderate-noise optimum (Figure 2, Sec. 4: the best t lies strictly "
+            f"between the least and the most noisy level). Here the best t {where} of the "
+            f"grid's {seeds[0]['grid_levels']}."
+        )
+    points, spread = {}, {}
+    for name in seeds[0]["reference_points"]:
+        values = [seed["reference_points"][name] for seed in seeds]
+        known = [float(v) for v in values if v is not None]
+        mean, sd = _mean_sd(known) if known else (None, None)
+        points[name], spread[name] = mean, sd
+    return {
+        "label": label,
+        "seeds": len(seeds),
+        "checks": checks,
+        "reference_points": points,
+        "reference_sd": spread,
+        "not_shown": not_shown,
+        "per_seed": [dict(seed) for seed in seeds],
+        "files": seeds[0]["files"],
+    }
+
+
+def scale_text(description: str, files: Mapping[str, Any], seeds: int) -> str:
+    """Where the numbers come from, computed from the run (issue 22, item 7): the images of the
+    raw-pixel probe's splits, the pretrained checkpoint's network and epoch, the grid's labels."""
+    from ddae.checkpoints import load_checkpoint, load_network
+
+    pixels = require(files["pixels"], read_result_json, "pixel_probe")
+    network, _, run = load_network(files["checkpoint"])
+    epoch = load_checkpoint(files["checkpoint"]).get("epoch")
+    parameters = sum(parameter.numel() for parameter in network.parameters())
+    grid = require(files["grid_choice"], read_result_json, "grid_choice")
+    per_class = grid.get("config", {}).get("labels_per_class")
+    labels = (
+        "all labelled images" if per_class is None else f"{per_class} labelled images per class"
+    )
+    parts = [
+        f"{pixels.get('dataset', 'the dataset')} ({pixels['train_images']:,} train / "
+        f"{pixels['test_images']:,} test images, {pixels['resolution']}x{pixels['resolution']} px)",
+        f"{run['network']['arch']} ({parameters / 1000:,.0f}k parameters) under "
+        f"{run['framework']['kind'].upper()}, {epoch} epochs",
+        f"grid probes with {labels}",
+        f"{seeds} seed{'s' if seeds != 1 else ''} of pre-training and grid",
+    ]
+    return f"{description}: " + "; ".join(parts) if description else "; ".join(parts)
+
+
+def _cell(check: Mapping[str, Any]) -> str:
+    if check.get("sd") is None:
+        return f"{check['value']}"
+    return f"{check['value']} ± {check['sd']} ({', '.join(map(str, check['values']))})"
 
 
 def findings_markdown(record: Mapping[str, Any]) -> str:
@@ -208,18 +294,22 @@ def findings_markdown(record: Mapping[str, Any]) -> str:
         f"Overall: **{'all findings hold' if record['passed'] else 'SOME FINDINGS FAIL'}**.",
     ]
     for model in record["models"]:
-        lines += ["", f"## {model['label']}", "", "| finding | value | pass mark | holds |"]
+        seeds = model.get("seeds", 1)
+        value = "value" if seeds == 1 else f"mean ± sd over {seeds} seeds (each seed)"
+        lines += ["", f"## {model['label']}", "", f"| finding | {value} | pass mark | holds |"]
         lines.append("|---|---|---|---|")
         for check in model["checks"]:
             mark = check["threshold"]
             mark = mark if isinstance(mark, str) else f">= {mark:g}"
             lines.append(
-                f"| {check['finding']}: {check['claim']} | {check['value']} | {mark} | "
+                f"| {check['finding']}: {check['claim']} | {_cell(check)} | {mark} | "
                 f"{'yes' if check['passed'] else 'NO'} |"
             )
         lines += ["", "Reference points (test accuracy, %, same test split):", ""]
         for name, value in model["reference_points"].items():
-            lines.append(f"- {name}: {'not run' if value is None else f'{value:.1f}'}")
+            sd = model.get("reference_sd", {}).get(name)
+            text = "not run" if value is None else f"{value:.1f}"
+            lines.append(f"- {name}: {text}" + ("" if sd is None else f" ± {sd:.1f}"))
     lines += ["", "## Not shown at this scale", ""] + [f"- {text}" for text in record["not_shown"]]
     return "\n".join(lines) + "\n"
 
@@ -231,15 +321,26 @@ def findings(
     out_json: str | Path,
     out_md: str | Path,
 ) -> dict[str, Any]:
-    """Check every model's findings (see `model_findings`) and write the JSON and Markdown.
+    """Check every model's findings over its seeds (`model_findings`, `aggregate`) and write the
+    JSON and Markdown.
 
-    ``scale`` says where the numbers come from (dataset, resolution, networks, epochs).
+    ``models``: ``{"label", "seeds": [files of one seed, ...]}`` (files as `model_findings`
+    reads them, plus ``checkpoint`` and ``grid_choice`` of the first seed for the scale); a
+    model given as one flat files mapping is one seed. ``scale`` describes the run in words;
+    its numbers are computed (`scale_text`) where the files allow.
     A failed finding is written and logged, not raised: the file is the evidence.
     """
     limits = from_mapping(Thresholds, thresholds, "findings.thresholds")
     if not models:
         raise ConfigError("findings.models: no model to check")
-    results = [model_findings(files, limits) for files in models]
+    results = []
+    for model in models:
+        seeds = model.get("seeds") or [model]
+        per_seed = [model_findings({"label": model["label"], **files}, limits) for files in seeds]
+        results.append(aggregate(model["label"], per_seed))
+    first = (models[0].get("seeds") or [models[0]])[0]
+    if "checkpoint" in first and "grid_choice" in first:
+        scale = scale_text(scale, first, results[0]["seeds"])
     passed = all(check["passed"] for model in results for check in model["checks"])
     record = {
         "scale": scale,
@@ -260,7 +361,7 @@ def findings(
                 "%s %s: %s (%s)",
                 model["label"],
                 check["finding"],
-                check["value"],
+                _cell(check),
                 "holds" if check["passed"] else "FAILS",
             )
     checks = [check for model in results for check in model["checks"]]

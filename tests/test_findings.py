@@ -113,9 +113,8 @@ def test_moderate_noise_optimum_is_checked_where_it_holds_and_said_where_not(fil
     model = record["models"][0]
     assert "moderate_noise_optimum" not in verdicts(model)  # best t = 1, the least noisy
     assert model["not_shown"] == [
-        "digits: the moderate-noise optimum (Figure 2, Sec. 4: the best t lies between the least "
-        "and the most noisy level). Here the best t is 1 of the grid's [1, 7, 13], the least "
-        "noisy level."
+        "digits: the moderate-noise optimum (Figure 2, Sec. 4: the best t lies strictly between "
+        "the least and the most noisy level). Here the best t is 1 of the grid's [1, 7, 13]."
     ]
     markdown = (tmp_path / "f.md").read_text()
     shown = markdown.split("## Not shown at this scale")[1]
@@ -124,11 +123,42 @@ def test_moderate_noise_optimum_is_checked_where_it_holds_and_said_where_not(fil
     files["grid"] = write_grid(
         tmp_path / "interior.csv", lambda k, t: trained(k, {1: 7, 7: 1, 13: 13}[t])
     )
-    model = model_findings(files, Thresholds())
+    record = findings([files], {}, "toy", tmp_path / "f.json", tmp_path / "f.md")
+    model = record["models"][0]
     assert verdicts(model)["moderate_noise_optimum"] and model["not_shown"] == []
     assert (
         next(c for c in model["checks"] if c["finding"] == "moderate_noise_optimum")["value"] == 7
     )
+
+
+def test_findings_over_seeds_are_mean_and_sd_and_hold_only_in_every_seed(files, tmp_path):
+    """Issue 22: every finding as mean ± sd over the seeds, holding on the mean with every seed
+    in the same direction. Seed 2's pretrained grid is 6 points lower everywhere."""
+    lower = dict(files, grid=write_grid(tmp_path / "low.csv", lambda k, t: trained(k, t) - 6.0))
+    interior = dict(
+        files,
+        grid=write_grid(tmp_path / "mid.csv", lambda k, t: trained(k, {1: 7, 7: 1}.get(t, t))),
+    )
+    model = {"label": "digits", "seeds": [files, lower, interior]}
+    record = findings([model], {}, "toy", tmp_path / "f.json", tmp_path / "f.md")
+    result = record["models"][0]
+    gain = next(c for c in result["checks"] if c["finding"] == "pretraining_beats_random_init")
+    assert gain["values"] == [30.0, 24.0, 30.0] and gain["value"] == 28.0
+    assert gain["sd"] == 3.46 and gain["passed"]  # stdev(30, 24, 30) = 2 * sqrt(3)
+    assert result["seeds"] == 3 and result["reference_points"]["DDAE best grid cell"] == 48.0
+    # interior at one seed only: not a finding, said with each seed's best t
+    assert "moderate_noise_optimum" not in verdicts(result)
+    assert "the best t per seed is [1, 1, 7]" in result["not_shown"][0]
+    markdown = (tmp_path / "f.md").read_text()
+    assert "mean ± sd over 3 seeds" in markdown
+    assert "| 28.0 ± 3.46 (30.0, 24.0, 30.0) |" in markdown
+
+    # a seed against the others' direction fails the finding, although the mean clears it
+    against = dict(files, grid=write_grid(tmp_path / "bad.csv", untrained))
+    model = {"label": "digits", "seeds": [files, files, files, against]}
+    result = findings([model], {}, "toy", tmp_path / "f.json", tmp_path / "f.md")["models"][0]
+    gain = next(c for c in result["checks"] if c["finding"] == "pretraining_beats_random_init")
+    assert gain["value"] == 22.5 and not gain["passed"]
 
 
 def test_finetune_below_linear_fails(files, tmp_path):

@@ -59,6 +59,11 @@ def pixel_probe(
         "train": str(train_path),
         "test": str(test_path),
         "num_classes": len(train.classes),
+        # the findings' scale line (ddae.findings.scale_text) is computed from these
+        "dataset": Path(train_path).parent.name,
+        "train_images": len(train.labels),
+        "test_images": len(test.labels),
+        "resolution": int(train.images.shape[-1]),
         "labelled_train_images": len(labelled_subset(train.labels, cfg.labels_per_class, cfg.seed)),
         "config": to_mapping(cfg),
         "checkpoint": None,  # raw pixels: no diffusion checkpoint
