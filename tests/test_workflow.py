@@ -493,6 +493,10 @@ def test_smoke_run_shows_the_papers_findings(smoke_run, tmp_path):
         "best_t_not_noisiest",
         "finetune_at_least_linear",
     }
+    # issue 22: over the EDM run's three seeds, and the scale line computed from the run
+    assert model["seeds"] == 3 and all(len(check["values"]) == 3 for check in model["checks"])
+    assert "1,437 train / 360 test images, 16x16 px" in record["scale"]
+    assert "3 seeds of pre-training and grid" in record["scale"]
     points = model["reference_points"]
     for name in ("linear probe on raw pixels", "supervised, from scratch", "DDAE fine-tuned"):
         assert 0 < points[name] <= 100, name

@@ -80,30 +80,71 @@ def check_report_references(config: Mapping[str, Any]) -> None:
             raise ConfigError(f"tables.table5[{i}].run: no pretraining run {column['run']!r}")
 
 
+# What a findings replicate shares with the model's own run, seed values aside: the weights'
+# recipe, the final epoch and every evaluation stage the findings read (ddae.findings).
+REPLICATE_KEYS = (
+    "dataset",
+    "final epoch",
+    *WEIGHT_KEYS,
+    *(f"evaluation.{key}" for key in (*SHARED_EVALUATION_KEYS, "layer_t", "linear_probe")),
+    "evaluation.finetune",
+)
+
+
+def _replicated(run: Mapping[str, Any], part: str) -> Any:
+    if part == "final epoch":
+        return run["epochs"][-1]
+    section, _, key = part.partition(".")
+    value = run.get(section) if not key else run.get(section, {}).get(key)
+    return _without_seeds(value)
+
+
+def _without_seeds(value: Any) -> Any:
+    """A run's mapping with every ``seed`` key removed (replicates differ in these only)."""
+    if isinstance(value, Mapping):
+        return {k: _without_seeds(v) for k, v in value.items() if k != "seed"}
+    return value
+
+
 def check_findings(config: Mapping[str, Any]) -> None:
     """Each findings model's runs exist, share the weights' recipe and grid, and the reference
-    is the untrained twin (epochs: [0], ddae.findings)."""
+    is the untrained twin (epochs: [0], ddae.findings); its replicates are the same two runs at
+    other seeds."""
     pretraining = config.get("pretraining", {})
     for i, model in enumerate(config.get("findings", {}).get("models", [])):
-        where = f"findings.models[{i}]"
-        for key in ("pretrained", "random_init"):
-            if model[key] not in pretraining:
-                raise ConfigError(f"{where}.{key}: no pretraining run {model[key]!r}")
-            if "grid" not in pretraining[model[key]].get("evaluation", {}):
-                raise ConfigError(f"{where}.{key}: run {model[key]!r} has no grid stage")
-        trained, untrained = pretraining[model["pretrained"]], pretraining[model["random_init"]]
-        pair = f"runs {model['pretrained']!r} and {model['random_init']!r}"
-        if untrained["epochs"] != [0]:
-            raise ConfigError(
-                f"{where}.random_init: run {model['random_init']!r} needs "
-                f"epochs: [0] (its untrained weights), got {untrained['epochs']}"
-            )
-        for key in ("dataset", *WEIGHT_KEYS):
-            if trained.get(key) != untrained.get(key):
-                raise ConfigError(f"{where}: {pair} differ in {key}")
-        for key in SHARED_EVALUATION_KEYS:
-            if trained.get("evaluation", {}).get(key) != untrained.get("evaluation", {}).get(key):
-                raise ConfigError(f"{where}: {pair} differ in evaluation.{key}")
+        pairs = [model, *model.get("replicates", [])]
+        for j, pair in enumerate(pairs):
+            where = f"findings.models[{i}]" + (f".replicates[{j - 1}]" if j else "")
+            _check_twins(pretraining, pair, where)
+            for key in ("pretrained", "random_init") if j else ():
+                replicate, original = pretraining[pair[key]], pretraining[model[key]]
+                for part in REPLICATE_KEYS:
+                    if _replicated(replicate, part) != _replicated(original, part):
+                        raise ConfigError(
+                            f"{where}.{key}: run {pair[key]!r} differs from {model[key]!r} in "
+                            f"{part} beyond its seed values"
+                        )
+
+
+def _check_twins(pretraining: Mapping[str, Any], model: Mapping[str, Any], where: str) -> None:
+    for key in ("pretrained", "random_init"):
+        if model[key] not in pretraining:
+            raise ConfigError(f"{where}.{key}: no pretraining run {model[key]!r}")
+        if "grid" not in pretraining[model[key]].get("evaluation", {}):
+            raise ConfigError(f"{where}.{key}: run {model[key]!r} has no grid stage")
+    trained, untrained = pretraining[model["pretrained"]], pretraining[model["random_init"]]
+    pair = f"runs {model['pretrained']!r} and {model['random_init']!r}"
+    if untrained["epochs"] != [0]:
+        raise ConfigError(
+            f"{where}.random_init: run {model['random_init']!r} needs "
+            f"epochs: [0] (its untrained weights), got {untrained['epochs']}"
+        )
+    for key in ("dataset", *WEIGHT_KEYS):
+        if trained.get(key) != untrained.get(key):
+            raise ConfigError(f"{where}: {pair} differ in {key}")
+    for key in SHARED_EVALUATION_KEYS:
+        if trained.get("evaluation", {}).get(key) != untrained.get("evaluation", {}).get(key):
+            raise ConfigError(f"{where}: {pair} differ in evaluation.{key}")
 
 
 def check_pipeline_config(

@@ -223,23 +223,29 @@ class ReportInputs:
     # --- the findings (ddae.findings) ---------------------------------------------------------
 
     def findings_models(self) -> list[dict[str, Any]]:
-        """Per model: its label and the result files ddae.findings reads."""
+        """Per model: its label and, per seed (the model's runs, then its replicates'), the
+        result files ddae.findings reads; the first seed's checkpoint and grid choice give the
+        findings' scale line."""
         layout, models = self.layout, []
         for model in self.findings.get("models", []):
-            run = model["pretrained"]
-            models.append(
-                {
-                    "label": model["label"],
-                    "grid": layout.stage_file(run, "grid"),
-                    "random_init_grid": layout.stage_file(model["random_init"], "grid"),
-                    "pixels": layout.stage_file(run, "grid", file="pixels"),
-                    "linear": layout.stage_file(run, "linear_probe"),
-                    "finetune": layout.stage_file(run, "finetune"),
-                    "supervised": layout.baseline_file(
-                        layout.pretraining[run]["dataset"], "wrn.json"
-                    ),
-                }
-            )
+            seeds = []
+            for pair in (model, *model.get("replicates", [])):
+                run = pair["pretrained"]
+                seeds.append(
+                    {
+                        "grid": layout.stage_file(run, "grid"),
+                        "grid_choice": layout.grid_choice_file(run),
+                        "checkpoint": layout.checkpoint_path(run, layout.final_epoch(run)),
+                        "random_init_grid": layout.stage_file(pair["random_init"], "grid"),
+                        "pixels": layout.stage_file(run, "grid", file="pixels"),
+                        "linear": layout.stage_file(run, "linear_probe"),
+                        "finetune": layout.stage_file(run, "finetune"),
+                        "supervised": layout.baseline_file(
+                            layout.pretraining[run]["dataset"], "wrn.json"
+                        ),
+                    }
+                )
+            models.append({"label": model["label"], "seeds": seeds})
         return models
 
     def findings_targets(self) -> list[str]:
