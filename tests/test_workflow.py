@@ -255,8 +255,16 @@ def test_bad_config_stops_before_any_job(tmp_path, edit, message):
             r"findings.models\[0\]: runs 'digits_ddpmpp_edm' and 'digits_ddpmpp_edm_init' "
             r"differ in training",
         ),
+        (
+            lambda c: [
+                c["pretraining"][run]["training"].update(lr=5.0e-3)
+                for run in ("digits_ddpmpp_edm_seed1", "digits_ddpmpp_edm_init_seed1")
+            ],
+            r"findings.models\[0\].replicates\[0\].pretrained: run 'digits_ddpmpp_edm_seed1' "
+            r"differs from 'digits_ddpmpp_edm' in training beyond its seed values",
+        ),
     ],
-    ids=["trained-reference", "other-initialisation"],
+    ids=["trained-reference", "other-initialisation", "replicate-of-another-recipe"],
 )
 def test_findings_reference_must_be_the_untrained_twin(tmp_path, edit, message):
     config = unshared(SMOKE_CONFIG)
