@@ -327,6 +327,25 @@ class ScoringQueue:
                 self._worker.shutdown(wait=True, cancel_futures=True)
 
 
+def noise_reference_fid(
+    extract: Callable[[Tensor], Tensor],
+    reference: ReferenceStatistics,
+    config: SamplingConfig,
+    shape: tuple[int, int, int],
+    device: torch.device,
+) -> float:
+    """FID of `config.samples` Gaussian-noise images (N(0, 1) pixels clipped to [−1, 1], the
+    generator seeded with `config.seed`) against the same reference: the score of samples that
+    learned nothing (`SamplingConfig.noise_reference`, not in the paper)."""
+    generator = torch.Generator().manual_seed(config.seed)
+    stats = FeatureStatistics()
+    for start in range(0, config.samples, config.batch_size):
+        count = min(config.batch_size, config.samples - start)
+        noise = torch.randn((count, *shape), generator=generator).clamp(-1.0, 1.0)
+        stats.update(extract(to_uint8(noise).to(device)))
+    return frechet_distance(stats.mean, stats.covariance, reference.mu, reference.sigma)
+
+
 def sample_and_score(
     checkpoint: str | Path,
     reference_npz: str | Path,
@@ -373,6 +392,9 @@ def sample_and_score(
             f"the samples gave {stats.mean.shape[0]}-d ones"
         )
     fid = frechet_distance(stats.mean, stats.covariance, reference.mu, reference.sigma)
+    noise_fid = None
+    if config.noise_reference:
+        noise_fid = noise_reference_fid(extract, reference, config, shape, device)
     save_grid(torch.cat(grid), grid_png)
     result = {
         "fid": fid,
@@ -385,6 +407,7 @@ def sample_and_score(
         "ddim_table": ddim_table,
         "reference": str(reference_npz),
         "reference_count": reference.count,
+        "noise_fid": noise_fid,  # FID of Gaussian-noise images (config noise_reference)
         "weights": None if weights is None else str(weights),
         "checkpoint": str(checkpoint),
         "config": to_mapping(config),

@@ -389,3 +389,26 @@ def test_cuda_overlapped_scoring_gives_the_same_statistics(tiny_run, tmp_path):
     assert (tmp_path / "serial.png").read_bytes() == (tmp_path / "overlap.png").read_bytes()
     assert results[1]["samples"] == 7
     assert results[1]["fid"] == pytest.approx(results[0]["fid"], rel=1e-6)
+
+
+def test_noise_reference_scores_seeded_gaussian_noise_beside_the_samples(tiny_run, tmp_path):
+    """Issue 22, item 4: `noise_reference` records the FID of as many Gaussian-noise images
+    (seeded, clipped to [-1, 1]) as samples, with the same extractor and reference, so a figure
+    can say when samples score as noise; off (the paper), the record says null."""
+    from ddae.fid import FeatureStatistics, frechet_distance, load_statistics, to_uint8
+    from ddae.fid_networks import build_extractor
+
+    checkpoint, train = tiny_run
+    write_reference_statistics(train, tmp_path / "ref.npz", "random_conv", None, 32, "cpu", False)
+    args = (tmp_path / "ref.npz", tmp_path / "f.json", tmp_path / "g.png")
+    plain = sample_and_score(checkpoint, *args, SAMPLING, "random_conv", None, "cpu", False)
+    noisy = sample_and_score(
+        checkpoint, *args, {**SAMPLING, "noise_reference": True}, "random_conv", None, "cpu", False
+    )
+    assert plain["noise_fid"] is None and noisy["fid"] == plain["fid"]
+    noise = torch.randn((5, 3, 16, 16), generator=torch.Generator().manual_seed(3))
+    stats = FeatureStatistics()
+    stats.update(build_extractor("random_conv")(to_uint8(noise.clamp(-1.0, 1.0))))
+    reference = load_statistics(tmp_path / "ref.npz")
+    expected = frechet_distance(stats.mean, stats.covariance, reference.mu, reference.sigma)
+    assert noisy["noise_fid"] == pytest.approx(expected, rel=1e-6) and expected > 0

@@ -207,6 +207,30 @@ def test_figure4(tmp_path, texts):
     assert "T=64 (1 checkpoint(s) not run)" in texts
 
 
+def test_figures_4_and_5_say_which_samples_score_as_noise(tmp_path, texts):
+    """Issue 22, item 4: with the FID of Gaussian-noise images recorded (`noise_fid`), the
+    noise level is a dotted line and the runs whose samples score as noise say so."""
+
+    def point(name, epoch, fid):
+        fid_file = write_json(tmp_path / f"{name}{epoch}.json", fid=fid, noise_fid=4.47)
+        linear = write_json(tmp_path / f"{name}{epoch}l.json", test_accuracy=60.0)
+        return {"epoch": epoch, "fid": fid_file, "linear": linear}
+
+    series = {"T=1000": [point("a", 1, 4.76), point("a", 2, 1.2)], "EDM": [point("b", 4, 0.68)]}
+    figures.figure4(series, tmp_path / "f4.png", tmp_path / "f4.pdf")
+    assert "T=1000: samples of epoch 1 score as noise" in texts and "EDM" in texts
+    assert "Gaussian-noise images (FID 4.47)" in texts
+    panels = {
+        "digits": {
+            "models": {
+                "DDPM": {"fid": series["T=1000"][0]["fid"], "linear": series["T=1000"][0]["linear"]}
+            }
+        }
+    }
+    figures.figure5(panels, tmp_path / "f5.png", tmp_path / "f5.pdf")
+    assert any(t.startswith("DDPM") and t.endswith(": samples score as noise") for t in texts)
+
+
 def test_figure5(tmp_path, texts):
     def model(name, fid, linear, finetune=None):
         files = {

@@ -8,7 +8,7 @@ empty string when there is nothing to say.
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -51,3 +51,37 @@ def alignment_note(data: pd.DataFrame, width: int = 44) -> str:
             "noisings of an image (the authors' positive pair) nearly coincide."
         )
     return "\n".join(textwrap.fill(reason, width) for reason in reasons)
+
+
+# Figures 4-5: a run's samples "score as noise" when their FID is at least this fraction of the
+# FID of Gaussian-noise images scored with the same extractor and reference (`noise_fid`, config
+# `noise_reference`). Measured on the miniature (random-conv extractor, 256 images): noise 4.47,
+# the tiny DDPM UNet's samples 4.2-4.8 (pure noise to the eye), the tiny EDM DDPM++'s 0.7-0.9.
+NOISE_FRACTION = 0.75
+
+
+def scores_as_noise(fid: Mapping[str, Any] | None) -> bool:
+    """Whether a FID record's samples score no better than noise (`NOISE_FRACTION`)."""
+    noise = (fid or {}).get("noise_fid")
+    return noise is not None and float(fid["fid"]) >= NOISE_FRACTION * float(noise)
+
+
+def noise_suffix(fids: Mapping[int, Mapping[str, Any]]) -> str:
+    """A legend label's words for the checkpoints (epoch → FID record) scoring as noise."""
+    noisy = [epoch for epoch, fid in sorted(fids.items()) if scores_as_noise(fid)]
+    if not noisy:
+        return ""
+    if len(noisy) == len(fids):
+        return ": samples score as noise"
+    return f": samples of epoch {', '.join(map(str, noisy))} score as noise"
+
+
+def draw_noise_level(ax: Any, fids: Sequence[Mapping[str, Any] | None]) -> None:
+    """A dotted vertical line at the FID of Gaussian-noise images, when the records have one
+    (each FID axis is one extractor and sample count, hence one noise FID)."""
+    noise = [float(fid["noise_fid"]) for fid in fids if fid and fid.get("noise_fid") is not None]
+    if noise:
+        level = max(noise)
+        ax.axvline(
+            level, color="0.4", linestyle=":", label=f"Gaussian-noise images (FID {level:.2f})"
+        )

@@ -45,7 +45,12 @@ from ddae.report.figure_layout import (  # noqa: E402
     plain_log_ticks,
     save_figure,
 )
-from ddae.report.figure_notes import alignment_note, probe_text  # noqa: E402
+from ddae.report.figure_notes import (  # noqa: E402
+    alignment_note,
+    draw_noise_level,
+    noise_suffix,
+    probe_text,
+)
 from ddae.report.reference import (  # noqa: E402
     is_miniature,
     load_reference,
@@ -285,12 +290,14 @@ def figure4(
     missing = []
     with figure_panels(1, width=6.0, height=4.4) as (fig, axes):
         ax = axes[0]
+        drawn_fids = []
         for index, (label, points) in enumerate(series.items()):
-            xs, ys, epochs = [], [], []
+            xs, ys, epochs, fids = [], [], [], {}
             for point in sorted(points, key=lambda p: int(p["epoch"])):
                 fid, linear = _json(point.get("fid"), "fid"), _json(point.get("linear"))
                 if fid is None or linear is None:
                     continue
+                fids[int(point["epoch"])] = fid
                 xs.append(float(fid["fid"]))
                 extractors.add(fid.get("extractor", "inception"))
                 ys.append(float(linear["test_accuracy"]))
@@ -301,6 +308,8 @@ def figure4(
                 continue
             absent = len(points) - len(xs)
             suffix = f" ({absent} checkpoint(s) not run)" if absent else ""
+            suffix += noise_suffix(fids)
+            drawn_fids += fids.values()
             ax.plot(xs, ys, color=color, marker="o", markersize=4, label=f"{label}{suffix}")
             for x, y, epoch in zip(xs, ys, epochs, strict=True):
                 ax.annotate(
@@ -311,6 +320,7 @@ def figure4(
                     fontsize=6,
                     color=color,
                 )
+        draw_noise_level(ax, drawn_fids)
         ax.set_xscale("log")
         plain_log_ticks(ax.xaxis)
         ax.set_xlabel(_fid_axis_label(extractors, "FID (log scale, lower = better generation)"))
@@ -370,6 +380,7 @@ def figure5(
             extractors = {fid.get("extractor", "inception") for fid in fids.values() if fid}
             all_extractors |= extractors
             stand_in = bool(extractors - {"inception"})
+            draw_noise_level(ax, list(fids.values()))
             for index, (model, files) in enumerate(panel.get("models", {}).items()):
                 color = COLORS[index % len(COLORS)]
                 fid = fids[model]
@@ -391,7 +402,7 @@ def figure5(
                             color=color,
                             s=40,
                             zorder=3,
-                            label=f"{model} {name}",
+                            label=f"{model} {name}{noise_suffix({0: fid})}",
                         )
                         drawn = True
                 if "fid" in paper and not stand_in:

@@ -36,6 +36,11 @@ class SamplingConfig(FastPathSwitches):
     # table down to σ = 0. None: "authors" for the ddim sampler on a DDPM; other samplers and
     # frameworks have no such table and refuse a value.
     ddim_table: Literal["authors", "training"] | None = None
+    # Not in the paper: also score `samples` images of Gaussian noise (N(0, 1) pixels clipped to
+    # [−1, 1], seeded by `seed`) with the same extractor and reference, recorded as `noise_fid`,
+    # so that Figures 4-5 say when a run's samples score no better than noise (the miniature's
+    # tiny DDPM runs do). Off at paper scale: it would double the FID's Inception work.
+    noise_reference: bool = False
 
     def __post_init__(self) -> None:
         for name in ("steps", "samples", "batch_size"):
