@@ -10,17 +10,9 @@
 #
 # Stages live in workflow/rules/ in DAG order; the logic lives in the `ddae` package.
 
-import gc
 import os
 
 from snakemake.utils import min_version
-
-# Snakemake's modules (and soon ours) stay loaded for the whole process: frozen, the garbage
-# collector no longer re-scans them, and it runs less often while Snakemake evaluates the rules
-# for every job. About 0.4 CPU s less of `snakemake -n` on config.yaml (issue 21; measured by
-# benchmarks/planning_time.py), a planning process's memory unchanged.
-gc.freeze()
-gc.set_threshold(10_000, 10, 10)  # Python's default: 700 new objects per young collection
 
 from ddae.pipeline.workflow import planned_pipeline
 from ddae.report.run_summary import run_summary
