@@ -85,6 +85,8 @@ BOUNDS = (
     Bound("**.views", 10, "10 augmented views, App. A"),
     Bound("**.crop_padding", 4, "RandomCrop(32, padding=4), Table 6"),
     Bound("**.labels_per_class", 5000, "CIFAR-10's 5000 training images per class"),
+    # not in the paper (LinearProbeConfig.solver lbfgs): its default of 100 iterations
+    Bound("**.lbfgs_iterations", 100, "the default of the L-BFGS probe, not in the paper"),
     Bound("**.align_uniform.images", 10_000, "10,000 images, Fig. 3"),
     Bound("**.gpus", 8, "8 GPUs, Table 7 (DiT)"),
     Bound("**.training_gpus", 8, "8 GPUs, Table 7 (DiT)"),

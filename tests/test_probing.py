@@ -10,14 +10,14 @@ import pytest
 import torch
 from conftest import tiny_probe_run
 
-from ddae.configs import ConfigError
+from ddae.configs import ConfigError, from_mapping
 from ddae.features import cache_features
 from ddae.layer_choice import resolve_layer_t
 from ddae.probing.bank import fit_cached_probes, labelled_subset
 from ddae.probing.grid_search import GRID_CSV_COLUMNS, grid_search
 from ddae.probing.linear_probe import linear_probe
 from ddae.probing.pixel_probe import pixel_probe
-from ddae.settings.probes import ProbeConfig
+from ddae.settings.probes import LinearProbeConfig, ProbeConfig
 from ddae.sources import ImageSource
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -191,6 +191,34 @@ def test_linear_probe_end_to_end(tiny_run, tmp_path):
     assert metrics == saved["history"]
     with pytest.raises(ConfigError, match="layer"):
         linear_probe(checkpoint, ImageSource(train, test), 9, 11, 100, probe, tmp_path / "x.json")
+
+
+def test_linear_probe_lbfgs_fits_every_epochs_views_at_once(tiny_run, tmp_path):
+    """``solver: lbfgs`` (not in the paper): one full-batch fit on the 2 epochs' views of the 48
+    training images, recorded as one history entry without a learning rate."""
+    checkpoint, train, test = tiny_run
+    probe = {"epochs": 2, "batch_size": 16, "crop_padding": 2, "solver": "lbfgs"}
+    source, out = ImageSource(train, test), tmp_path / "l.json"
+    metrics = tmp_path / "m.jsonl"
+    record = linear_probe(checkpoint, source, 3, 11, 100, probe, out, metrics, progress=False)
+    (entry,) = record["history"]
+    assert entry["epoch"] == 2 and entry["lr"] is None
+    hits = entry["train_accuracy"] * 96 / 100  # over both views: 96 rows
+    assert hits == pytest.approx(round(hits)) and entry["train_loss"] < 1.0  # Adam: 2.30 = ln 10
+    assert record["test_accuracy"] == entry["test_accuracy"]
+    assert record["config"]["solver"] == "lbfgs" and record["config"]["lbfgs_iterations"] == 100
+    assert json.loads(metrics.read_text()) == entry
+
+
+def test_solver_and_its_iterations_are_checked_naming_the_key():
+    where = "pretraining.digits_ddpm.evaluation.linear_probe"
+    with pytest.raises(
+        ConfigError, match=rf"^{where}\.solver: 'sgd' is not one of \['adam', 'lbfgs'\]"
+    ):
+        from_mapping(LinearProbeConfig, {"solver": "sgd"}, where)
+    with pytest.raises(ConfigError, match=rf"^{where}: lbfgs_iterations must be >= 1, got 0"):
+        from_mapping(LinearProbeConfig, {"solver": "lbfgs", "lbfgs_iterations": 0}, where)
+    assert LinearProbeConfig().solver == "adam"  # Table 6
 
 
 def test_standardised_probe_converges_on_features_of_small_spread():

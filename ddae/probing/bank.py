@@ -109,21 +109,50 @@ class ProbeBank:
         """(P, B, D_max) → (P, B, C)."""
         return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight)
 
-    def step(self, x: Tensor, labels: Tensor, lr: float) -> tuple[Tensor, Tensor]:
-        """One Adam step on a batch; returns per-probe mean loss and correct count (P,)."""
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+    def mean_losses(self, x: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """(P,) each probe's mean cross-entropy over the rows of (P, B, D_max) ``x``, and the
+        (P, B, C) logits."""
         logits = self.logits(x)
         probes, batch, classes = logits.shape
         losses = F.cross_entropy(
             logits.reshape(probes * batch, classes), labels.repeat(probes), reduction="none"
         ).view(probes, batch)
-        loss = losses.mean(dim=1)  # (P,) each probe's own mean over its batch
+        return losses.mean(dim=1), logits
+
+    def step(self, x: Tensor, labels: Tensor, lr: float) -> tuple[Tensor, Tensor]:
+        """One Adam step on a batch; returns per-probe mean loss and correct count (P,)."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss, logits = self.mean_losses(x, labels)
         self.optimizer.zero_grad(set_to_none=True)
         loss.sum().backward()
         self.optimizer.step()
         correct = (logits.detach().argmax(dim=2) == labels).sum(dim=1)
         return loss.detach(), correct
+
+    def fit_lbfgs(self, x: Tensor, labels: Tensor, iterations: int) -> tuple[Tensor, Tensor]:
+        """Minimise every probe's mean cross-entropy over all (P, N, D_max) rows ``x`` at once,
+        full batch, by L-BFGS (strong Wolfe line search; the probes' losses are summed, so each
+        reaches its own optimum); not in the paper (`LinearProbeConfig.solver`). Returns each
+        probe's final mean loss and correct count (P,)."""
+        optimizer = torch.optim.LBFGS(
+            [self.weight, self.bias],
+            lr=1.0,
+            max_iter=iterations,
+            history_size=20,
+            line_search_fn="strong_wolfe",
+        )
+
+        def closure() -> Tensor:
+            optimizer.zero_grad(set_to_none=True)
+            loss = self.mean_losses(x, labels)[0].sum()
+            loss.backward()
+            return loss
+
+        optimizer.step(closure)
+        with torch.no_grad():
+            loss, logits = self.mean_losses(x, labels)
+        return loss, (logits.argmax(dim=2) == labels).sum(dim=1)
 
     @torch.no_grad()
     def predict(self, x: Tensor) -> Tensor:

@@ -45,12 +45,14 @@ def linear_probe(
     cache with the same seed; latents: one randomly chosen cached version, whose augmentation
     is baked in, so ``hflip``/``crop_padding`` are unused) and fresh noise seeded by (seed,
     train, e, i); the network runs only up to the chosen block, and one linear head is trained
-    with Adam and per-epoch cosine decay. The test split is un-augmented with deterministic noise
-    (seed, test, 0, i), identical to the cache's test features; since the network is frozen its
-    test features are computed once and the accuracy is reported after every epoch
-    (``history``), the final one being ``test_accuracy``. Writes and returns test_accuracy,
-    layer, layer_name, t, steps, sigma, epochs, history, checkpoint, the source's files, config
-    and created_by (the history also to ``metrics_path`` as jsonl).
+    with Adam and per-epoch cosine decay (``solver: adam``, Table 6), or (``solver: lbfgs``, not
+    in the paper) fitted full-batch by L-BFGS to the E epochs' views at once. The test split is
+    un-augmented with deterministic noise (seed, test, 0, i), identical to the cache's test
+    features; since the network is frozen its test features are computed once and the accuracy
+    is reported after every epoch (``history``; L-BFGS: one entry, after the fit), the final one
+    being ``test_accuracy``. Writes and returns test_accuracy, layer, layer_name, t, steps,
+    sigma, epochs, history, checkpoint, the source's files, config and created_by (the history
+    also to ``metrics_path`` as jsonl).
     """
     cfg = from_mapping(LinearProbeConfig, config, "probe")
     device = torch.device(device)
@@ -100,36 +102,58 @@ def linear_probe(
         test_rows = (test_rows.float() - mean) * scale
     bank = ProbeBank([dim], source.num_classes, [(t, layer)], cfg.seed, device)
     train_labels = train_labels.to(device)
-    history = []
     metrics = Path(metrics_path) if metrics_path else None
     if metrics:
         metrics.parent.mkdir(parents=True, exist_ok=True)
         metrics.write_text("")
-    for epoch in range(cfg.epochs):
-        lr = cfg.lr_at_epoch(epoch)
-        order = subset[epoch_permutation(num_train, cfg.seed, epoch)]
-        loss_sum, correct = 0.0, 0
+
+    def train_batches(epoch: int, order: Tensor):
+        """(standardised rows, labels) of epoch ``epoch``'s views, batch by batch."""
         desc = f"epoch {epoch + 1}/{cfg.epochs}"
         for index, pooled in features(train_inputs, order, (cfg.seed, TRAIN), epoch, desc):
             x = (pooled[0].float() - mean) * scale if cfg.standardize else pooled[0]
-            loss, hits = bank.step(x.unsqueeze(0), train_labels[index.to(device)], lr)
-            loss_sum += float(loss[0]) * len(index)
-            correct += int(hits[0])
+            yield x, train_labels[index.to(device)]
+
+    def record_epoch(entry: dict[str, Any]) -> None:
         test_correct = 0
         for start in range(0, num_test, cfg.batch_size):
             x = test_rows[start : start + cfg.batch_size].unsqueeze(0)
             y = test_labels[start : start + cfg.batch_size].to(device)
             test_correct += int((bank.predict(x)[0] == y).sum())
-        entry = {
-            "epoch": epoch + 1,
-            "lr": lr,
-            "train_loss": loss_sum / num_train,
-            "train_accuracy": 100.0 * correct / num_train,
-            "test_accuracy": 100.0 * test_correct / num_test,
-        }
-        history.append(entry)
+        history.append({**entry, "test_accuracy": 100.0 * test_correct / num_test})
         if metrics:
-            append_jsonl(metrics, entry)
+            append_jsonl(metrics, history[-1])
+
+    history: list[dict[str, Any]] = []
+    if cfg.solver == "lbfgs":  # not in the paper: every epoch's views at once (the config's note)
+        batches = [batch for e in range(cfg.epochs) for batch in train_batches(e, subset)]
+        x, labels = (torch.cat(part) for part in zip(*batches, strict=True))
+        loss, hits = bank.fit_lbfgs(x.unsqueeze(0), labels, cfg.lbfgs_iterations)
+        record_epoch(
+            {
+                "epoch": cfg.epochs,
+                "lr": None,
+                "train_loss": float(loss[0]),
+                "train_accuracy": 100.0 * int(hits[0]) / len(labels),
+            }
+        )
+    for epoch in range(cfg.epochs if cfg.solver == "adam" else 0):  # Table 6
+        lr = cfg.lr_at_epoch(epoch)
+        loss_sum, correct = 0.0, 0
+        for x, labels in train_batches(
+            epoch, subset[epoch_permutation(num_train, cfg.seed, epoch)]
+        ):
+            loss, hits = bank.step(x.unsqueeze(0), labels, lr)
+            loss_sum += float(loss[0]) * len(labels)
+            correct += int(hits[0])
+        record_epoch(
+            {
+                "epoch": epoch + 1,
+                "lr": lr,
+                "train_loss": loss_sum / num_train,
+                "train_accuracy": 100.0 * correct / num_train,
+            }
+        )
     log.info(
         "linear probe at layer %d (%s), t = %d/%d: test accuracy %.2f%% after %d epochs",
         layer,
