@@ -29,8 +29,8 @@ log = logging.getLogger(__name__)
 
 # What a job uses for a setting that its config mapping leaves out: its config class's default
 # (ddae.settings.probes.LinearProbeConfig for Table 6, ddae.settings.classifiers'
-# ClassifierTrainingConfig for Tables 7-8), or what the code always does (no setting: Adam in
-# ddae.probing.bank.ProbeBank, the cosine schedules of ProbeConfig.lr_at_epoch and
+# ClassifierTrainingConfig for Tables 7-8; Table 6's optimizer is LinearProbeConfig.solver), or
+# what the code always does (no setting: the cosine schedules of ProbeConfig.lr_at_epoch and
 # classifier_training.lr_at_epoch).
 CONFIG_CLASSES = {
     "table6": LinearProbeConfig,
@@ -38,10 +38,12 @@ CONFIG_CLASSES = {
     "table8": ClassifierTrainingConfig,
 }
 FIXED_IN_CODE = {
-    "table6": {"optimizer": "Adam", "schedule": "cosine decay"},
+    "table6": {"schedule": "cosine decay"},
     "table7": {"schedule": "cosine decay"},
     "table8": {"schedule": "cosine decay"},
 }
+# Table 6 under LinearProbeConfig.solver "lbfgs" (not in the paper): no lr and no schedule
+SOLVER_UNUSED = {"lbfgs": {"lr": "none (L-BFGS line search)", "schedule": "none (L-BFGS)"}}
 # DiT jobs read augmented latents: flip and crop are the latent cache's (LatentCacheConfig)
 LATENT_AUGMENTATION = ("hflip", "crop_padding")
 
@@ -52,7 +54,7 @@ TITLES = {
 }
 # paper quantity -> config key names it may have in a run's settings (last dotted component)
 ALIASES = {
-    "optimizer": ("optimizer",),
+    "optimizer": ("optimizer", "solver"),  # solver: the final linear probe's (Table 6)
     "lr": ("lr", "learning_rate", "base_lr"),  # base_lr: probe JSONs from before ddae.learning_rate
     "schedule": ("schedule", "lr_schedule", "scheduler"),
     "batch_size": ("batch_size", "global_batch_size"),
@@ -157,6 +159,8 @@ def settings_table(table: str, columns: Sequence[Mapping[str, Any]]) -> pd.DataF
     for column in columns:
         flat = _flatten(column.get("config") or {})
         paper = paper_settings(table, column)
+        solver = next((v for k, v in flat.items() if k.rsplit(".", 1)[-1] == "solver"), None)
+        unused = SOLVER_UNUSED.get(solver, {}) if table == "table6" else {}
         used = set()
         for quantity, names in ALIASES.items():
             key = next((k for k in flat if k.rsplit(".", 1)[-1] in names), None)
@@ -167,7 +171,9 @@ def settings_table(table: str, columns: Sequence[Mapping[str, Any]]) -> pd.DataF
             if augmentation is not None and quantity in LATENT_AUGMENTATION:
                 key = None  # the probe/fine-tune's own flip and crop are unused on latents
             effective = None if key else effective_setting(table, quantity, augmentation)
-            if key:
+            if quantity in unused:
+                source, measured = f"solver {solver}", unused[quantity]
+            elif key:
                 source, measured = key, flat[key]
             elif effective:
                 source, measured = effective
