@@ -33,6 +33,9 @@ from ddae.pipeline.schema import generated_schema
 SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+MERGE_TAG = "tag:yaml.org,2002:merge"  # `<<: *anchor`
+
+
 def _node_paths(root: yaml.Node) -> dict[int, list[tuple[Key, ...]]]:
     """id(node) -> every key path reaching it, in document order (aliases share one node)."""
     paths: dict[int, list[tuple[Key, ...]]] = {}
@@ -41,7 +44,8 @@ def _node_paths(root: yaml.Node) -> dict[int, list[tuple[Key, ...]]]:
         paths.setdefault(id(node), []).append(path)
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:
-                walk(value, (*path, key.value))
+                # a merge key (`<<: *anchor`) puts the anchor's keys in this very mapping
+                walk(value, path if key.tag == MERGE_TAG else (*path, key.value))
         elif isinstance(node, yaml.SequenceNode):
             for index, value in enumerate(node.value):
                 walk(value, (*path, index))
@@ -118,14 +122,30 @@ def _through_anchor(
     return path, None
 
 
+def _written_at(root: yaml.Node, error: jsonschema.ValidationError) -> bool:
+    """Whether the YAML text holds the error's value where it lies (an unknown key written in
+    that very mapping, not merged into it)."""
+    node = _node_at(root, tuple(error.absolute_path))
+    if node is None:
+        return False
+    if error.validator == "additionalProperties" and isinstance(node, yaml.MappingNode):
+        allowed = error.schema.get("properties", {})
+        return any(key.value not in allowed and key.tag != MERGE_TAG for key, _ in node.value)
+    return True
+
+
 def schema_message(config: Mapping[str, Any], schema: Mapping[str, Any], text: str) -> str | None:
     """The message for the first schema violation of ``config`` (None if valid). ``text`` is
     config.yaml's source, for line numbers and anchors (an empty text gives none)."""
     validator = jsonschema.validators.validator_for(schema)(schema)
-    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
-    if error is None:
+    errors = list(validator.iter_errors(config))
+    if not errors:
         return None
     root = _composed(text)
+    # an error inside a block merged in with `<<: *anchor` has no line of its own; the same
+    # error where the anchor is defined or aliased has one (and names the anchor's users)
+    located = [e for e in errors if root is None or _written_at(root, e)]
+    error = jsonschema.exceptions.best_match(located or errors)
     path, anchor = _through_anchor(root, text, tuple(error.absolute_path))
     details = []
     if error.validator == "additionalProperties" and isinstance(error.instance, Mapping):

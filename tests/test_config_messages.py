@@ -46,7 +46,9 @@ def test_typo_in_a_shared_anchor_names_the_anchor_its_runs_and_the_edited_line()
     assert any("allowed keys there:" in d and "epochs" in d and "seed" in d for d in details)
     assert "  did you mean 'epochs'?" in details
     shared = next(d for d in details if "anchor" in d)
-    users = 1 + SMOKE_TEXT.count("linear_probe: *tiny_linear")  # the definition and its aliases
+    # the definition, its aliases and the blocks that merge it in (`<<: *tiny_linear`)
+    users = 1 + SMOKE_TEXT.count("linear_probe: *tiny_linear") + SMOKE_TEXT.count("*tiny_linear,")
+    assert SMOKE_TEXT.count("{<<: *tiny_linear,") == 2  # the findings' seed replicates
     assert "&tiny_linear" in shared and f"used by {users} runs: digits_ddpm, " in shared
     assert len(message.splitlines()) <= 5
 
