@@ -87,6 +87,8 @@ BOUNDS = (
     Bound("**.labels_per_class", 5000, "CIFAR-10's 5000 training images per class"),
     # not in the paper (LinearProbeConfig.solver lbfgs): its default of 100 iterations
     Bound("**.lbfgs_iterations", 100, "the default of the L-BFGS probe, not in the paper"),
+    # not in the paper (NoisyHeadConfig.standardize): at most a training set's images
+    Bound("**.standardize_images", 50_000, "CIFAR-10's 50,000 training images, not in the paper"),
     Bound("**.align_uniform.images", 10_000, "10,000 images, Fig. 3"),
     Bound("**.gpus", 8, "8 GPUs, Table 7 (DiT)"),
     Bound("**.training_gpus", 8, "8 GPUs, Table 7 (DiT)"),

@@ -22,7 +22,9 @@ trained under the same VP (DDPM) or VE (EDM) perturbation.
 Here images enter the frozen network exactly as in denoising and linear probing: x = x0 + σ_t ε
 (VE view) through ``framework.network_inputs`` (`ddae.diffusion`), pooled by
 `ddae.features.DecoderFeatures` (which stops the pass after the chosen block). The timestep
-embedding receives the integer t of "t/steps" (Table 9), as the official head does.
+embedding receives the integer t of "t/steps" (Table 9), as the official head does. Not in the
+paper, ``standardize`` (`NoisyHeadConfig`) standardises the features per noise level before the
+head (`ddae.noise_levels.level_statistics`).
 
 `train_noisy_wrn` — the supervised baseline (official ``noisy_classifier_WRN.py``): a
 noise-conditional WideResNet-28-10 (`ddae.networks.noisy_wide_resnet`) trained from scratch on
@@ -54,6 +56,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -83,6 +86,7 @@ from ddae.noise_levels import (
     Perturbation,
     accuracy_per_level,
     evaluation_timesteps,
+    level_statistics,
     pack_condition,
     unpack_condition,
 )
@@ -229,7 +233,11 @@ def _level_logits(
 class NoisyHeadClassifier(nn.Module):
     """Eq. 5 as one model: frozen DDAE features of the noisy image at its level t, then the
     trainable `NoisyHead`. The frozen network is held outside the module's parameters, state
-    and memory-format changes: the trainer trains, saves and resumes the head alone."""
+    and memory-format changes: the trainer trains, saves and resumes the head alone.
+
+    ``level_stats`` (not in the paper; `NoisyHeadConfig.standardize`): the (steps, d) mean and
+    1/std of `ddae.noise_levels.level_statistics`; features at level t enter the head as
+    (f − mean[t]) · scale[t]. Recomputed, not saved: the head's state is the official one."""
 
     def __init__(
         self,
@@ -238,19 +246,31 @@ class NoisyHeadClassifier(nn.Module):
         sigmas: Tensor,
         dim: int,
         num_classes: int,
+        level_stats: tuple[Tensor, Tensor] | None = None,
     ) -> None:
         super().__init__()
         self.head = NoisyHead(dim, num_classes)
         self._frozen = (features, framework, sigmas)  # a tuple: not registered as submodules
+        self._level_stats = level_stats
 
     def forward(self, inputs: Tensor) -> Tensor:
         x, condition = unpack_condition(inputs)  # x = x0 + σ_t ε, condition t
         t = condition.round().long()
-        features, framework, sigmas = self._frozen
-        with torch.no_grad():
-            (pooled,) = features(*framework.network_inputs(x, sigmas[t - 1]))
+        pooled = frozen_features(*self._frozen, x, t)
         with torch.autocast(x.device.type, enabled=False):  # the head in fp32, as the official
-            return self.head(pooled.float(), t)
+            if self._level_stats is not None:
+                mean, scale = self._level_stats
+                pooled = (pooled - mean[t - 1]) * scale[t - 1]
+            return self.head(pooled, t)
+
+
+def frozen_features(
+    features: DecoderFeatures, framework: Framework, sigmas: Tensor, x: Tensor, t: Tensor
+) -> Tensor:
+    """(B, d) float32 pooled features of the frozen network at noisy images x of levels t."""
+    with torch.no_grad():
+        (pooled,) = features(*framework.network_inputs(x, sigmas[t - 1]))
+    return pooled.float()
 
 
 def train_noisy_head(
@@ -302,8 +322,23 @@ def train_noisy_head(
             "train_md5": file_md5(train_path),
         }
 
+        level_stats = None
+        if cfg.standardize:
+            identity["standardize_images"] = cfg.standardize_images
+            with _autocast(device, cfg.bf16):
+                level_stats = level_statistics(
+                    partial(frozen_features, features, framework, sigmas),
+                    noise,
+                    train.images[: cfg.standardize_images].to(device),
+                    levels,  # EDM: every level; DDPM: the test levels
+                    cfg.seed,
+                    cfg.eval_batch_size,
+                )
+
         def build() -> nn.Module:
-            return NoisyHeadClassifier(features, framework, sigmas, dim, len(train.classes))
+            return NoisyHeadClassifier(
+                features, framework, sigmas, dim, len(train.classes), level_stats
+            )
 
         model = _train(build, data, training, device, identity, progress, metrics, state_dir)
         return _test_and_write(

@@ -3,8 +3,10 @@ training and test images are noised at a level, handed to the model with the lev
 and tested level by level. The official code draws them in ``noisy_classifier_DDAE.py`` (the
 DDAE head: x = x0 + σ_t ε, condition t) and ``noisy_classifier_WRN.py`` (the WideResNet
 baseline: VP √ᾱ_t x0 + √(1−ᾱ_t) ε, condition t/T; VE x0 + σ ε, condition ln σ); Figure 6's test
-levels are DDPM t ∈ arange(0, T, T // 20) + 1 = {1, 51, …, 951} and EDM every t in 1..18. The
-classifiers and their training are `ddae.noise_conditional`'s."""
+levels are DDPM t ∈ arange(0, T, T // 20) + 1 = {1, 51, …, 951} and EDM every t in 1..18. Not in
+the paper, `level_statistics` standardises the head's features per level
+(`NoisyHeadConfig.standardize`). The classifiers and their training are
+`ddae.noise_conditional`'s."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from torch import Tensor
 from ddae.batching import to_model_range
 from ddae.configs import ConfigError
 from ddae.diffusion import DDPM, EDM, Framework
+from ddae.probing.bank import standardizer
 from ddae.sources import ClassifierData, ImageData
 
 log = logging.getLogger(__name__)
@@ -36,8 +39,14 @@ def evaluation_timesteps(framework: Framework, steps: int, test_levels: int = 20
     return list(range(1, steps + 1))
 
 
-def _level_generator(device: torch.device, seed: int, t: int) -> torch.Generator:
-    mixed = int(np.random.SeedSequence([seed, 7, t]).generate_state(1, np.uint64)[0])
+TEST_NOISE, STATISTICS_NOISE = 7, 13  # the streams of ε seeded per level (`level_generator`)
+
+
+def level_generator(
+    device: torch.device, seed: int, t: int, stream: int = TEST_NOISE
+) -> torch.Generator:
+    """The generator of level t's ε in ``stream`` (test images, or the head's statistics)."""
+    mixed = int(np.random.SeedSequence([seed, stream, t]).generate_state(1, np.uint64)[0])
     return torch.Generator(device).manual_seed(mixed >> 1)
 
 
@@ -187,11 +196,11 @@ def accuracy_per_level(
     batches, with ε seeded per (seed, level); rows ``t, steps, sigma, test_accuracy``."""
     rows = []
     for t_level, sigma in zip(levels, sigmas, strict=True):
-        level_generator = _level_generator(device, seed, t_level)
+        generator = level_generator(device, seed, t_level)
         hits = 0
         for chunk in torch.arange(len(test_images), device=device).split(batch_size):
             x0 = to_model_range(test_images[chunk])
-            eps = torch.randn(x0.shape, generator=level_generator, device=device)
+            eps = torch.randn(x0.shape, generator=generator, device=device)
             with torch.no_grad():
                 logits = logits_for(x0, t_level, eps)
             hits += int((logits.argmax(dim=1) == test_labels[chunk]).sum())
@@ -199,3 +208,35 @@ def accuracy_per_level(
         log.info("t=%d/%d sigma=%.4g: test accuracy %.2f", t_level, steps, sigma, accuracy)
         rows.append({"t": t_level, "steps": steps, "sigma": sigma, "test_accuracy": accuracy})
     return rows
+
+
+@torch.no_grad()
+def level_statistics(
+    pooled: Callable[[Tensor, Tensor], Tensor],
+    noise: LevelNoise,
+    images: Tensor,
+    stats_levels: Sequence[int],
+    seed: int,
+    batch_size: int,
+) -> tuple[Tensor, Tensor]:
+    """Per-level standardisation of the DDAE head's features (`NoisyHeadConfig.standardize`,
+    not in the paper): (steps, d) mean and 1/√(var + 1e-5) of ``pooled(x, t)``, the frozen
+    features of ``images`` (clean, uint8) noised at level t as in training (``noise``; ε seeded
+    per (seed, level) in its own stream), at each level of ``stats_levels``; every t in
+    1..steps takes the statistics of the nearest such level (ties: the lower)."""
+    means, scales = [], []
+    for level in stats_levels:
+        generator = level_generator(images.device, seed, level, STATISTICS_NOISE)
+        rows = []
+        for chunk in images.split(batch_size):
+            x0 = to_model_range(chunk)
+            t, _ = noise.test_level(level, len(x0), x0.device)
+            eps = torch.randn(x0.shape, generator=generator, device=x0.device)
+            rows.append(pooled(noise.apply(x0, t, eps), t))
+        mean, scale = standardizer(torch.cat(rows))
+        means.append(mean)
+        scales.append(scale)
+    levels = torch.tensor(list(stats_levels), device=images.device)
+    steps = torch.arange(1, noise.steps + 1, device=images.device)
+    nearest = (steps[:, None] - levels[None, :]).abs().argmin(dim=1)
+    return torch.stack(means)[nearest], torch.stack(scales)[nearest]
