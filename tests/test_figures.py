@@ -383,6 +383,28 @@ def test_figure6(tmp_path, texts):
     assert "VE: EDM vs WideResNet\nnot run: DDAE (EDM) MLP head" in texts
 
 
+def test_figure6_does_not_zoom_a_chance_band_into_a_curve(tmp_path, monkeypatch):
+    """The smoke run's classifiers at chance (10.0-10.55 %) looked like a curve on an autoscaled
+    axis (issue 22): the axis spans 0-100 % whatever the data."""
+    chance = write_csv(
+        tmp_path / "chance.csv",
+        [
+            {"t": t, "steps": 18, "sigma": 0.002 * 2**t, "test_accuracy": 10.0 + 0.55 * (t % 2)}
+            for t in range(1, 19)
+        ],
+    )
+    limits = []
+    original = figures.save_figure
+
+    def recording(fig, *args):
+        limits.extend(ax.get_ylim() for ax in fig.axes)
+        original(fig, *args)
+
+    monkeypatch.setattr(figures, "save_figure", recording)
+    figures.figure6({"VE": {"head": chance}}, tmp_path / "f6.png", tmp_path / "f6.pdf")
+    assert limits == [(0.0, 100.0)]
+
+
 def test_figure3_arrows_point_from_each_checkpoint_to_the_next(tmp_path, monkeypatch):
     rows = {
         epoch: write_csv(
