@@ -23,6 +23,14 @@ COLLAPSED_UNIFORMITY = -0.1
 NEGLIGIBLE_ALIGNMENT = 1e-3
 
 
+def fid_axis_label(extractors: set[str], base: str) -> str:
+    """A FID axis label; FIDs from an offline stand-in extractor are said to be so."""
+    others = sorted(extractors - {"inception"})
+    if not others:
+        return base
+    return f"{base}\nwith the offline {', '.join(others)} extractor, not Inception"
+
+
 def probe_text(choice: Mapping[str, Any] | None) -> str:
     """What trained a grid's probes, from its choice record's ``config`` (`ddae.probing`): the
     labels per class it saw (all by default) and its epochs; empty when it does not say."""

@@ -48,6 +48,7 @@ from ddae.report.figure_layout import (  # noqa: E402
 from ddae.report.figure_notes import (  # noqa: E402
     alignment_note,
     draw_noise_level,
+    fid_axis_label,
     noise_suffix,
     probe_text,
 )
@@ -323,7 +324,7 @@ def figure4(
         draw_noise_level(ax, drawn_fids)
         ax.set_xscale("log")
         plain_log_ticks(ax.xaxis)
-        ax.set_xlabel(_fid_axis_label(extractors, "FID (log scale, lower = better generation)"))
+        ax.set_xlabel(fid_axis_label(extractors, "FID (log scale, lower = better generation)"))
         ax.set_ylabel("linear-probe test accuracy (%)")
         ax.set_title(
             "Figure 4. Generation vs recognition of DDPM noise ablations\n"
@@ -332,14 +333,6 @@ def figure4(
         not_run_note(ax, missing)
         legend_below(ax, ncol=2)
         save_figure(fig, png, pdf, source)
-
-
-def _fid_axis_label(extractors: set[str], base: str) -> str:
-    """The FID axis label; FIDs from an offline stand-in extractor are said to be so."""
-    others = sorted(extractors - {"inception"})
-    if not others:
-        return base
-    return f"{base}\nwith the offline {', '.join(others)} extractor, not Inception"
 
 
 # --- Figure 5 ----------------------------------------------------------------------------------
@@ -447,7 +440,7 @@ def figure5(
             if stand_in:
                 title += "\n(paper's Inception-FID points left out: ours use a stand-in extractor)"
             ax.set_title(title)
-            ax.set_xlabel(_fid_axis_label(extractors, "FID (lower = better generation)"))
+            ax.set_xlabel(fid_axis_label(extractors, "FID (lower = better generation)"))
             ax.set_ylabel("test accuracy (%)")
             not_run_note(ax, missing)
             legend_below(ax)
