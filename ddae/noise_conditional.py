@@ -65,7 +65,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ddae.batching import to_model_range
-from ddae.checkpoints import load_network
+from ddae.checkpoints import load_network, partial_state_lock
 from ddae.classifier_training import (
     PARTIAL_STATE,
     ClassifierOptions,
@@ -204,6 +204,8 @@ def _test_and_write(
     write_accuracy_csv(rows, out_csv)
     if state_dir is not None:
         (Path(state_dir) / PARTIAL_STATE).unlink(missing_ok=True)
+        with partial_state_lock(state_dir):  # on leaving, the emptied folder and partial/ go
+            pass
     return rows
 
 

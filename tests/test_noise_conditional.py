@@ -290,6 +290,7 @@ def test_noisy_head_resumes_from_its_partial_state(digits, tmp_path, monkeypatch
         checkpoint, *digits, 2, 64, config, tmp_path / "a.csv", progress=False, state_dir=state
     )
     assert not (state / "partial.pt").exists()  # removed once the CSV is written
+    assert not state.exists()  # and its emptied folder with it (no leftovers in results/)
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -315,7 +316,7 @@ def test_noisy_head_resumes_from_its_partial_state(digits, tmp_path, monkeypatch
             checkpoint, *digits, 2, 64, config, tmp_path / "b.csv", progress=False, state_dir=state
         )
     assert "resuming from" in caplog.text
-    assert resumed == whole
+    assert resumed == whole and not state.exists()
     assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
 
 

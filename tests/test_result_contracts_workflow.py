@@ -154,7 +154,17 @@ def test_case1_a_csv_value_out_of_range_stops_planning(
 def test_case1_a_grid_csv_that_disagrees_with_its_choice_stops_planning(smoke_run):  # noqa: F811
     """A grid cell raised above the chosen one, in range: the choice JSON names another cell."""
     grid = (smoke_run / f"{EDM}/grid/epoch4.csv").read_text().splitlines()
-    row = next(k for k, line in enumerate(grid[1:], 1) if not line.startswith("1,"))
+    choice = json.loads((smoke_run / f"{EDM}/grid/epoch4.json").read_text())
+    columns = grid[0].split(",")
+
+    def cell(line: str) -> tuple[int, int]:
+        values = line.split(",")
+        return int(values[columns.index("layer")]), int(values[columns.index("t")])
+
+    # a cell other than the chosen one (the choice moves with the smoke config's probes)
+    row = next(
+        k for k, line in enumerate(grid[1:], 1) if cell(line) != (choice["layer"], choice["t"])
+    )
     output = stops_while_planning(
         smoke_run,
         f"{EDM}/grid/epoch4.csv",
