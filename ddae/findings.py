@@ -208,13 +208,13 @@ def aggregate(label: str, seeds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     holds at every seed. The moderate-noise optimum is a finding only where every seed's best t
     is interior; otherwise it is said under "Not shown at this scale" with each seed's best t.
     """
-    names = [check["finding"] for check in seeds[0]["checks"]]
     moderate = "moderate_noise_optimum"
     everywhere = all(moderate in {check["finding"] for check in seed["checks"]} for seed in seeds)
+    names = [c["finding"] for c in seeds[0]["checks"] if everywhere or c["finding"] != moderate]
     checks = []
-    for name in names + ([moderate] if everywhere and moderate not in names else []):
+    for name in names:
         per_seed = [c for seed in seeds for c in seed["checks"] if c["finding"] == name]
-        if name == moderate and not everywhere or len(per_seed) != len(seeds):
+        if len(per_seed) != len(seeds):  # not checked at every seed (e.g. no fine-tuning)
             continue
         values = [float(check["value"]) for check in per_seed]
         mean, sd = _mean_sd(values)
@@ -259,12 +259,13 @@ def aggregate(label: str, seeds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 def scale_text(description: str, files: Mapping[str, Any], seeds: int) -> str:
     """Where the numbers come from, computed from the run (issue 22, item 7): the images of the
     raw-pixel probe's splits, the pretrained checkpoint's network and epoch, the grid's labels."""
-    from ddae.checkpoints import load_checkpoint, load_network
+    from ddae.checkpoints import load_checkpoint
+    from ddae.networks import build_network
 
     pixels = require(files["pixels"], read_result_json, "pixel_probe")
-    network, _, run = load_network(files["checkpoint"])
-    epoch = load_checkpoint(files["checkpoint"]).get("epoch")
-    parameters = sum(parameter.numel() for parameter in network.parameters())
+    payload = load_checkpoint(files["checkpoint"])  # read once: its run config and epoch
+    run, epoch = payload["run"], payload.get("epoch")
+    parameters = sum(p.numel() for p in build_network(run["network"]).parameters())
     grid = require(files["grid_choice"], read_result_json, "grid_choice")
     per_class = grid.get("config", {}).get("labels_per_class")
     labels = (
