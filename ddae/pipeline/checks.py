@@ -86,8 +86,10 @@ REPLICATE_KEYS = (
     "dataset",
     "final epoch",
     *WEIGHT_KEYS,
-    *(f"evaluation.{key}" for key in (*SHARED_EVALUATION_KEYS, "layer_t", "linear_probe")),
-    "evaluation.finetune",
+    *(
+        f"evaluation.{key}"
+        for key in (*SHARED_EVALUATION_KEYS, "layer_t", "linear_probe", "finetune")
+    ),
 )
 
 
