@@ -65,7 +65,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ddae.batching import to_model_range
-from ddae.checkpoints import load_network, partial_state_lock
+from ddae.checkpoints import load_network
 from ddae.classifier_training import (
     PARTIAL_STATE,
     ClassifierOptions,
@@ -161,9 +161,12 @@ def _train(
     progress: bool,
     metrics: str | Path | None,
     state_dir: str | Path | None,
-) -> nn.Module:
-    """Train a noise-conditional classifier with `ClassifierTrainer` (one process); the trained
-    network in eval mode. With ``state_dir`` an interrupted run resumes from its partial state."""
+    test: Callable[[nn.Module], list[dict[str, Any]]],
+) -> list[dict[str, Any]]:
+    """Train a noise-conditional classifier with `ClassifierTrainer` (one process), then
+    ``test`` the trained network (eval mode) while its partial state is still held, as
+    fine-tuning writes its result: with ``state_dir`` an interrupted run resumes from its
+    partial state, and a finished one leaves no state folder behind."""
     world = World(rank=0, size=1, device=device)
     trainer = ClassifierTrainer(build, data, None, config, world, identity)
     state = Path(state_dir) if state_dir is not None else None
@@ -175,7 +178,7 @@ def _train(
     )
     with trainer.resumed(options):
         trainer.run(options)
-    return trainer.network.eval()
+        return test(trainer.network.eval())
 
 
 def _test_and_write(
@@ -202,10 +205,8 @@ def _test_and_write(
         data.device,
     )
     write_accuracy_csv(rows, out_csv)
-    if state_dir is not None:
+    if state_dir is not None:  # inside `_train`'s hold: its folder goes when the hold ends
         (Path(state_dir) / PARTIAL_STATE).unlink(missing_ok=True)
-        with partial_state_lock(state_dir):  # on leaving, the emptied folder and partial/ go
-            pass
     return rows
 
 
@@ -342,16 +343,18 @@ def train_noisy_head(
                 features, framework, sigmas, dim, len(train.classes), level_stats
             )
 
-        model = _train(build, data, training, device, identity, progress, metrics, state_dir)
-        return _test_and_write(
-            _level_logits(model, noise, device, cfg.bf16),
-            data,
-            [float(sigmas[t_level - 1]) for t_level in levels],
-            steps,
-            cfg.eval_batch_size,
-            out_csv,
-            state_dir,
-        )
+        def test(model: nn.Module) -> list[dict[str, Any]]:
+            return _test_and_write(
+                _level_logits(model, noise, device, cfg.bf16),
+                data,
+                [float(sigmas[t_level - 1]) for t_level in levels],
+                steps,
+                cfg.eval_batch_size,
+                out_csv,
+                state_dir,
+            )
+
+        return _train(build, data, training, device, identity, progress, metrics, state_dir, test)
 
 
 # --- the noise-conditional WideResNet baseline -------------------------------------------------
@@ -402,7 +405,13 @@ def train_noisy_wrn(
         "train_md5": file_md5(train_path),
     }
     data = NoisyImageData(ImageData(train, test, cfg, device), noise, levels, cfg.seed)
-    model = _train(
+    sigmas = [diffusion.sigma_at_timestep(t_level, steps) for t_level in levels]
+
+    def test(model: nn.Module) -> list[dict[str, Any]]:
+        logits = _level_logits(model, noise, device, cfg.bf16, cfg.channels_last)
+        return _test_and_write(logits, data, sigmas, steps, 500, out_csv, state_dir)
+
+    return _train(
         lambda: NoisyWRNClassifier(network),
         data,
         cfg,
@@ -411,10 +420,8 @@ def train_noisy_wrn(
         progress,
         metrics,
         state_dir,
+        test,
     )
-    sigmas = [diffusion.sigma_at_timestep(t_level, steps) for t_level in levels]
-    logits = _level_logits(model, noise, device, cfg.bf16, cfg.channels_last)
-    return _test_and_write(logits, data, sigmas, steps, 500, out_csv, state_dir)
 
 
 class NoisyWRNClassifier(nn.Module):
